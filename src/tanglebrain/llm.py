@@ -1,0 +1,392 @@
+"""The one module that talks to litellm: call, stream, usage, cost, error mapping.
+
+litellm is imported lazily (it costs seconds and ~170 MB), with the hygiene it needs
+to stay quiet: no price-map download, no banner on stdout, no log lines. Retries are
+ours (litellm and the OpenAI SDK are told not to retry) so that every attempt is
+counted, ``Retry-After`` is honoured and backoff is explicit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import anyio
+
+from tanglebrain.errors import BackendError
+from tanglebrain.roster import Backend
+from tanglebrain.trace import Attempt, Call
+
+Message = dict[str, Any]
+_litellm: ModuleType | None = None
+
+
+def litellm() -> ModuleType:
+    """Import litellm once, configured to stay off stdout and off the network."""
+    global _litellm
+    if _litellm is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        os.environ.setdefault("LITELLM_LOG", "ERROR")
+        import litellm as lib
+
+        lib.suppress_debug_info = True
+        lib.telemetry = False
+        lib.drop_params = True
+        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        _litellm = lib
+    return _litellm
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """A tool call the model asked for."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What one successful ``complete`` returned."""
+
+    text: str
+    tool_calls: tuple[ToolCallRequest, ...]
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently to retry one backend."""
+
+    max_attempts: int = 3
+    base_delay: float = 0.25
+    max_delay: float = 8.0
+    max_retry_after: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None to give up."""
+        if attempt >= self.max_attempts:
+            return None
+        if retry_after is not None:
+            return retry_after if retry_after <= self.max_retry_after else None
+        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return backoff * (0.5 + random.random() / 2)  # jitter spreads synchronized retries
+
+
+# --- prices -------------------------------------------------------------------------
+
+
+def price_per_token(backend: Backend) -> tuple[float, float] | None:
+    """(input, output) USD per token, or None when unknown.
+
+    The roster's ``price`` wins; ``cost = 0`` means free; otherwise litellm's bundled
+    map. A model litellm does not know, or prices at zero while the roster says it
+    costs something, is unknown: never silently $0.
+    """
+    if backend.price is not None:
+        return backend.price.input / 1e6, backend.price.output / 1e6
+    if backend.cost == 0:
+        return 0.0, 0.0
+    try:
+        info = litellm().get_model_info(backend.model)
+    except Exception:
+        return None
+    inp, out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+    if not inp and not out:
+        return None
+    return float(inp or 0.0), float(out or 0.0)
+
+
+def context_window(backend: Backend) -> int | None:
+    """The roster's ``context_window``, else litellm's, else None (unknown)."""
+    if backend.context_window is not None:
+        return backend.context_window
+    try:
+        info = litellm().get_model_info(backend.model)
+    except Exception:
+        return None
+    size = info.get("max_input_tokens") or info.get("max_tokens")
+    return int(size) if size else None
+
+
+def count_tokens(backend: Backend, messages: Sequence[Message]) -> int:
+    """Prompt tokens of ``messages`` for ``backend``'s model (litellm's counter)."""
+    try:
+        return int(litellm().token_counter(model=backend.model, messages=list(messages)))
+    except Exception:
+        chars = sum(len(str(m.get("content") or "")) for m in messages)
+        return math.ceil(chars / 4)
+
+
+def cost_of(backend: Backend, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """USD for this usage, or None when the price is unknown."""
+    price = price_per_token(backend)
+    if price is None:
+        return None
+    return prompt_tokens * price[0] + completion_tokens * price[1]
+
+
+# --- the call -----------------------------------------------------------------------
+
+
+async def complete(
+    backend: Backend,
+    messages: Sequence[Message],
+    *,
+    call: Call,
+    env: Mapping[str, str],
+    timeout: float,
+    retry: RetryPolicy,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    on_text: Callable[[str], None] | None = None,
+    max_tokens: int | None = None,
+    on_attempt: Callable[[], None] | None = None,
+) -> Reply:
+    """Send ``messages`` to ``backend``, retrying transient failures.
+
+    Args:
+        backend: the roster entry to call.
+        messages: OpenAI-style chat messages.
+        call: the trace node; one ``Attempt`` is appended per HTTP request.
+        env: where API keys are looked up (by the roster's variable name).
+        timeout: seconds per attempt.
+        retry: the retry policy.
+        tools: OpenAI function-tool schemas, if any.
+        on_text: when given, the reply is streamed and each text delta passed here.
+        max_tokens: completion cap, when set.
+        on_attempt: called after every attempt is recorded (for live views).
+
+    Returns:
+        The reply of the first successful attempt.
+
+    Raises:
+        BackendError: when every attempt failed, or a non-retryable error occurred.
+        MissingKeyError: when the backend's key variable is unset.
+    """
+    kwargs = _request_kwargs(backend, env, timeout, tools, max_tokens)
+    attempt_no = 0
+    while True:
+        attempt_no += 1
+        attempt = Attempt(backend=backend.id, model=backend.model, started=time.time())
+        attempt.bytes_in = len(json.dumps(messages, default=str))
+        call.attempts.append(attempt)
+        t0 = time.perf_counter()
+        streamed: list[str] = []
+        try:
+            with anyio.fail_after(timeout + 5):  # a safety net around litellm's own timeout
+                if on_text is None:
+                    reply = await _once(backend, messages, kwargs)
+                else:
+                    reply = await _stream(backend, messages, kwargs, on_text, streamed)
+        except BaseException as exc:
+            err = to_backend_error(backend.id, exc, timeout)
+            attempt.latency_ms = (time.perf_counter() - t0) * 1000
+            attempt.status, attempt.error, attempt.http_status = "error", err.reason, err.status
+            if on_attempt:
+                on_attempt()
+            if not isinstance(exc, Exception):
+                raise  # cancellation and interrupts are not backend failures
+            if streamed:  # text already reached the user: retrying would repeat it
+                raise BackendError(backend.id, f"stream cut after {len(''.join(streamed))} "
+                                   f"chars: {err.reason}", status=err.status) from None
+            wait = retry.delay(attempt_no, err.retry_after) if err.retryable else None
+            if wait is None:
+                raise err from None
+            await anyio.sleep(wait)
+            continue
+        attempt.latency_ms = (time.perf_counter() - t0) * 1000
+        attempt.prompt_tokens = reply.prompt_tokens
+        attempt.completion_tokens = reply.completion_tokens
+        attempt.cost_usd = reply.cost_usd
+        attempt.bytes_out = len(reply.text.encode()) + sum(
+            len(t.arguments) for t in reply.tool_calls
+        )
+        if on_attempt:
+            on_attempt()
+        return reply
+
+
+def _request_kwargs(
+    backend: Backend,
+    env: Mapping[str, str],
+    timeout: float,
+    tools: Sequence[Mapping[str, Any]] | None,
+    max_tokens: int | None,
+) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "model": backend.model,
+        "timeout": timeout,
+        "num_retries": 0,  # our loop retries; litellm's would be invisible
+        "max_retries": 0,  # and the OpenAI SDK would silently retry twice
+    }
+    key = backend.api_key(env)
+    if key is not None:
+        kwargs["api_key"] = key
+    elif backend.api_base and backend.provider == "openai":
+        # OpenAI-compatible local servers need no key, but the SDK insists on one.
+        kwargs["api_key"] = "no-key-needed"
+    if backend.api_base:
+        kwargs["api_base"] = backend.api_base
+    if tools:
+        kwargs["tools"] = list(tools)
+    if max_tokens:
+        kwargs["max_tokens"] = max_tokens
+    return kwargs
+
+
+async def _once(backend: Backend, messages: Sequence[Message], kwargs: dict[str, Any]) -> Reply:
+    resp = await litellm().acompletion(messages=list(messages), **kwargs)
+    choices = getattr(resp, "choices", None)
+    if not choices:
+        raise BackendError(backend.id, "empty response: no choices")
+    msg = choices[0].message
+    calls = tuple(
+        ToolCallRequest(
+            id=str(tc.id or f"call_{i}"),
+            name=str(tc.function.name or ""),
+            arguments=str(tc.function.arguments or ""),
+        )
+        for i, tc in enumerate(getattr(msg, "tool_calls", None) or [])
+    )
+    text = str(msg.content or "")
+    usage = getattr(resp, "usage", None)
+    return _reply(backend, messages, text, calls, usage)
+
+
+async def _stream(
+    backend: Backend,
+    messages: Sequence[Message],
+    kwargs: dict[str, Any],
+    on_text: Callable[[str], None],
+    streamed: list[str],
+) -> Reply:
+    stream = await litellm().acompletion(
+        messages=list(messages), stream=True, stream_options={"include_usage": True}, **kwargs
+    )
+    usage: Any = None
+    calls: dict[int, list[str]] = {}
+    try:
+        async for chunk in stream:
+            usage = getattr(chunk, "usage", None) or usage
+            for choice in getattr(chunk, "choices", None) or []:
+                delta = choice.delta
+                if delta.content:
+                    streamed.append(delta.content)
+                    on_text(delta.content)
+                for tc in getattr(delta, "tool_calls", None) or []:
+                    slot = calls.setdefault(tc.index or 0, ["", "", ""])
+                    slot[0] = tc.id or slot[0]
+                    slot[1] += (tc.function.name or "") if tc.function else ""
+                    slot[2] += (tc.function.arguments or "") if tc.function else ""
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+    text = "".join(streamed)
+    if not text and not calls:
+        raise BackendError(backend.id, "empty response: stream carried no content")
+    tool_calls = tuple(
+        ToolCallRequest(id=c[0] or f"call_{i}", name=c[1], arguments=c[2])
+        for i, c in sorted(calls.items())
+    )
+    return _reply(backend, messages, text, tool_calls, usage)
+
+
+def _reply(
+    backend: Backend,
+    messages: Sequence[Message],
+    text: str,
+    calls: tuple[ToolCallRequest, ...],
+    usage: Any,
+) -> Reply:
+    prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+    completion = int(getattr(usage, "completion_tokens", 0) or 0)
+    if not prompt:  # a server that reports no usage: count it ourselves
+        prompt = count_tokens(backend, messages)
+    if not completion:
+        completion = math.ceil(
+            (len(text) + sum(len(c.arguments) for c in calls)) / 4
+        )
+    return Reply(text, calls, prompt, completion, cost_of(backend, prompt, completion))
+
+
+# --- errors -------------------------------------------------------------------------
+
+_PREFIX = re.compile(r"^(litellm\.)?[A-Za-z]+(Error|Exception|Timeout):\s*")
+_HTML = re.compile(r"<[^>]+>")
+
+
+def to_backend_error(backend_id: str, exc: BaseException, timeout: float) -> BackendError:
+    """Map any exception raised while calling a backend to a short ``BackendError``."""
+    if isinstance(exc, BackendError):
+        return exc
+    name = type(exc).__name__
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) and status >= 400 else None
+    if isinstance(exc, TimeoutError) or name == "Timeout":
+        return BackendError(backend_id, f"timed out after {timeout:g}s")
+    retry_after = _retry_after(exc)
+    if name == "RateLimitError" or status == 429:
+        return BackendError(backend_id, "rate limited", status=429, retryable=True,
+                            retry_after=retry_after)
+    if name == "AuthenticationError" or status == 401:
+        return BackendError(backend_id, "authentication failed: check the API key",
+                            status=status or 401)
+    if name == "NotFoundError" or status == 404:
+        return BackendError(backend_id, f"not found: check the model name ({_short(exc)})",
+                            status=status or 404)
+    if name == "ContextWindowExceededError":
+        return BackendError(backend_id, "prompt exceeds the model's context window",
+                            status=status)
+    if name == "APIConnectionError" and status is None:
+        return BackendError(backend_id, f"connection failed: {_short(exc)}", retryable=True)
+    if status is not None and status >= 500:
+        return BackendError(backend_id, f"server error: {_short(exc)}", status=status,
+                            retryable=True, retry_after=retry_after)
+    if status is not None:
+        return BackendError(backend_id, _short(exc), status=status)
+    if isinstance(exc, json.JSONDecodeError | ValueError | KeyError | AttributeError):
+        return BackendError(backend_id, f"malformed response: {_short(exc)}")
+    return BackendError(backend_id, f"{name}: {_short(exc)}", retryable=False)
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc) or type(exc).__name__
+    text = _PREFIX.sub("", text.strip())
+    text = _PREFIX.sub("", text)  # litellm nests "XError: OpenAIException - ..."
+    text = _HTML.sub(" ", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    # A JSON error body: keep its message, not the whole document.
+    m = re.search(r'"message"\s*:\s*"([^"]{1,200})"', text)
+    if m:
+        text = m.group(1)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    headers: Any = getattr(exc, "headers", None)
+    response = getattr(exc, "response", None)
+    if not headers and response is not None:
+        headers = getattr(response, "headers", None)
+    if not headers:
+        headers = getattr(exc, "litellm_response_headers", None)
+    if not headers:
+        return None
+    try:
+        value = headers.get("retry-after") or headers.get("Retry-After")
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError, AttributeError):
+        return None

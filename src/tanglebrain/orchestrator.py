@@ -1,0 +1,272 @@
+"""The turn loop: one request in, one answer out.
+
+``run`` picks the orchestrator (router), then either answers directly (no tools) or
+loops: the orchestrator calls tools, delegation runs them concurrently, the results
+go back, until the orchestrator writes its answer or ``max_turns`` forces one. An
+orchestrator that fails after its retries hands the same conversation to the next
+candidate; when every candidate failed the run ends with ``NoAnswerError``.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from tanglebrain import compress, delegation, llm, router
+from tanglebrain.budget import Budget
+from tanglebrain.errors import BackendError, ConfigError, NoAnswerError
+from tanglebrain.roster import Backend, Roster
+from tanglebrain.runtime import Attachment, RunContext, estimate_tokens, with_attachments
+from tanglebrain.trace import Call, Digest, Run, ToolCall, Turn
+
+FINAL_NOTICE = (
+    "You have reached the turn limit. Write your final answer now, without tools, "
+    "from what you already have."
+)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked for, and how."""
+
+    prompt: str
+    attachments: tuple[Attachment, ...] = ()
+    backend: str | None = None
+    task: str | None = None
+    no_delegate: bool = False
+    budget_usd: float | None = None
+    max_subtasks: int | None = None
+    origin: str = "cli"
+
+
+@dataclass
+class Hooks:
+    """Where a run's output goes; all optional."""
+
+    on_text: Callable[[str], None] | None = None
+    on_note: Callable[[str], None] | None = None
+    on_thought: Callable[[str], None] | None = None
+    observers: list[Callable[[Run], None]] = field(default_factory=list)
+
+
+def system_prompt(ctx: RunContext, orchestrator_id: str, base_dir: Path | None) -> str:
+    """The orchestrator's system prompt: the package template or the user's file."""
+    custom = ctx.roster.settings.system_prompt_file
+    if custom:
+        path = Path(custom).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        try:
+            template = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read system prompt file: {exc.strerror}",
+                field="settings.system_prompt_file",
+                fix=f"check the path {path}",
+            ) from None
+    else:
+        template = resources.files("tanglebrain").joinpath("prompts/orchestrator.md").read_text()
+    return string.Template(template).safe_substitute(
+        menu=delegation.menu(ctx, orchestrator_id)
+    )
+
+
+def attachment_view(att: Attachment, budget_bytes: int) -> str:
+    """What the orchestrator sees of an attachment: its size and a digest, not the text."""
+    digest = compress.budgeted(att.text, budget_bytes)
+    return (
+        f"- {att.name}: {att.size} bytes, {att.lines} lines. Hand it to a delegate with "
+        f'attach: ["{att.name}"]. Digest:\n<<<digest {att.name}>>>\n{digest.rstrip()}\n'
+        f"<<<end digest {att.name}>>>"
+    )
+
+
+def _user_message(ctx: RunContext, prompt: str) -> str:
+    if not ctx.attachments:
+        return prompt
+    budget = ctx.roster.settings.context_budget_bytes
+    views = []
+    for att in ctx.attachments.values():
+        view = attachment_view(att, budget)
+        ctx.run.digests.append(Digest(att.name, att.size, len(view.encode())))
+        views.append(view)
+    return (
+        f"{prompt}\n\nAttachments (their full text is not in your context; delegates get it "
+        "when you attach them):\n" + "\n".join(views)
+    )
+
+
+async def run(
+    request: Request,
+    roster: Roster,
+    *,
+    env: Mapping[str, str],
+    state_dir: Path | None = None,
+    roster_dir: Path | None = None,
+    hooks: Hooks | None = None,
+    trace: Run | None = None,
+) -> Run:
+    """Answer ``request`` with the backends of ``roster``.
+
+    Returns:
+        The finished run: ``answer``, ``orchestrator`` and the whole trace.
+
+    Raises:
+        ConfigError: bad pin, missing key, nothing fits.
+        NoAnswerError: every candidate backend failed.
+        BudgetExceeded: the budget ran out before an answer.
+    """
+    hooks = hooks or Hooks()
+    settings = roster.settings
+    trace = trace or Run(prompt=request.prompt, origin=request.origin)
+    for observer in hooks.observers:
+        trace.subscribe(observer)
+    ctx = RunContext(
+        roster=roster,
+        env=env,
+        run=trace,
+        budget=Budget(request.budget_usd if request.budget_usd is not None else settings.budget_usd),
+        retry=llm.RetryPolicy(max_attempts=settings.max_attempts),
+        timeout=settings.timeout_s,
+        attachments={a.name: a for a in request.attachments},
+        max_subtasks=request.max_subtasks or settings.max_subtasks,
+        on_note=hooks.on_note,
+    )
+    store = router.RotationStore(state_dir) if state_dir is not None else None
+    needed = estimate_tokens(request.prompt) + sum(
+        min(a.size, settings.context_budget_bytes) // 4 for a in request.attachments
+    ) + 1500
+    plan = router.plan_orchestrator(
+        roster,
+        env,
+        pin=request.backend,
+        task=request.task,
+        needed_tokens=needed,
+        window_of=ctx.window_of,
+        rotation_offset=store.offset if store else (lambda key, n: 0),
+    )
+    for note in plan.notes:
+        if hooks.on_note:
+            hooks.on_note(note)
+    if plan.direct or request.no_delegate:
+        trace.mode = "direct" if plan.direct else "solo"
+        text = with_attachments(request.prompt, request.attachments)
+        await _turns(ctx, plan.candidates, [{"role": "user", "content": text}], hooks, tools=False,
+                     roster_dir=roster_dir)
+    else:
+        await _turns(ctx, plan.candidates, None, hooks, tools=True, roster_dir=roster_dir)
+    if store is not None and plan.rotation_key:
+        store.advance(plan.rotation_key)
+    return trace
+
+
+async def _turns(
+    ctx: RunContext,
+    candidates: tuple[Backend, ...],
+    messages: list[dict[str, Any]] | None,
+    hooks: Hooks,
+    *,
+    tools: bool,
+    roster_dir: Path | None,
+) -> None:
+    run = ctx.run
+    failures: list[BackendError | ConfigError] = []
+    current = 0
+    max_turns = ctx.roster.settings.max_turns
+    user = _user_message(ctx, run.prompt) if messages is None else None
+    convo: list[dict[str, Any]] = messages or []
+    turn_no = 0
+    while True:
+        if current >= len(candidates):
+            raise NoAnswerError(failures)
+        backend = candidates[current]
+        run.orchestrator = backend.id
+        if user is not None:  # the menu excludes the orchestrator itself: rebuild on failover
+            convo[:1] = [{"role": "system", "content": system_prompt(ctx, backend.id, roster_dir)}]
+            if len(convo) == 1:
+                convo.append({"role": "user", "content": user})
+        final = not tools or turn_no >= max_turns - 1
+        if tools and final and turn_no > 0 and convo[-1].get("content") != FINAL_NOTICE:
+            convo.append({"role": "user", "content": FINAL_NOTICE})
+        schemas = None if final else delegation.tool_schemas(ctx, backend.id)
+        call = Call("orchestrator", backend.id, backend.model)
+        turn = Turn(index=len(run.turns), call=call)
+        run.turns.append(turn)
+        run.changed()
+        streamed = False
+
+        def emit(delta: str) -> None:
+            nonlocal streamed
+            streamed = True
+            if hooks.on_text:
+                hooks.on_text(delta)
+
+        try:
+            reply = await ctx.call(backend, convo, call, tools=schemas,
+                                   on_text=emit if final else None)
+            if not reply.text.strip() and not reply.tool_calls:
+                raise BackendError(backend.id, "empty answer")
+        except (BackendError, ConfigError) as exc:
+            failures.append(exc)
+            if streamed:  # part of an answer already reached stdout: no clean failover
+                raise NoAnswerError(failures) from None
+            current += 1
+            continue
+        ctx.run.orchestrator_context_tokens = max(
+            ctx.run.orchestrator_context_tokens, reply.prompt_tokens
+        )
+        turn.text = reply.text
+        if not reply.tool_calls:
+            run.answer = reply.text
+            if not final and hooks.on_text:
+                hooks.on_text(reply.text)
+            run.changed()
+            return
+        if reply.text.strip() and hooks.on_thought:
+            hooks.on_thought(reply.text.strip())
+        convo.append(_assistant(reply))
+        convo.extend(await _tools(ctx, turn, reply.tool_calls, backend.id))
+        turn_no += 1
+
+
+def _assistant(reply: llm.Reply) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": reply.text or None,
+        "tool_calls": [
+            {"id": tc.id, "type": "function",
+             "function": {"name": tc.name, "arguments": tc.arguments}}
+            for tc in reply.tool_calls
+        ],
+    }
+
+
+async def _tools(
+    ctx: RunContext, turn: Turn, calls: tuple[llm.ToolCallRequest, ...], orchestrator_id: str
+) -> list[dict[str, Any]]:
+    """Run every tool call of a turn concurrently; one tool message per call, in order."""
+    budget = ctx.roster.settings.context_budget_bytes
+    out: list[dict[str, Any]] = [{} for _ in calls]
+
+    async def one(i: int, tc: llm.ToolCallRequest) -> None:
+        node = ToolCall(id=tc.id, name=tc.name, arguments=tc.arguments)
+        turn.tool_calls.append(node)
+        result = await delegation.execute(ctx, tc.name, tc.arguments, node, orchestrator_id)
+        node.result_bytes = len(result.encode())
+        if node.result_bytes > budget:
+            # Specialists' raw output can be bulky; the orchestrator gets a faithful digest.
+            result = compress.budgeted(result, budget)
+            ctx.run.digests.append(Digest(f"tool:{tc.id}", node.result_bytes, len(result.encode())))
+        node.context_bytes = len(result.encode())
+        out[i] = {"role": "tool", "tool_call_id": tc.id, "content": result}
+
+    async with anyio.create_task_group() as tg:
+        for i, tc in enumerate(calls):
+            tg.start_soon(one, i, tc)
+    return out

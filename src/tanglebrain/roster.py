@@ -1,0 +1,377 @@
+"""The roster: which backends exist, what each is good at and costs.
+
+This is the only module that parses roster files. Loading is strict: unknown keys,
+literal secrets, duplicate ids and bad values are each a ``ConfigError`` whose one
+line names the file, the line, the backend, the field and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tanglebrain.errors import ConfigError, MissingKeyError
+
+ID_PATTERN = r"^[a-z0-9_-]+$"
+TAG_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+# Values that look like credentials rather than references to them.
+_SECRET_VALUE = re.compile(
+    r"^(sk-[A-Za-z0-9_-]{8,}|sk_[A-Za-z0-9_]{8,}|AIza[0-9A-Za-z_-]{20,}|"
+    r"xox[abp]-[A-Za-z0-9-]{8,}|gh[pousr]_[A-Za-z0-9]{20,}|Bearer\s+\S{8,}|"
+    r"eyJ[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]+)"
+)
+# Key names that mean "I am pasting a secret here".
+_SECRET_KEY = re.compile(r"(^|_)(api_?key|secret|token|password|passwd|auth)($|_)", re.I)
+
+KeyStatus = Literal["set", "missing", "not needed"]
+Source = Literal["flag", "env", "cwd", "xdg", "packaged"]
+
+
+class Price(BaseModel):
+    """USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    input: float = Field(ge=0, strict=True)
+    output: float = Field(ge=0, strict=True)
+
+
+class Settings(BaseModel):
+    """The optional ``[settings]`` table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_subtasks: int = Field(default=32, ge=1, le=10_000, strict=True)
+    max_turns: int = Field(default=8, ge=1, le=100, strict=True)
+    budget_usd: float | None = Field(default=None, gt=0, strict=True)
+    timeout_s: float = Field(default=120.0, gt=0, strict=True)
+    max_attempts: int = Field(default=3, ge=1, le=10, strict=True)
+    system_prompt_file: str | None = None
+    context_budget_bytes: int = Field(default=6000, ge=200, strict=True)
+    llm_digest: bool = Field(default=False, strict=True)
+    review: Literal["never", "always"] = "never"
+    reviewers: int = Field(default=1, ge=1, le=3)
+
+
+class Backend(BaseModel):
+    """One ``[[backend]]`` entry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(pattern=ID_PATTERN, max_length=64)
+    model: str = Field(min_length=1)
+    api_key_env: str | None = Field(default=None, pattern=ENV_PATTERN)
+    api_base: str | None = Field(default=None, strict=True)
+    good_at: tuple[str, ...] = Field(min_length=1)
+    cost: float = Field(ge=0, strict=True)
+    can_orchestrate: bool = Field(default=False, strict=True)
+    enabled: bool = Field(default=True, strict=True)
+    max_concurrency: int = Field(default=4, ge=1, le=1024, strict=True)
+    context_window: int | None = Field(default=None, gt=0, strict=True)
+    price: Price | None = None
+
+    @field_validator("good_at")
+    @classmethod
+    def _tags(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
+        for tag in tags:
+            if not re.match(TAG_PATTERN, tag):
+                raise ValueError(f"tag {tag!r} must be lowercase letters, digits, '-' or '_'")
+        return tags
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, model: str) -> str:
+        if model.strip() != model or not model.strip():
+            raise ValueError("model must be a non-empty litellm model string without spaces")
+        return model
+
+    def key_status(self, env: Mapping[str, str]) -> KeyStatus:
+        """Whether this backend's API key is available in ``env``."""
+        if self.api_key_env is None:
+            return "not needed"
+        return "set" if env.get(self.api_key_env) else "missing"
+
+    def api_key(self, env: Mapping[str, str]) -> str | None:
+        """Return the key from ``env``, raising ``MissingKeyError`` when it is unset."""
+        if self.api_key_env is None:
+            return None
+        value = env.get(self.api_key_env)
+        if not value:
+            raise MissingKeyError(self.id, self.api_key_env)
+        return value
+
+    @property
+    def provider(self) -> str:
+        """The litellm provider prefix of ``model`` (``anthropic`` for ``anthropic/…``)."""
+        return self.model.split("/", 1)[0] if "/" in self.model else self.model
+
+
+class Roster(BaseModel):
+    """A validated roster file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    settings: Settings = Settings()
+    backends: tuple[Backend, ...] = Field(alias="backend", min_length=1)
+
+    def get(self, backend_id: str) -> Backend | None:
+        """Return the backend with this id, or None."""
+        return next((b for b in self.backends if b.id == backend_id), None)
+
+    def enabled(self) -> list[Backend]:
+        """Enabled backends, in file order."""
+        return [b for b in self.backends if b.enabled]
+
+    def tags(self) -> list[str]:
+        """Every ``good_at`` tag of the enabled backends, sorted."""
+        return sorted({t for b in self.enabled() for t in b.good_at})
+
+
+@dataclass(frozen=True)
+class LoadedRoster:
+    """A roster plus where it came from."""
+
+    roster: Roster
+    path: Path
+    source: Source
+
+
+def packaged_path() -> Path:
+    """The default roster shipped inside the package."""
+    return Path(__file__).with_name("roster.toml")
+
+
+def xdg_path(env: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME/tanglebrain/roster.toml`` (default ``~/.config``)."""
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "tanglebrain" / "roster.toml"
+
+
+def discover(
+    explicit: Path | None, env: Mapping[str, str], cwd: Path
+) -> tuple[Path, Source]:
+    """Find the roster file: flag, then env var, then ./roster.toml, then XDG, then packaged.
+
+    Raises:
+        ConfigError: when an explicitly named file (flag or env var) does not exist.
+    """
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(
+                "roster file not found", file=explicit, fix="check the --roster path"
+            )
+        return explicit, "flag"
+    from_env = env.get("TANGLEBRAIN_ROSTER")
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigError(
+                "roster file not found", file=path, fix="check $TANGLEBRAIN_ROSTER"
+            )
+        return path, "env"
+    if (cwd / "roster.toml").is_file():
+        return cwd / "roster.toml", "cwd"
+    if xdg_path(env).is_file():
+        return xdg_path(env), "xdg"
+    return packaged_path(), "packaged"
+
+
+def load(
+    explicit: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> LoadedRoster:
+    """Discover and load the roster."""
+    env = os.environ if env is None else env
+    path, source = discover(explicit, env, cwd or Path.cwd())
+    return LoadedRoster(load_file(path), path, source)
+
+
+def load_file(path: Path) -> Roster:
+    """Read and validate one roster file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read roster: {reason}", file=path) from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path | str = "<roster>") -> Roster:
+    """Validate roster TOML text; ``path`` is used only in messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        where = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(where.group(1)) if where else max(1, len(text.splitlines()))
+        msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
+        raise ConfigError(
+            f"invalid TOML: {msg}", file=path, line=line, fix="fix the TOML syntax"
+        ) from None
+    _refuse_secrets(data, text, path)
+    try:
+        roster = Roster.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, data, text, path) from None
+    seen: dict[str, int] = {}
+    for i, b in enumerate(roster.backends):
+        if b.id in seen:
+            raise ConfigError(
+                f"duplicate id (also backend #{seen[b.id] + 1})",
+                file=path,
+                line=_find_line(text, ("backend", i, "id")),
+                backend=b.id,
+                field="id",
+                fix="give every backend a unique id",
+            )
+        seen[b.id] = i
+    return roster
+
+
+def check_key(backend: Backend, env: Mapping[str, str]) -> None:
+    """Raise ``MissingKeyError`` when ``backend`` needs a key that ``env`` lacks."""
+    backend.api_key(env)
+
+
+# --- error reporting -------------------------------------------------------------
+
+
+def _refuse_secrets(data: dict[str, Any], text: str, path: Path | str) -> None:
+    for loc, key, value in _walk(data, ()):
+        named_like_key = bool(_SECRET_KEY.search(key)) and key != "api_key_env"
+        looks_like_key = isinstance(value, str) and bool(_SECRET_VALUE.match(value.strip()))
+        if named_like_key or looks_like_key:
+            raise ConfigError(
+                "literal secrets are refused",
+                file=path,
+                line=_find_line(text, (*loc, key)),
+                backend=_backend_id(data, loc),
+                field=key,
+                fix='put the key in an environment variable and set api_key_env = "VAR_NAME"',
+            )
+
+
+def _walk(node: Any, loc: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], str, Any]]:
+    out: list[tuple[tuple[Any, ...], str, Any]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out.append((loc, str(key), value))
+            out.extend(_walk(value, (*loc, key)))
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            out.extend(_walk(item, (*loc, i)))
+    return out
+
+
+def _backend_id(data: dict[str, Any], loc: tuple[Any, ...]) -> str | None:
+    if len(loc) >= 2 and loc[0] == "backend" and isinstance(loc[1], int):
+        backends = data.get("backend")
+        if isinstance(backends, list) and loc[1] < len(backends):
+            entry = backends[loc[1]]
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                return str(entry["id"])
+        return f"#{loc[1] + 1}"
+    return None
+
+
+_FIXES = {
+    "missing": "add it",
+    "string_pattern_mismatch": "use lowercase letters, digits, '-' or '_'",
+    "greater_than_equal": "use a number >= {ge}",
+    "greater_than": "use a number > {gt}",
+    "less_than_equal": "use a number <= {le}",
+    "too_short": "list at least one tag, e.g. good_at = [\"summarize\"]",
+}
+
+
+def _explain(exc: ValidationError, data: dict[str, Any], text: str, path: Path | str) -> ConfigError:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    # pydantic reports tuple fields with an index suffix; keep the field name.
+    key_loc = tuple(p for p in loc if not (isinstance(p, int) and loc.index(p) > 1))
+    field = next((str(p) for p in reversed(key_loc) if isinstance(p, str)), None)
+    if field == "backend" and kind in {"tuple_type", "list_type"}:
+        return ConfigError(
+            "must be an array of tables, written [[backend]]", file=path, field="backend"
+        )
+    if loc == ("backend",):
+        return ConfigError(
+            "no [[backend]] entries",
+            file=path,
+            field="backend",
+            fix="add a [[backend]] table, or run `tanglebrain init`",
+        )
+    if loc and loc[0] == "settings" and field != "settings":
+        field = f"settings.{field}"
+    backend = _backend_id(data, loc)
+    line = _find_line(text, key_loc)
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        valid = _valid_keys(loc)
+        guess = difflib.get_close_matches(str(field), valid, n=1)
+        fix = f"did you mean '{guess[0]}'?" if guess else "valid keys: " + ", ".join(valid)
+        return ConfigError("unknown key", file=path, line=line, backend=backend, field=field,
+                           fix=fix)
+    if kind == "missing":
+        return ConfigError("missing required key", file=path, line=line, backend=backend,
+                           field=field, fix=f"add {field} = …")
+    problem = str(err["msg"]).replace("valid tuple", "valid list")
+    if kind == "string_pattern_mismatch" and field == "api_key_env":
+        fix = "give the NAME of an environment variable, e.g. ANTHROPIC_API_KEY"
+    else:
+        fix = _FIXES.get(kind, "see the roster reference in README.md")
+        fix = fix.format(**{k: v for k, v in ctx.items() if isinstance(v, int | float)})
+    value = err.get("input")
+    if kind not in {"too_short"} and isinstance(value, str | int | float | bool) and len(
+        repr(value)
+    ) < 60:
+        problem = f"{problem} (got {value!r})"
+    return ConfigError(problem, file=path, line=line, backend=backend, field=field, fix=fix)
+
+
+def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
+    if loc and loc[0] == "settings":
+        return list(Settings.model_fields)
+    if loc and loc[0] == "backend":
+        if "price" in loc[:-1]:
+            return list(Price.model_fields)
+        return list(Backend.model_fields)
+    return ["settings", "backend"]
+
+
+def _find_line(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort 1-based line of ``loc`` (e.g. ``("backend", 2, "cost")``) in ``text``."""
+    lines = text.splitlines()
+    start, end, section = 0, len(lines), False
+    if len(loc) >= 2 and loc[0] == "backend" and isinstance(loc[1], int):
+        headers = [i for i, ln in enumerate(lines) if re.match(r"\s*\[\[\s*backend\s*\]\]", ln)]
+        if loc[1] < len(headers):
+            start, section = headers[loc[1]], True
+            later = [i for i, ln in enumerate(lines) if i > start and re.match(r"\s*\[", ln)]
+            end = later[0] if later else len(lines)
+            key = loc[2] if len(loc) > 2 else None
+        else:
+            return None
+    elif loc and loc[0] == "settings":
+        hdr = [i for i, ln in enumerate(lines) if re.match(r"\s*\[\s*settings\s*\]", ln)]
+        if not hdr:
+            return None
+        start, section = hdr[0], True
+        later = [i for i, ln in enumerate(lines) if i > start and re.match(r"\s*\[", ln)]
+        end = later[0] if later else len(lines)
+        key = loc[1] if len(loc) > 1 else None
+    else:
+        key = loc[0] if loc else None
+    if isinstance(key, str):
+        pat = re.compile(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=")
+        for i in range(start, end):
+            if pat.match(lines[i]):
+                return i + 1
+    return start + 1 if section else None

@@ -1,0 +1,246 @@
+"""Pure routing choices over the roster and run state.
+
+* which backend orchestrates a request (task fit, context fit, cost, rotation),
+* which backends may take a sub-task, in failover order,
+* the rotation counter store (the only state this module keeps, in a locked file).
+
+Functions here take everything they need as arguments (including a ``window_of``
+lookup for context windows) so that they are table-testable without a network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tanglebrain.errors import ConfigError, MissingKeyError
+from tanglebrain.roster import Backend, Roster
+
+WindowOf = Callable[[Backend], int | None]
+
+
+@dataclass(frozen=True)
+class OrchestratorPlan:
+    """Who answers the request, in failover order.
+
+    ``direct`` means no tools: the backend answers the prompt itself (no
+    ``can_orchestrate`` backend is enabled, a non-orchestrator is pinned, or the
+    user asked for ``--no-delegate``).
+    """
+
+    candidates: tuple[Backend, ...]
+    direct: bool
+    rotation_key: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def _usable(backend: Backend, env: Mapping[str, str]) -> bool:
+    return backend.enabled and backend.key_status(env) != "missing"
+
+
+def _fits(backend: Backend, needed_tokens: int, window_of: WindowOf) -> bool:
+    window = window_of(backend)
+    return window is None or needed_tokens <= window
+
+
+def plan_orchestrator(
+    roster: Roster,
+    env: Mapping[str, str],
+    *,
+    pin: str | None = None,
+    task: str | None = None,
+    needed_tokens: int = 0,
+    window_of: WindowOf = lambda b: None,
+    rotation_offset: Callable[[str, int], int] = lambda key, n: 0,
+) -> OrchestratorPlan:
+    """Choose the orchestrator (or the direct answerer) for one request.
+
+    Args:
+        roster: the validated roster.
+        env: environment, to see which API keys are set.
+        pin: a backend id given with ``-b``.
+        task: a ``-t`` tag hint.
+        needed_tokens: estimated tokens entering the orchestrator's context.
+        window_of: context window lookup (None = unknown, never filtered).
+        rotation_offset: ``(group key, group size) -> offset`` for round-robin.
+
+    Raises:
+        ConfigError: unknown or disabled pin, no enabled backend, nothing fits.
+        MissingKeyError: the only candidates lack their API key.
+    """
+    if pin is not None:
+        backend = _pinned(roster, pin)
+        backend.api_key(env)
+        if not _fits(backend, needed_tokens, window_of):
+            raise ConfigError(
+                f"request needs ~{needed_tokens} tokens but the context window is "
+                f"{window_of(backend)}",
+                backend=pin,
+                fix="pin a larger-context backend or send less input",
+            )
+        return OrchestratorPlan((backend,), direct=not backend.can_orchestrate)
+    enabled = roster.enabled()
+    if not enabled:
+        raise ConfigError(
+            "no backend is enabled",
+            fix="enable one with `tanglebrain backends enable ID` or edit the roster",
+        )
+    orchestrators = [b for b in enabled if b.can_orchestrate]
+    if not orchestrators:
+        direct = _direct_candidates(enabled, env, needed_tokens, window_of)
+        return OrchestratorPlan(
+            direct, direct=True, notes=("no orchestrator is configured; answering directly",)
+        )
+    usable = [b for b in orchestrators if _usable(b, env)]
+    if not usable:
+        first = orchestrators[0]
+        raise MissingKeyError(first.id, first.api_key_env or "")
+    fitting = [b for b in usable if _fits(b, needed_tokens, window_of)]
+    if not fitting:
+        largest = max((window_of(b) or 0) for b in usable)
+        raise ConfigError(
+            f"request needs ~{needed_tokens} tokens; no orchestrator fits "
+            f"(largest context window: {largest})",
+            fix="add a larger-context orchestrator or send less input",
+        )
+
+    def rank(b: Backend) -> tuple[int, float]:
+        return (0 if task is None or task in b.good_at else 1, b.cost)
+
+    ordered = sorted(fitting, key=rank)  # stable: file order breaks ties
+    top = [b for b in ordered if rank(b) == rank(ordered[0])]
+    key = None
+    if len(top) > 1:
+        key = ",".join(sorted(b.id for b in top))
+        shift = rotation_offset(key, len(top)) % len(top)
+        top = top[shift:] + top[:shift]
+    rest = [b for b in ordered if b not in top]
+    return OrchestratorPlan((*top, *rest), direct=False, rotation_key=key)
+
+
+def _pinned(roster: Roster, pin: str) -> Backend:
+    backend = roster.get(pin)
+    if backend is None:
+        ids = ", ".join(b.id for b in roster.backends)
+        raise ConfigError("unknown backend id", backend=pin, fix=f"known ids: {ids}")
+    if not backend.enabled:
+        raise ConfigError(
+            "backend is disabled", backend=pin, fix=f"run `tanglebrain backends enable {pin}`"
+        )
+    return backend
+
+
+def _direct_candidates(
+    enabled: Sequence[Backend], env: Mapping[str, str], needed: int, window_of: WindowOf
+) -> tuple[Backend, ...]:
+    usable = [b for b in enabled if _usable(b, env)]
+    if not usable:
+        first = enabled[0]
+        raise MissingKeyError(first.id, first.api_key_env or "")
+    fitting = [b for b in usable if _fits(b, needed, window_of)] or usable
+    return tuple(sorted(fitting, key=lambda b: b.cost))
+
+
+@dataclass
+class LoadState:
+    """What the router needs to know about the run so far."""
+
+    in_flight: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    cooldown_after: int = 2
+
+    def cooling(self, backend_id: str) -> bool:
+        """Whether this backend failed often enough in this run to be skipped."""
+        return self.failures.get(backend_id, 0) >= self.cooldown_after
+
+
+def subtask_candidates(
+    roster: Roster,
+    env: Mapping[str, str],
+    *,
+    task: str | None,
+    backend_id: str | None,
+    orchestrator_id: str | None,
+    needed_tokens: int,
+    load: LoadState,
+    window_of: WindowOf = lambda b: None,
+) -> list[Backend]:
+    """Backends that may take a sub-task, best first; empty means ``no_fit``.
+
+    A named backend comes first (it must be enabled and have its key); the backends
+    good at ``task`` follow, cheapest first, then least loaded. Backends cooling down
+    after repeated failures go last; those whose context window the sub-task does
+    not fit are left out. The orchestrator is not delegated to unless named.
+    """
+    out: list[Backend] = []
+    if backend_id is not None:
+        named = roster.get(backend_id)
+        if named is not None and _usable(named, env) and _fits(named, needed_tokens, window_of):
+            out.append(named)
+    if task is not None or backend_id is None:
+        pool = [
+            b
+            for b in roster.enabled()
+            if (task is None or task in b.good_at)
+            and b.id != orchestrator_id
+            and b not in out
+            and _usable(b, env)
+            and _fits(b, needed_tokens, window_of)
+        ]
+        pool.sort(key=lambda b: (load.cooling(b.id), b.cost, load.in_flight.get(b.id, 0)))
+        out.extend(pool)
+    return out
+
+
+# --- rotation ------------------------------------------------------------------------
+
+
+class RotationStore:
+    """Round-robin counters in ``state_dir/rotation.json``, safe across processes.
+
+    Reads take a shared lock, advances an exclusive one; the counter moves only when
+    a run succeeded, so a failing orchestrator does not skip its turn-mates.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "rotation.json"
+
+    @contextlib.contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[dict[str, int]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                data = json.loads(self.path.read_text())
+                counters = {str(k): int(v) for k, v in data.items()}
+            except (OSError, ValueError, AttributeError):
+                counters = {}
+            yield counters
+            if exclusive:
+                tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(counters, sort_keys=True))
+                os.replace(tmp, self.path)
+        finally:
+            os.close(fd)
+
+    def offset(self, key: str, size: int) -> int:
+        """Current offset for the group ``key`` of ``size`` members."""
+        try:
+            with self._locked(exclusive=False) as counters:
+                return counters.get(key, 0) % max(size, 1)
+        except OSError:
+            return 0
+
+    def advance(self, key: str) -> None:
+        """Move the group's counter on by one (after a successful run)."""
+        try:
+            with self._locked(exclusive=True) as counters:
+                counters[key] = counters.get(key, 0) + 1
+        except OSError:
+            pass  # rotation is a nicety; an unwritable state dir must not fail the run

@@ -1,0 +1,139 @@
+"""Per-run state shared by the orchestrator loop and delegation.
+
+``RunContext.call`` is the one door to a model inside a run: it reserves budget,
+holds the backend's concurrency slot, calls ``llm.complete`` and settles the cost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from tanglebrain import llm
+from tanglebrain.budget import Budget
+from tanglebrain.roster import Backend, Roster
+from tanglebrain.router import LoadState
+from tanglebrain.trace import Call, Run
+
+# Output tokens reserved per call under a budget (and sent as max_tokens, so the
+# reservation is a true upper bound).
+BUDGET_MAX_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A bulky input passed by reference (piped stdin is ``stdin``)."""
+
+    name: str
+    text: str
+
+    @property
+    def size(self) -> int:
+        """Size in bytes (UTF-8)."""
+        return len(self.text.encode())
+
+    @property
+    def lines(self) -> int:
+        """Number of lines."""
+        return self.text.count("\n") + (1 if self.text and not self.text.endswith("\n") else 0)
+
+    def block(self) -> str:
+        """The full text between clear delimiters, as a delegate receives it."""
+        return (
+            f"<<<attachment {self.name} ({self.size} bytes, {self.lines} lines)>>>\n"
+            f"{self.text.rstrip(chr(10))}\n<<<end attachment {self.name}>>>"
+        )
+
+
+def with_attachments(prompt: str, attachments: Sequence[Attachment]) -> str:
+    """``prompt`` followed by each attachment's full text in delimited blocks."""
+    if not attachments:
+        return prompt
+    return prompt + "\n\n" + "\n\n".join(a.block() for a in attachments)
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap, model-agnostic token estimate (4 characters a token)."""
+    return math.ceil(len(text) / 4)
+
+
+@dataclass
+class RunContext:
+    """Everything a run's calls share."""
+
+    roster: Roster
+    env: Mapping[str, str]
+    run: Run
+    budget: Budget
+    retry: llm.RetryPolicy
+    timeout: float
+    attachments: dict[str, Attachment] = field(default_factory=dict)
+    max_subtasks: int = 32
+    subtasks_used: int = 0
+    load: LoadState = field(default_factory=LoadState)
+    on_note: Callable[[str], None] | None = None
+    _limiters: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
+
+    def limiter(self, backend: Backend) -> anyio.CapacityLimiter:
+        """The backend's ``max_concurrency`` slots, shared by every call of the run."""
+        lim = self._limiters.get(backend.id)
+        if lim is None:
+            lim = self._limiters[backend.id] = anyio.CapacityLimiter(backend.max_concurrency)
+        return lim
+
+    def window_of(self, backend: Backend) -> int | None:
+        """Context window of ``backend`` (roster, else litellm, else unknown)."""
+        return llm.context_window(backend)
+
+    async def call(
+        self,
+        backend: Backend,
+        messages: Sequence[dict[str, Any]],
+        call: Call,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> llm.Reply:
+        """Call ``backend`` under the run's budget, concurrency limits and trace.
+
+        Raises:
+            BudgetExceeded: the call's worst case does not fit in the budget.
+            BackendError: the backend failed after its retries.
+        """
+        max_tokens = None
+        worst = None
+        if self.budget.limited:
+            max_tokens = BUDGET_MAX_TOKENS
+            price = llm.price_per_token(backend)
+            if price is not None:
+                prompt = llm.count_tokens(backend, messages)
+                if tools:
+                    prompt += estimate_tokens(str(tools))
+                # 10 % headroom: providers' tokenizers differ from litellm's counter.
+                worst = math.ceil(prompt * 1.1 + 16) * price[0] + max_tokens * price[1]
+        reservation = self.budget.reserve(backend.id, worst)
+        self.load.in_flight[backend.id] = self.load.in_flight.get(backend.id, 0) + 1
+        actual: float | None = 0.0
+        try:
+            async with self.limiter(backend):
+                reply = await llm.complete(
+                    backend,
+                    messages,
+                    call=call,
+                    env=self.env,
+                    timeout=self.timeout,
+                    retry=self.retry,
+                    tools=tools,
+                    on_text=on_text,
+                    max_tokens=max_tokens,
+                    on_attempt=self.run.changed,
+                )
+            actual = reply.cost_usd
+            return reply
+        finally:
+            self.load.in_flight[backend.id] -= 1
+            self.budget.settle(reservation, actual)

@@ -1,0 +1,203 @@
+"""The run as data: run → turns → tool calls → sub-tasks → attempts.
+
+Every module records into this tree; nothing else keeps timing or usage counters.
+The tree is plain dataclasses so that the ledger can store it, the renderer can draw
+it and ``--json`` can serialise it without knowing how it was produced.
+
+Observers (the live view) subscribe with ``Run.subscribe``; they are called after
+every change, synchronously, on the event loop thread. Keep them cheap.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+Status = Literal["queued", "running", "ok", "error", "no_fit", "refused"]
+
+
+def now() -> float:
+    """Wall-clock seconds since the epoch (the one clock of the trace)."""
+    return time.time()
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One HTTP request to one backend (a retry is a new attempt)."""
+
+    backend: str
+    model: str
+    started: float
+    latency_ms: float = 0.0
+    status: Literal["ok", "error"] = "ok"
+    error: str | None = None
+    http_status: int | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass(slots=True)
+class Call:
+    """One logical model call, possibly retried: the attempts share backend and request."""
+
+    role: Literal["orchestrator", "subtask", "review", "digest"]
+    backend: str
+    model: str
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the last attempt succeeded."""
+        return bool(self.attempts) and self.attempts[-1].status == "ok"
+
+
+@dataclass(slots=True)
+class Subtask:
+    """One delegated sub-task; ``calls`` holds one entry per backend tried (failover)."""
+
+    index: int
+    task: str | None
+    prompt: str
+    requested_backend: str | None = None
+    attach: list[str] = field(default_factory=list)
+    status: Status = "queued"
+    backend: str | None = None
+    error: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    calls: list[Call] = field(default_factory=list)
+    answer: str = ""
+
+    @property
+    def failed_over(self) -> bool:
+        """Whether more than one backend was tried."""
+        return len(self.calls) > 1
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """Every attempt across every backend tried."""
+        return [a for c in self.calls for a in c.attempts]
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """One tool call the orchestrator made in a turn."""
+
+    id: str
+    name: str
+    arguments: str
+    subtasks: list[Subtask] = field(default_factory=list)
+    error: str | None = None
+    result_bytes: int = 0
+    context_bytes: int = 0
+
+
+@dataclass(slots=True)
+class Turn:
+    """One orchestrator turn: a model call plus the tool calls it asked for."""
+
+    index: int
+    call: Call
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    text: str = ""
+
+
+@dataclass(slots=True)
+class Digest:
+    """Text that was compressed before entering the orchestrator's context."""
+
+    name: str
+    bytes_before: int
+    bytes_after: int
+
+
+@dataclass
+class Run:
+    """A whole request, from prompt to answer."""
+
+    prompt: str
+    origin: str = "cli"
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    started: float = field(default_factory=now)
+    ended: float | None = None
+    mode: Literal["delegated", "solo", "direct"] = "delegated"
+    orchestrator: str | None = None
+    status: Literal["running", "ok", "error", "budget", "interrupted"] = "running"
+    answer: str = ""
+    error: str | None = None
+    turns: list[Turn] = field(default_factory=list)
+    extra_calls: list[Call] = field(default_factory=list)
+    digests: list[Digest] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    orchestrator_context_tokens: int = 0
+    _observers: list[Callable[[Run], None]] = field(default_factory=list, repr=False)
+
+    # --- recording ------------------------------------------------------------
+
+    def subscribe(self, observer: Callable[[Run], None]) -> None:
+        """Call ``observer(run)`` after every recorded change."""
+        self._observers.append(observer)
+
+    def changed(self) -> None:
+        """Notify observers; recorders call this after mutating a node."""
+        for observer in self._observers:
+            observer(self)
+
+    def warn(self, message: str) -> None:
+        """Record a warning shown to the user and included in ``--json``."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+        self.changed()
+
+    def finish(self, status: Literal["ok", "error", "budget", "interrupted"]) -> None:
+        """Mark the run ended."""
+        self.status = status
+        self.ended = now()
+        self.changed()
+
+    # --- derived views ----------------------------------------------------------
+
+    def subtasks(self) -> list[Subtask]:
+        """Every sub-task in the order issued."""
+        return [s for t in self.turns for c in t.tool_calls for s in c.subtasks]
+
+    def calls(self) -> list[Call]:
+        """Every model call: orchestrator turns, sub-task calls, then the rest."""
+        out = [t.call for t in self.turns]
+        out += [c for s in self.subtasks() for c in s.calls]
+        return out + self.extra_calls
+
+    def attempts(self) -> list[Attempt]:
+        """Every HTTP attempt of the run."""
+        return [a for c in self.calls() for a in c.attempts]
+
+    @property
+    def degraded(self) -> bool:
+        """Whether some sub-task failed and the orchestrator had to cover for it."""
+        return any(s.status in ("error", "no_fit", "refused") for s in self.subtasks())
+
+    @property
+    def wall_ms(self) -> float:
+        """Wall time so far (or in total once finished), in milliseconds."""
+        return ((self.ended or now()) - self.started) * 1000.0
+
+    def totals(self) -> tuple[int, int, float | None]:
+        """(prompt tokens, completion tokens, cost in USD or None when any is unknown)."""
+        atts = self.attempts()
+        cost: float | None = 0.0
+        for a in atts:
+            if a.status == "ok" and a.cost_usd is None:
+                cost = None
+            elif cost is not None and a.cost_usd is not None:
+                cost += a.cost_usd
+        return (
+            sum(a.prompt_tokens for a in atts),
+            sum(a.completion_tokens for a in atts),
+            cost,
+        )
