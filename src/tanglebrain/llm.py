@@ -325,7 +325,13 @@ def _reply(
 
 # --- errors -------------------------------------------------------------------------
 
-_PREFIX = re.compile(r"^(litellm\.)?[A-Za-z]+(Error|Exception|Timeout):\s*")
+_PREFIX = re.compile(r"^((litellm\.)?[A-Za-z]+(Error|Exception|Timeout)(:| -)\s*)+")
+_MALFORMED = re.compile(r"Expecting value|JSONDecodeError|Unterminated string|Extra data")
+_DISCONNECT = re.compile(
+    r"Connection error|payload is not completed|disconnected|Connection reset|"
+    r"RemoteProtocolError|incomplete chunked read|peer closed",
+    re.I,
+)
 _HTML = re.compile(r"<[^>]+>")
 
 
@@ -339,6 +345,11 @@ def to_backend_error(backend_id: str, exc: BaseException, timeout: float) -> Bac
     if isinstance(exc, TimeoutError) or name == "Timeout":
         return BackendError(backend_id, f"timed out after {timeout:g}s")
     retry_after = _retry_after(exc)
+    detail = _short(exc)
+    if _MALFORMED.search(detail):
+        return BackendError(backend_id, "malformed response: the body is not valid JSON")
+    if name == "APIConnectionError" or _DISCONNECT.search(detail):
+        return BackendError(backend_id, f"connection failed: {detail}", retryable=True)
     if name == "RateLimitError" or status == 429:
         return BackendError(backend_id, "rate limited", status=429, retryable=True,
                             retry_after=retry_after)
@@ -351,8 +362,6 @@ def to_backend_error(backend_id: str, exc: BaseException, timeout: float) -> Bac
     if name == "ContextWindowExceededError":
         return BackendError(backend_id, "prompt exceeds the model's context window",
                             status=status)
-    if name == "APIConnectionError" and status is None:
-        return BackendError(backend_id, f"connection failed: {_short(exc)}", retryable=True)
     if status is not None and status >= 500:
         return BackendError(backend_id, f"server error: {_short(exc)}", status=status,
                             retryable=True, retry_after=retry_after)
@@ -365,8 +374,8 @@ def to_backend_error(backend_id: str, exc: BaseException, timeout: float) -> Bac
 
 def _short(exc: BaseException, limit: int = 160) -> str:
     text = str(exc) or type(exc).__name__
-    text = _PREFIX.sub("", text.strip())
-    text = _PREFIX.sub("", text)  # litellm nests "XError: OpenAIException - ..."
+    text = text.split(" Original exception:")[0].split("\nReceived Model Group")[0]
+    text = _PREFIX.sub("", text.strip())  # litellm nests "XError: OpenAIException - ..."
     text = _HTML.sub(" ", text)
     text = re.sub(r"\s+", " ", text).strip()
     # A JSON error body: keep its message, not the whole document.

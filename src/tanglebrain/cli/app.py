@@ -43,10 +43,12 @@ def _root(
 
 
 def _register() -> None:
-    from tanglebrain.cli import commands, run
+    from tanglebrain.cli import backends, commands, history, run
 
     run.register(app)
     commands.register(app)
+    backends.register(app)
+    history.register(app)
 
 
 def error_line(message: str) -> None:

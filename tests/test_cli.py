@@ -1,0 +1,173 @@
+"""The command line as users and scripts see it: real subprocesses, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from tanglebrain.sim import Simulator
+from tests.helpers import backend_toml, cli_env, run_cli, start_cli, write_roster
+
+
+def roster(tmp_path: Path, sim: Simulator, *specs: tuple[str, str, float, bool]) -> Path:
+    entries = [
+        backend_toml(bid, spec, sim.base_url, cost=cost, orchestrator=orch)
+        for bid, spec, cost, orch in specs
+    ]
+    return write_roster(tmp_path / "roster.toml", *entries, settings="max_attempts = 2\n")
+
+
+def test_version_and_help(tmp_path: Path) -> None:
+    out = run_cli(["--version"], tmp_path)
+    assert out.code == 0 and out.stdout.startswith("tanglebrain ")
+    out = run_cli(["--help"], tmp_path)
+    assert out.code == 0 and "run" in out.stdout and "demo" in out.stdout
+    out = run_cli(["run", "--help"], tmp_path)
+    assert out.code == 0 and "--no-delegate" in out.stdout and "--budget" in out.stdout
+
+
+def test_direct_answer_stdout_is_exactly_the_answer(tmp_path: Path, sim_thread: Simulator) -> None:
+    roster(tmp_path, sim_thread, ("cheap", "echo", 1, False), ("dear", "worker", 5, False))
+    out = run_cli(["say exactly this"], tmp_path)
+    assert out.code == 0, out.stderr
+    assert out.stdout == "say exactly this\n"
+    assert "no orchestrator is configured" in out.stderr
+
+
+def test_pin_backend(tmp_path: Path, sim_thread: Simulator) -> None:
+    roster(tmp_path, sim_thread, ("cheap", "echo", 1, False), ("dear", "worker", 5, False))
+    out = run_cli(["-b", "dear", "hello pinned"], tmp_path)
+    assert out.code == 0, out.stderr
+    assert out.stdout.startswith("simulated worker result for: hello pinned")
+
+
+def test_run_options_before_prompt_equal_explicit_run(
+    tmp_path: Path, sim_thread: Simulator
+) -> None:
+    path = roster(tmp_path, sim_thread, ("cheap", "echo", 1, False))
+    a = run_cli(["--roster", str(path), "--json", "-b", "cheap", "same"], tmp_path)
+    b = run_cli(["--roster", str(path), "run", "--json", "-b", "cheap", "same"], tmp_path)
+    assert a.code == b.code == 0
+    assert json.loads(a.stdout)["answer"] == json.loads(b.stdout)["answer"] == "same"
+
+
+def test_stdin_is_attached(tmp_path: Path, sim_thread: Simulator) -> None:
+    roster(tmp_path, sim_thread, ("cheap", "echo", 1, False))
+    out = run_cli(["summarize this"], tmp_path, stdin="line one\nline two\n")
+    assert out.code == 0, out.stderr
+    assert out.stdout.startswith("summarize this\n\n<<<attachment stdin (18 bytes, 2 lines)>>>")
+    seen = [r for r in sim_thread.requests if "line two" in str(r.messages)]
+    assert seen, "the attachment never reached the backend"
+
+
+def test_prompt_from_stdin(tmp_path: Path, sim_thread: Simulator) -> None:
+    roster(tmp_path, sim_thread, ("cheap", "echo", 1, False))
+    for args in (["-"], []):
+        out = run_cli(args, tmp_path, stdin="prompt from a pipe\n")
+        assert out.code == 0, out.stderr
+        assert out.stdout == "prompt from a pipe\n"
+
+
+def test_json_object(tmp_path: Path, sim_thread: Simulator) -> None:
+    roster(tmp_path, sim_thread, ("cheap", "echo", 1, False))
+    out = run_cli(["--json", "hi json"], tmp_path)
+    assert out.code == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert set(data) >= {
+        "answer",
+        "run_id",
+        "orchestrator",
+        "degraded",
+        "subtasks",
+        "usage",
+        "warnings",
+    }
+    assert data["answer"] == "hi json" and data["orchestrator"] == "cheap"
+    assert data["degraded"] is False and data["subtasks"] == []
+    assert set(data["usage"]) == {
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "orchestrator_context_tokens",
+    }
+    assert data["usage"]["cost_usd"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["-b", "nope", "x"], 2, "unknown backend id"),
+        (["--budget", "-1", "x"], 2, "--budget"),
+        (["--max-subtasks", "0", "x"], 2, "--max-subtasks"),
+        (["run", "--no-such-option", "x"], 2, "No such option"),
+        ([""], 2, "prompt is empty"),
+    ],
+)
+def test_usage_errors(
+    tmp_path: Path, sim_thread: Simulator, args: list[str], code: int, fragment: str
+) -> None:
+    roster(tmp_path, sim_thread, ("cheap", "echo", 1, False))
+    out = run_cli(args, tmp_path)
+    assert out.code == code
+    assert fragment in out.stderr and "Traceback" not in out.stderr
+    assert out.stdout == ""
+
+
+def test_every_backend_fails_exit_1(tmp_path: Path, sim_thread: Simulator) -> None:
+    roster(
+        tmp_path, sim_thread, ("one", "fail:status=500", 1, False), ("two", "malformed", 2, False)
+    )
+    out = run_cli(["anything"], tmp_path)
+    assert out.code == 1
+    assert out.stdout == ""
+    assert "one: HTTP 500" in out.stderr and "two: malformed response" in out.stderr
+    assert "Traceback" not in out.stderr and "{" not in out.stderr
+
+
+def test_failover_to_next_backend(tmp_path: Path, sim_thread: Simulator) -> None:
+    roster(tmp_path, sim_thread, ("one", "fail:status=500", 1, False), ("two", "echo", 2, False))
+    out = run_cli(["still answered"], tmp_path)
+    assert out.code == 0 and out.stdout == "still answered\n"
+
+
+def test_missing_key_exit_2(tmp_path: Path, sim_thread: Simulator) -> None:
+    entry = backend_toml("keyed", "echo", sim_thread.base_url, extra='api_key_env = "TB_UNSET_KEY"')
+    write_roster(tmp_path / "roster.toml", entry)
+    out = run_cli(["hi"], tmp_path)
+    assert out.code == 2 and "TB_UNSET_KEY" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_litellm_noise_never_reaches_stdout(tmp_path: Path, sim_thread: Simulator) -> None:
+    roster(tmp_path, sim_thread, ("one", "fail:status=500", 1, False))
+    out = run_cli(["--debug", "x"], tmp_path)
+    assert out.code == 1 and out.stdout == ""
+    assert "Give Feedback" not in out.stderr and "LiteLLM" not in out.stderr
+
+
+def test_ctrl_c_exits_130(tmp_path: Path, sim_thread: Simulator) -> None:
+    roster(tmp_path, sim_thread, ("slow", "hang", 1, False))
+    before = sim_thread.in_flight("hang")
+    proc = start_cli(["wait forever"], tmp_path)
+    # Wait (without sleeping) until the request is really in flight at the backend.
+    import time
+
+    deadline = time.monotonic() + 30
+    while sim_thread.in_flight("hang") <= before:
+        assert time.monotonic() < deadline, "request never reached the simulator"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert stdout == b"" and b"Traceback" not in stderr
+
+
+def test_env_roster_variable(tmp_path: Path, sim_thread: Simulator) -> None:
+    path = roster(tmp_path, sim_thread, ("cheap", "echo", 1, False))
+    moved = tmp_path / "elsewhere.toml"
+    path.rename(moved)
+    out = run_cli(["via env"], tmp_path, env=cli_env(tmp_path, TANGLEBRAIN_ROSTER=str(moved)))
+    assert out.code == 0 and out.stdout == "via env\n"

@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import pytest
+
+from tanglebrain import llm
+from tanglebrain.errors import BackendError, MissingKeyError
+from tanglebrain.roster import Backend, parse
+from tanglebrain.sim import Simulator
+from tanglebrain.trace import Call
+
+FAST = llm.RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
+HELLO = [{"role": "user", "content": "hello there"}]
+
+
+def make(sim: Simulator, spec: str, extra: str = "", cost: float = 1) -> Backend:
+    text = (
+        f'[[backend]]\nid = "b"\nmodel = "openai/{spec}"\napi_base = "{sim.base_url}"\n'
+        f'good_at = ["x"]\ncost = {cost}\n{extra}'
+    )
+    return parse(text).backends[0]
+
+
+async def call(
+    backend: Backend, *, stream: bool = False, timeout: float = 5.0
+) -> tuple[llm.Reply, Call]:
+    node = Call("subtask", backend.id, backend.model)
+    chunks: list[str] = []
+    reply = await llm.complete(
+        backend,
+        HELLO,
+        call=node,
+        env={},
+        timeout=timeout,
+        retry=FAST,
+        on_text=chunks.append if stream else None,
+    )
+    if stream:
+        assert "".join(chunks) == reply.text
+    return reply, node
+
+
+FAILURES = [
+    # spec, status, reason fragment, retryable, attempts
+    ("fail:status=500", 500, "server error", True, 3),
+    ("fail:status=503", 503, "server error", True, 3),
+    ("fail:status=429", 429, "rate limited", True, 3),
+    ("fail:status=401", 401, "authentication failed", False, 1),
+    ("fail:status=404", 404, "not found", False, 1),
+    ("fail:status=400", 400, "", False, 1),
+    ("drop", None, "connection failed", True, 3),
+    ("malformed", None, "malformed response", False, 1),
+    ("empty", None, "empty response", False, 1),
+    ("hang", None, "timed out after 0.5s", False, 1),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(
+    ("spec", "status", "reason", "retryable", "attempts"), FAILURES, ids=[f[0] for f in FAILURES]
+)
+async def test_failure_modes_map_to_backend_error(
+    sim: Simulator,
+    spec: str,
+    status: int | None,
+    reason: str,
+    retryable: bool,
+    attempts: int,
+    stream: bool,
+) -> None:
+    backend = make(sim, spec)
+    node = Call("subtask", backend.id, backend.model)
+    with pytest.raises(BackendError) as info:
+        await llm.complete(
+            backend,
+            HELLO,
+            call=node,
+            env={},
+            timeout=0.5,
+            retry=FAST,
+            on_text=(lambda t: None) if stream else None,
+        )
+    err = info.value
+    assert err.backend == "b"
+    assert err.status == status
+    assert reason in err.reason
+    assert err.retryable is retryable
+    assert len(node.attempts) == attempts
+    assert all(a.status == "error" and a.error for a in node.attempts)
+    # short, one line, never a raw body
+    assert "\n" not in str(err) and len(str(err)) < 240 and "{" not in err.reason
+
+
+@pytest.mark.parametrize("spec", ["fail:status=429,times=1", "fail:status=500,times=2"])
+async def test_retry_then_success(sim: Simulator, spec: str) -> None:
+    reply, node = await call(make(sim, spec))
+    assert reply.text.startswith("simulated")
+    assert [a.status for a in node.attempts][-1] == "ok"
+    assert len(node.attempts) == int(spec.rsplit("=", 1)[1]) + 1
+    assert sim.count(spec) == len(node.attempts)
+
+
+async def test_retry_after_is_honoured(sim: Simulator) -> None:
+    spec = "fail:status=429,times=1,retry_after=0.3"
+    backend = make(sim, spec)
+    node = Call("subtask", backend.id, backend.model)
+    policy = llm.RetryPolicy(max_attempts=2, base_delay=100.0)  # backoff would wait ~minutes
+    reply = await llm.complete(backend, HELLO, call=node, env={}, timeout=5, retry=policy)
+    assert reply.text and len(node.attempts) == 2
+    # the second attempt started after the server's Retry-After, not after the backoff
+    gap = node.attempts[1].started - node.attempts[0].started
+    assert 0.3 <= gap < 50
+
+
+async def test_retry_after_too_long_gives_up(sim: Simulator) -> None:
+    backend = make(sim, "fail:status=429,retry_after=3600")
+    with pytest.raises(BackendError, match="rate limited"):
+        await call(backend)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_echo_usage_and_cost(sim: Simulator, stream: bool) -> None:
+    backend = make(sim, "echo", "price = { input = 1.0, output = 2.0 }\n")
+    reply, node = await call(backend, stream=stream)
+    assert reply.text == "hello there"
+    assert reply.prompt_tokens > 0 and reply.completion_tokens > 0
+    expected = (reply.prompt_tokens * 1.0 + reply.completion_tokens * 2.0) / 1e6
+    assert reply.cost_usd == pytest.approx(expected)
+    assert node.attempts[0].cost_usd == pytest.approx(expected)
+    assert node.attempts[0].bytes_out == len(b"hello there")
+
+
+async def test_unknown_price_is_unknown_not_zero(sim: Simulator) -> None:
+    reply, _ = await call(make(sim, "echo"))
+    assert reply.cost_usd is None
+
+
+async def test_free_backend_costs_zero(sim: Simulator) -> None:
+    reply, _ = await call(make(sim, "echo", cost=0))
+    assert reply.cost_usd == 0.0
+
+
+def test_known_model_price_from_litellm_map() -> None:
+    b = parse('[[backend]]\nid="g"\nmodel="openai/gpt-4o"\ngood_at=["x"]\ncost=5\n').backends[0]
+    price = llm.price_per_token(b)
+    assert price is not None and price[0] > 0 and price[1] > 0
+
+
+async def test_tool_calls_come_back(sim: Simulator) -> None:
+    from tanglebrain.sim import SimReply
+
+    sim.script("script", [SimReply(text=None, tool_calls=[("delegate", '{"prompt": "x"}')])])
+    reply, _ = await call(make(sim, "script"))
+    assert [(t.name, t.arguments) for t in reply.tool_calls] == [("delegate", '{"prompt": "x"}')]
+
+
+async def test_missing_key_names_the_variable(sim: Simulator) -> None:
+    backend = make(sim, "echo", 'api_key_env = "TB_NOT_SET_ANYWHERE"\n')
+    with pytest.raises(MissingKeyError, match="TB_NOT_SET_ANYWHERE"):
+        await call(backend)
+
+
+async def test_key_is_sent_but_never_recorded(sim: Simulator) -> None:
+    backend = make(sim, "echo", 'api_key_env = "TB_CANARY"\n')
+    node = Call("subtask", backend.id, backend.model)
+    await llm.complete(
+        backend, HELLO, call=node, env={"TB_CANARY": "sk-canary-123456789"}, timeout=5, retry=FAST
+    )
+    assert "sk-canary" not in repr(node)
