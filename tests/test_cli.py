@@ -171,3 +171,75 @@ def test_env_roster_variable(tmp_path: Path, sim_thread: Simulator) -> None:
     path.rename(moved)
     out = run_cli(["via env"], tmp_path, env=cli_env(tmp_path, TANGLEBRAIN_ROSTER=str(moved)))
     assert out.code == 0 and out.stdout == "via env\n"
+
+
+def fan_roster(tmp_path: Path, sim: Simulator, worker: str, n: int = 4) -> Path:
+    entries = [
+        backend_toml(
+            "orch",
+            f"orchestrator:fanout={n}",
+            sim.base_url,
+            good_at=("planning",),
+            cost=30,
+            orchestrator=True,
+        ),
+        backend_toml("w", worker, sim.base_url, good_at=("work",), extra="max_concurrency = 64"),
+    ]
+    return write_roster(
+        tmp_path / "roster.toml", *entries, settings="max_attempts = 1\ntimeout_s = 30\n"
+    )
+
+
+def test_all_specialists_down_is_degraded_exit_0(tmp_path: Path, sim_thread: Simulator) -> None:
+    fan_roster(tmp_path, sim_thread, "fail:status=500")
+    out = run_cli(["--json", "do it"], tmp_path)
+    assert out.code == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["degraded"] is True
+    assert [s["status"] for s in data["subtasks"]] == ["error"] * 4
+    assert all(s["attempts"] == 1 for s in data["subtasks"])
+    assert "degraded" in out.stderr
+
+
+def test_json_subtasks_in_issue_order(tmp_path: Path, sim_thread: Simulator) -> None:
+    fan_roster(tmp_path, sim_thread, "worker", n=6)
+    out = run_cli(["--json", "do it"], tmp_path)
+    data = json.loads(out.stdout)
+    assert [s["index"] for s in data["subtasks"]] == list(range(6))
+    assert all(
+        s["backend"] == "w" and s["status"] == "ok" and s["tokens"] > 0 for s in data["subtasks"]
+    )
+    assert data["usage"]["orchestrator_context_tokens"] > 0
+
+
+def test_all_orchestrators_down_exit_1_with_reasons(tmp_path: Path, sim_thread: Simulator) -> None:
+    entries = [
+        backend_toml("o1", "fail:status=500", sim_thread.base_url, cost=1, orchestrator=True),
+        backend_toml("o2", "fail:status=404", sim_thread.base_url, cost=2, orchestrator=True),
+    ]
+    write_roster(tmp_path / "roster.toml", *entries, settings="max_attempts = 1\n")
+    out = run_cli(["x"], tmp_path)
+    assert out.code == 1 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert any(line.strip().startswith("o1: HTTP 500") for line in lines)
+    assert any(line.strip().startswith("o2: HTTP 404") for line in lines)
+
+
+def test_ctrl_c_during_fan_out_stops_every_call(tmp_path: Path, sim_thread: Simulator) -> None:
+    import time
+
+    fan_roster(tmp_path, sim_thread, "hang", n=8)
+    before = sim_thread.in_flight("hang")
+    proc = start_cli(["fan out and hang"], tmp_path)
+    deadline = time.monotonic() + 30
+    while sim_thread.in_flight("hang") < before + 8:
+        assert time.monotonic() < deadline, "fan-out never reached the simulator"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and b"Traceback" not in stderr
+    # every in-flight request was abandoned by the client: the server sees them all go
+    deadline = time.monotonic() + 10
+    while sim_thread.in_flight("hang") > before:
+        assert time.monotonic() < deadline, "calls still in flight after Ctrl-C"
+        time.sleep(0.01)

@@ -5,11 +5,18 @@ Before every call its worst case is reserved (prompt tokens x input price plus
 over the cap is refused. After the call the reservation is settled with the real
 cost. ``reserve`` and ``settle`` never await, so on one event loop the check and the
 booking are atomic and the cap holds under any amount of concurrent fan-out.
+
+Worst cases are pessimistic, so under a wide fan-out the reservations of calls in
+flight can crowd out a call that the money actually spent would allow. ``acquire``
+therefore waits for in-flight calls to settle before it gives up: a call is refused
+only when even the settled spend leaves no room for it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import anyio
 
 from tanglebrain.errors import BudgetExceeded
 
@@ -31,6 +38,7 @@ class Budget:
         self.spent = 0.0
         self.reserved = 0.0
         self.unknown_spend = False
+        self._settled: anyio.Event | None = None  # created on first wait, inside the loop
 
     @property
     def limited(self) -> bool:
@@ -60,6 +68,27 @@ class Budget:
         self.reserved += worst_case_usd
         return Reservation(backend, worst_case_usd)
 
+    async def acquire(self, backend: str, worst_case_usd: float | None) -> Reservation:
+        """Like ``reserve``, but waits while calls in flight may still free room.
+
+        Raises:
+            BudgetExceeded: when the settled spend alone leaves no room for this call.
+        """
+        while True:
+            try:
+                return self.reserve(backend, worst_case_usd)
+            except BudgetExceeded:
+                fits_spent = (
+                    self.cap is not None
+                    and worst_case_usd is not None
+                    and self.spent + worst_case_usd <= self.cap + 1e-12
+                )
+                if not fits_spent or self.reserved <= 0:
+                    raise
+            if self._settled is None:
+                self._settled = anyio.Event()
+            await self._settled.wait()
+
     def settle(self, reservation: Reservation, actual_usd: float | None) -> None:
         """Release the reservation and book what the call really cost.
 
@@ -77,6 +106,10 @@ class Budget:
         self.reserved -= reservation.amount
         cost = reservation.amount if actual_usd is None else actual_usd
         self.spent += cost
+        # Wake every waiter once; each re-checks, and a fresh event serves the next round.
+        if self._settled is not None:
+            self._settled.set()
+            self._settled = None
 
     @property
     def remaining(self) -> float | None:

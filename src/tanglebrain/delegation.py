@@ -116,7 +116,10 @@ def _parse_spec(ctx: RunContext, raw: Any, orchestrator_id: str | None) -> Spec 
     if unknown:
         return f"unknown field(s) {sorted(unknown)}; use prompt, task, backend, attach"
     prompt, task, backend, attach = (
-        raw.get("prompt"), raw.get("task"), raw.get("backend"), raw.get("attach") or [],
+        raw.get("prompt"),
+        raw.get("task"),
+        raw.get("backend"),
+        raw.get("attach") or [],
     )
     if not isinstance(prompt, str) or not prompt.strip():
         return "'prompt' must be a non-empty string"
@@ -137,8 +140,8 @@ def _parse_spec(ctx: RunContext, raw: Any, orchestrator_id: str | None) -> Spec 
 
 async def execute(
     ctx: RunContext, name: str, arguments: str, node: ToolCall, orchestrator_id: str | None
-) -> str:
-    """Run one tool call and return the JSON text of its result."""
+) -> Any:
+    """Run one tool call; return its result (a dict, or a list for ``delegate_many``)."""
     try:
         args = json.loads(arguments or "{}")
     except json.JSONDecodeError as exc:
@@ -166,12 +169,12 @@ async def execute(
     out: Any = results[0] if name == "delegate" else results
     if name == "delegate":
         out = {k: v for k, v in out.items() if k != "index"}
-    return json.dumps(out, ensure_ascii=False)
+    return out
 
 
-def _error(node: ToolCall, message: str) -> str:
+def _error(node: ToolCall, message: str) -> dict[str, Any]:
     node.error = message
-    return json.dumps({"status": "error", "error": message})
+    return {"status": "error", "error": message}
 
 
 async def fan_out(
@@ -221,7 +224,10 @@ async def _run_one(
     if not candidates:
         wanted = f"good at {spec.task!r}" if spec.task else f"named {spec.backend!r}"
         return _finish(
-            ctx, sub, "no_fit", None,
+            ctx,
+            sub,
+            "no_fit",
+            None,
             f"no enabled backend {wanted} can take this sub-task; {DO_IT_YOURSELF}",
         )
     sub.status, sub.started = "running", now()
@@ -234,8 +240,13 @@ async def _run_one(
         try:
             reply = await ctx.call(backend, messages, call)
         except BudgetExceeded as exc:
-            return _finish(ctx, sub, "refused", backend.id,
-                           f"{exc}; budget exhausted, finish with what you have")
+            return _finish(
+                ctx,
+                sub,
+                "refused",
+                backend.id,
+                f"{exc}; budget exhausted, finish with what you have",
+            )
         except (BackendError, ConfigError) as exc:
             ctx.load.failures[backend.id] = ctx.load.failures.get(backend.id, 0) + 1
             reasons.append(str(exc))
@@ -243,7 +254,10 @@ async def _run_one(
         sub.answer = reply.text
         return _finish(ctx, sub, "ok", backend.id, None)
     return _finish(
-        ctx, sub, "error", candidates[-1].id,
+        ctx,
+        sub,
+        "error",
+        candidates[-1].id,
         "every candidate failed (" + "; ".join(reasons) + f"); {DO_IT_YOURSELF}",
     )
 

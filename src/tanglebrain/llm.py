@@ -8,6 +8,7 @@ counted, ``Retry-After`` is honoured and backoff is explicit.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -82,7 +83,7 @@ class RetryPolicy:
             return None
         if retry_after is not None:
             return retry_after if retry_after <= self.max_retry_after else None
-        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return backoff * (0.5 + random.random() / 2)  # jitter spreads synchronized retries
 
 
@@ -100,24 +101,27 @@ def price_per_token(backend: Backend) -> tuple[float, float] | None:
         return backend.price.input / 1e6, backend.price.output / 1e6
     if backend.cost == 0:
         return 0.0, 0.0
-    try:
-        info = litellm().get_model_info(backend.model)
-    except Exception:
-        return None
+    info = _model_info(backend.model)
     inp, out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
     if not inp and not out:
         return None
     return float(inp or 0.0), float(out or 0.0)
 
 
+@functools.lru_cache(maxsize=256)
+def _model_info(model: str) -> dict[str, Any]:
+    """Return litellm's model info, or {} for a model it does not know (looked up once)."""
+    try:
+        return dict(litellm().get_model_info(model))
+    except Exception:
+        return {}
+
+
 def context_window(backend: Backend) -> int | None:
     """The roster's ``context_window``, else litellm's, else None (unknown)."""
     if backend.context_window is not None:
         return backend.context_window
-    try:
-        info = litellm().get_model_info(backend.model)
-    except Exception:
-        return None
+    info = _model_info(backend.model)
     size = info.get("max_input_tokens") or info.get("max_tokens")
     return int(size) if size else None
 
@@ -200,8 +204,11 @@ async def complete(
             if not isinstance(exc, Exception):
                 raise  # cancellation and interrupts are not backend failures
             if streamed:  # text already reached the user: retrying would repeat it
-                raise BackendError(backend.id, f"stream cut after {len(''.join(streamed))} "
-                                   f"chars: {err.reason}", status=err.status) from None
+                raise BackendError(
+                    backend.id,
+                    f"stream cut after {len(''.join(streamed))} chars: {err.reason}",
+                    status=err.status,
+                ) from None
             wait = retry.delay(attempt_no, err.retry_after) if err.retryable else None
             if wait is None:
                 raise err from None
@@ -317,9 +324,7 @@ def _reply(
     if not prompt:  # a server that reports no usage: count it ourselves
         prompt = count_tokens(backend, messages)
     if not completion:
-        completion = math.ceil(
-            (len(text) + sum(len(c.arguments) for c in calls)) / 4
-        )
+        completion = math.ceil((len(text) + sum(len(c.arguments) for c in calls)) / 4)
     return Reply(text, calls, prompt, completion, cost_of(backend, prompt, completion))
 
 
@@ -351,20 +356,27 @@ def to_backend_error(backend_id: str, exc: BaseException, timeout: float) -> Bac
     if name == "APIConnectionError" or _DISCONNECT.search(detail):
         return BackendError(backend_id, f"connection failed: {detail}", retryable=True)
     if name == "RateLimitError" or status == 429:
-        return BackendError(backend_id, "rate limited", status=429, retryable=True,
-                            retry_after=retry_after)
+        return BackendError(
+            backend_id, "rate limited", status=429, retryable=True, retry_after=retry_after
+        )
     if name == "AuthenticationError" or status == 401:
-        return BackendError(backend_id, "authentication failed: check the API key",
-                            status=status or 401)
+        return BackendError(
+            backend_id, "authentication failed: check the API key", status=status or 401
+        )
     if name == "NotFoundError" or status == 404:
-        return BackendError(backend_id, f"not found: check the model name ({_short(exc)})",
-                            status=status or 404)
+        return BackendError(
+            backend_id, f"not found: check the model name ({_short(exc)})", status=status or 404
+        )
     if name == "ContextWindowExceededError":
-        return BackendError(backend_id, "prompt exceeds the model's context window",
-                            status=status)
+        return BackendError(backend_id, "prompt exceeds the model's context window", status=status)
     if status is not None and status >= 500:
-        return BackendError(backend_id, f"server error: {_short(exc)}", status=status,
-                            retryable=True, retry_after=retry_after)
+        return BackendError(
+            backend_id,
+            f"server error: {_short(exc)}",
+            status=status,
+            retryable=True,
+            retry_after=retry_after,
+        )
     if status is not None:
         return BackendError(backend_id, _short(exc), status=status)
     if isinstance(exc, json.JSONDecodeError | ValueError | KeyError | AttributeError):

@@ -9,6 +9,7 @@ candidate; when every candidate failed the run ends with ``NoAnswerError``.
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from tanglebrain.errors import BackendError, ConfigError, NoAnswerError
 from tanglebrain.roster import Backend, Roster
 from tanglebrain.runtime import Attachment, RunContext, estimate_tokens, with_attachments
 from tanglebrain.trace import Call, Digest, Run, ToolCall, Turn
+
+# A digested sub-task text never gets less than this many bytes.
+MIN_SHARE = 400
 
 FINAL_NOTICE = (
     "You have reached the turn limit. Write your final answer now, without tools, "
@@ -72,9 +76,7 @@ def system_prompt(ctx: RunContext, orchestrator_id: str, base_dir: Path | None) 
             ) from None
     else:
         template = resources.files("tanglebrain").joinpath("prompts/orchestrator.md").read_text()
-    return string.Template(template).safe_substitute(
-        menu=delegation.menu(ctx, orchestrator_id)
-    )
+    return string.Template(template).safe_substitute(menu=delegation.menu(ctx, orchestrator_id))
 
 
 def attachment_view(att: Attachment, budget_bytes: int) -> str:
@@ -131,7 +133,9 @@ async def run(
         roster=roster,
         env=env,
         run=trace,
-        budget=Budget(request.budget_usd if request.budget_usd is not None else settings.budget_usd),
+        budget=Budget(
+            request.budget_usd if request.budget_usd is not None else settings.budget_usd
+        ),
         retry=llm.RetryPolicy(max_attempts=settings.max_attempts),
         timeout=settings.timeout_s,
         attachments={a.name: a for a in request.attachments},
@@ -139,9 +143,11 @@ async def run(
         on_note=hooks.on_note,
     )
     store = router.RotationStore(state_dir) if state_dir is not None else None
-    needed = estimate_tokens(request.prompt) + sum(
-        min(a.size, settings.context_budget_bytes) // 4 for a in request.attachments
-    ) + 1500
+    needed = (
+        estimate_tokens(request.prompt)
+        + sum(min(a.size, settings.context_budget_bytes) // 4 for a in request.attachments)
+        + 1500
+    )
     plan = router.plan_orchestrator(
         roster,
         env,
@@ -157,8 +163,14 @@ async def run(
     if plan.direct or request.no_delegate:
         trace.mode = "direct" if plan.direct else "solo"
         text = with_attachments(request.prompt, request.attachments)
-        await _turns(ctx, plan.candidates, [{"role": "user", "content": text}], hooks, tools=False,
-                     roster_dir=roster_dir)
+        await _turns(
+            ctx,
+            plan.candidates,
+            [{"role": "user", "content": text}],
+            hooks,
+            tools=False,
+            roster_dir=roster_dir,
+        )
     else:
         await _turns(ctx, plan.candidates, None, hooks, tools=True, roster_dir=roster_dir)
     if store is not None and plan.rotation_key:
@@ -208,8 +220,9 @@ async def _turns(
                 hooks.on_text(delta)
 
         try:
-            reply = await ctx.call(backend, convo, call, tools=schemas,
-                                   on_text=emit if final else None)
+            reply = await ctx.call(
+                backend, convo, call, tools=schemas, on_text=emit if final else None
+            )
             if not reply.text.strip() and not reply.tool_calls:
                 raise BackendError(backend.id, "empty answer")
         except (BackendError, ConfigError) as exc:
@@ -240,8 +253,11 @@ def _assistant(reply: llm.Reply) -> dict[str, Any]:
         "role": "assistant",
         "content": reply.text or None,
         "tool_calls": [
-            {"id": tc.id, "type": "function",
-             "function": {"name": tc.name, "arguments": tc.arguments}}
+            {
+                "id": tc.id,
+                "type": "function",
+                "function": {"name": tc.name, "arguments": tc.arguments},
+            }
             for tc in reply.tool_calls
         ],
     }
@@ -252,21 +268,48 @@ async def _tools(
 ) -> list[dict[str, Any]]:
     """Run every tool call of a turn concurrently; one tool message per call, in order."""
     budget = ctx.roster.settings.context_budget_bytes
+    nodes = [ToolCall(id=tc.id, name=tc.name, arguments=tc.arguments) for tc in calls]
+    turn.tool_calls.extend(nodes)
     out: list[dict[str, Any]] = [{} for _ in calls]
 
     async def one(i: int, tc: llm.ToolCallRequest) -> None:
-        node = ToolCall(id=tc.id, name=tc.name, arguments=tc.arguments)
-        turn.tool_calls.append(node)
+        node = nodes[i]
         result = await delegation.execute(ctx, tc.name, tc.arguments, node, orchestrator_id)
-        node.result_bytes = len(result.encode())
-        if node.result_bytes > budget:
-            # Specialists' raw output can be bulky; the orchestrator gets a faithful digest.
-            result = compress.budgeted(result, budget)
-            ctx.run.digests.append(Digest(f"tool:{tc.id}", node.result_bytes, len(result.encode())))
-        node.context_bytes = len(result.encode())
-        out[i] = {"role": "tool", "tool_call_id": tc.id, "content": result}
+        node.result_bytes = len(json.dumps(result, ensure_ascii=False).encode())
+        text = fit_result(result, budget)
+        node.context_bytes = len(text.encode())
+        if node.context_bytes < node.result_bytes:
+            ctx.run.digests.append(Digest(f"tool:{tc.id}", node.result_bytes, node.context_bytes))
+        out[i] = {"role": "tool", "tool_call_id": tc.id, "content": text}
 
     async with anyio.create_task_group() as tg:
         for i, tc in enumerate(calls):
             tg.start_soon(one, i, tc)
     return out
+
+
+def fit_result(result: Any, budget: int) -> str:
+    """The JSON text of a tool result, with bulky sub-task texts digested to fit ``budget``.
+
+    The structure survives (every entry keeps its index, status and backend); only
+    ``text`` fields over their share of the budget are replaced by a budgeted digest,
+    so the orchestrator still sees every result and knows what was shortened.
+    """
+    text = json.dumps(result, ensure_ascii=False)
+    if len(text.encode()) <= budget:
+        return text
+    entries = [
+        e
+        for e in (result if isinstance(result, list) else [result])
+        if isinstance(e, dict) and isinstance(e.get("text"), str)
+    ]
+    if not entries:
+        return text
+    skeleton = len(text.encode()) - sum(len(e["text"].encode()) for e in entries)
+    share = max(MIN_SHARE, (budget - skeleton) // len(entries))
+    for entry in entries:
+        size = len(entry["text"].encode())
+        if size > share:
+            entry["text"] = compress.budgeted(entry["text"], share)
+            entry["digest_of_bytes"] = size
+    return json.dumps(result, ensure_ascii=False)

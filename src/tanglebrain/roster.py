@@ -153,9 +153,7 @@ def xdg_path(env: Mapping[str, str]) -> Path:
     return Path(base) / "tanglebrain" / "roster.toml"
 
 
-def discover(
-    explicit: Path | None, env: Mapping[str, str], cwd: Path
-) -> tuple[Path, Source]:
+def discover(explicit: Path | None, env: Mapping[str, str], cwd: Path) -> tuple[Path, Source]:
     """Find the roster file: flag, then env var, then ./roster.toml, then XDG, then packaged.
 
     Raises:
@@ -163,17 +161,13 @@ def discover(
     """
     if explicit is not None:
         if not explicit.is_file():
-            raise ConfigError(
-                "roster file not found", file=explicit, fix="check the --roster path"
-            )
+            raise ConfigError("roster file not found", file=explicit, fix="check the --roster path")
         return explicit, "flag"
     from_env = env.get("TANGLEBRAIN_ROSTER")
     if from_env:
         path = Path(from_env)
         if not path.is_file():
-            raise ConfigError(
-                "roster file not found", file=path, fix="check $TANGLEBRAIN_ROSTER"
-            )
+            raise ConfigError("roster file not found", file=path, fix="check $TANGLEBRAIN_ROSTER")
         return path, "env"
     if (cwd / "roster.toml").is_file():
         return cwd / "roster.toml", "cwd"
@@ -286,11 +280,13 @@ _FIXES = {
     "greater_than_equal": "use a number >= {ge}",
     "greater_than": "use a number > {gt}",
     "less_than_equal": "use a number <= {le}",
-    "too_short": "list at least one tag, e.g. good_at = [\"summarize\"]",
+    "too_short": 'list at least one tag, e.g. good_at = ["summarize"]',
 }
 
 
-def _explain(exc: ValidationError, data: dict[str, Any], text: str, path: Path | str) -> ConfigError:
+def _explain(
+    exc: ValidationError, data: dict[str, Any], text: str, path: Path | str
+) -> ConfigError:
     err = exc.errors()[0]
     loc = tuple(err["loc"])
     kind = err["type"]
@@ -317,11 +313,18 @@ def _explain(exc: ValidationError, data: dict[str, Any], text: str, path: Path |
         valid = _valid_keys(loc)
         guess = difflib.get_close_matches(str(field), valid, n=1)
         fix = f"did you mean '{guess[0]}'?" if guess else "valid keys: " + ", ".join(valid)
-        return ConfigError("unknown key", file=path, line=line, backend=backend, field=field,
-                           fix=fix)
+        return ConfigError(
+            "unknown key", file=path, line=line, backend=backend, field=field, fix=fix
+        )
     if kind == "missing":
-        return ConfigError("missing required key", file=path, line=line, backend=backend,
-                           field=field, fix=f"add {field} = …")
+        return ConfigError(
+            "missing required key",
+            file=path,
+            line=line,
+            backend=backend,
+            field=field,
+            fix=f"add {field} = …",
+        )
     problem = str(err["msg"]).replace("valid tuple", "valid list")
     if kind == "string_pattern_mismatch" and field == "api_key_env":
         fix = "give the NAME of an environment variable, e.g. ANTHROPIC_API_KEY"
@@ -329,9 +332,11 @@ def _explain(exc: ValidationError, data: dict[str, Any], text: str, path: Path |
         fix = _FIXES.get(kind, "see the roster reference in README.md")
         fix = fix.format(**{k: v for k, v in ctx.items() if isinstance(v, int | float)})
     value = err.get("input")
-    if kind not in {"too_short"} and isinstance(value, str | int | float | bool) and len(
-        repr(value)
-    ) < 60:
+    if (
+        kind not in {"too_short"}
+        and isinstance(value, str | int | float | bool)
+        and len(repr(value)) < 60
+    ):
         problem = f"{problem} (got {value!r})"
     return ConfigError(problem, file=path, line=line, backend=backend, field=field, fix=fix)
 

@@ -115,7 +115,7 @@ class RunContext:
                     prompt += estimate_tokens(str(tools))
                 # 10 % headroom: providers' tokenizers differ from litellm's counter.
                 worst = math.ceil(prompt * 1.1 + 16) * price[0] + max_tokens * price[1]
-        reservation = self.budget.reserve(backend.id, worst)
+        reservation = await self.budget.acquire(backend.id, worst)
         self.load.in_flight[backend.id] = self.load.in_flight.get(backend.id, 0) + 1
         actual: float | None = 0.0
         try:

@@ -13,12 +13,17 @@ import sys
 from tanglebrain._version import __version__
 
 COMMANDS = frozenset(
-    {"run", "demo", "sim", "compress", "init", "backends", "runs", "show", "stats", "serve",
-     "mcp"}
+    {"run", "demo", "sim", "compress", "init", "backends", "runs", "show", "stats", "serve", "mcp"}
 )
 # Options of the top-level callback, and whether each takes a value.
-GLOBAL_OPTIONS = {"--roster": True, "--debug": False, "--version": False, "--help": False,
-                  "--install-completion": False, "--show-completion": False}
+GLOBAL_OPTIONS = {
+    "--roster": True,
+    "--debug": False,
+    "--version": False,
+    "--help": False,
+    "--install-completion": False,
+    "--show-completion": False,
+}
 
 
 def with_default_command(argv: list[str]) -> list[str]:

@@ -30,8 +30,11 @@ def _root(
     ctx: typer.Context,
     roster: Annotated[
         Path | None,
-        typer.Option("--roster", help="Roster file (else $TANGLEBRAIN_ROSTER, ./roster.toml, "
-                     "$XDG_CONFIG_HOME/tanglebrain/roster.toml, the packaged default)."),
+        typer.Option(
+            "--roster",
+            help="Roster file (else $TANGLEBRAIN_ROSTER, ./roster.toml, "
+            "$XDG_CONFIG_HOME/tanglebrain/roster.toml, the packaged default).",
+        ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,

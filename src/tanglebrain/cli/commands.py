@@ -11,9 +11,7 @@ import typer
 
 from tanglebrain.errors import UsageError
 
-DEMO_PROMPT = (
-    "Review this service's failing build log, propose a fix, and draft the release note."
-)
+DEMO_PROMPT = "Review this service's failing build log, propose a fix, and draft the release note."
 DEMO_LOG = "\n".join(
     [f"[{i:04d}] INFO compiling module_{i % 7}.py ... ok" for i in range(200)]
     + [
@@ -32,10 +30,10 @@ def demo_roster(base_url: str) -> str:
     """A roster whose backends all point at the simulator at ``base_url``."""
     entries = [
         ("orchestrator", "orchestrator:latency=0.05", '["reasoning", "planning"]', 30, True),
-        ("reader", "worker:latency=0.3", '["long-context", "summarize", "extract"]', 3, False),
-        ("coder", "worker:latency=0.3", '["code", "boilerplate"]', 2, False),
-        ("writer", "worker:latency=0.3", '["writing", "transform"]', 1, False),
-        ("consultant", "worker:latency=0.3", '["review", "second-opinion"]', 20, False),
+        ("reader", "worker:latency=0.3", '["long-context"]', 3, False),
+        ("coder", "worker:latency=0.3", '["code"]', 2, False),
+        ("writer", "worker:latency=0.3", '["writing"]', 1, False),
+        ("consultant", "worker:latency=0.3", '["second-opinion"]', 20, False),
     ]
     out = ["# Simulated backends for `tanglebrain demo`.", "[settings]", "max_turns = 4", ""]
     for bid, spec, tags, cost, orch in entries:
@@ -121,10 +119,9 @@ def compress_command(
     budget: Annotated[
         int | None, typer.Option("--budget", help="Hard cap on the digest, in bytes.")
     ] = None,
-    stats: Annotated[bool, typer.Option("--stats", help="Print sizes and time to stderr.")]
-    = False,
+    stats: Annotated[bool, typer.Option("--stats", help="Print sizes and time to stderr.")] = False,
 ) -> None:
-    """Print a faithful (or budgeted) digest of bulky text, e.g. `make 2>&1 | tanglebrain compress`."""
+    """Print a faithful (or budgeted) digest of bulky text: `make 2>&1 | tanglebrain compress`."""
     from tanglebrain import compress
 
     if budget is not None and budget < 0:
@@ -141,8 +138,9 @@ def compress_command(
     started = time.perf_counter()
     result = compress.digest(compress.decode(data), budget)
     elapsed = (time.perf_counter() - started) * 1000
-    sys.stdout.write(result.text if result.text.endswith("\n") or not result.text
-                     else result.text + "\n")
+    sys.stdout.write(
+        result.text if result.text.endswith("\n") or not result.text else result.text + "\n"
+    )
     if stats:
         saved = 100 * (1 - result.bytes_out / result.bytes_in) if result.bytes_in else 0.0
         sys.stderr.write(

@@ -1,0 +1,267 @@
+"""The full loop in-process: litellm over real HTTP to the simulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tanglebrain.errors import BudgetExceeded, NoAnswerError
+from tanglebrain.orchestrator import Request, run
+from tanglebrain.roster import Roster, parse
+from tanglebrain.runtime import Attachment
+from tanglebrain.sim import Simulator
+from tanglebrain.trace import Run
+
+
+def entry(
+    sim: Simulator,
+    bid: str,
+    spec: str,
+    tags: str,
+    cost: float = 1,
+    orch: bool = False,
+    extra: str = "",
+) -> str:
+    tag_list = ", ".join(f'"{t}"' for t in tags.split(","))
+    return (
+        f'[[backend]]\nid = "{bid}"\nmodel = "openai/{spec}"\napi_base = "{sim.base_url}"\n'
+        f"good_at = [{tag_list}]\ncost = {cost}\ncan_orchestrate = {str(orch).lower()}\n"
+        f"price = {{ input = 1.0, output = 2.0 }}\n{extra}\n"
+    )
+
+
+def make(*entries: str, settings: str = "") -> Roster:
+    if "timeout_s" not in settings:
+        settings += "timeout_s = 5\n"
+    return parse("[settings]\nmax_attempts = 2\n" + settings + "\n" + "".join(entries))
+
+
+async def go(roster: Roster, prompt: str = "do the work", **kw: object) -> Run:
+    return await run(Request(prompt=prompt, **kw), roster, env={})  # type: ignore[arg-type]
+
+
+def tool_results(sim: Simulator, model: str) -> list[object]:
+    """The JSON tool results the orchestrator received, turn by turn."""
+    out = []
+    for req in sim.requests:
+        if req.model == model:
+            out += [json.loads(m["content"]) for m in req.messages if m.get("role") == "tool"]
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 8, 64])
+async def test_fan_out_order_and_concurrency(sim: Simulator, n: int) -> None:
+    roster = make(
+        entry(sim, "orch", f"orchestrator:fanout={n}", "planning", 30, True),
+        entry(sim, "w", "worker:latency=0.05", "work", extra="max_concurrency = 5"),
+        settings=f"max_subtasks = {max(n, 1)}\n",
+    )
+    trace = await go(roster)
+    subs = trace.subtasks()
+    assert [s.index for s in subs] == list(range(n))
+    assert all(s.status == "ok" and s.backend == "w" for s in subs)
+    assert sim.in_flight_max("worker:latency=0.05") == min(n, 5)
+    results = tool_results(sim, f"orchestrator:fanout={n}")
+    assert len(results) == 1 and [r["index"] for r in results[0]] == list(range(n))
+    for i, r in enumerate(results[0]):
+        assert f"Sub-task {i + 1} of {n}" in r["text"]
+    assert trace.answer.startswith(f"Simulated synthesis of {n} sub-task results.")
+    assert trace.orchestrator == "orch" and not trace.degraded
+
+
+async def test_multiple_tool_calls_in_one_turn_run_concurrently(sim: Simulator) -> None:
+    roster = make(
+        entry(sim, "orch", "orchestrator:fanout=6,calls=3", "planning", 30, True),
+        entry(sim, "w", "worker:latency=0.2", "work", extra="max_concurrency = 16"),
+    )
+    trace = await go(roster)
+    assert len(trace.turns[0].tool_calls) == 3
+    assert [s.index for s in trace.subtasks()] == list(range(6))
+    assert sim.in_flight_max("worker:latency=0.2") == 6
+
+
+@pytest.mark.parametrize("bad_spec", ["fail:status=500", "fail:status=429", "hang", "drop"])
+async def test_subtask_fails_over(sim: Simulator, bad_spec: str) -> None:
+    roster = make(
+        entry(sim, "orch", "orchestrator:fanout=2", "planning", 30, True),
+        entry(sim, "bad", bad_spec, "work", cost=1),
+        entry(sim, "good", "worker", "work", cost=5),
+        settings="timeout_s = 0.5\n",
+    )
+    trace = await go(roster)
+    subs = trace.subtasks()
+    assert all(s.status == "ok" and s.backend == "good" for s in subs)
+    assert all(s.failed_over and s.calls[0].backend == "bad" for s in subs)
+    assert not trace.degraded
+
+
+async def test_all_specialists_down_orchestrator_still_answers(sim: Simulator) -> None:
+    roster = make(
+        entry(sim, "orch", "orchestrator:fanout=3", "planning", 30, True),
+        entry(sim, "bad1", "fail:status=500", "work"),
+        entry(sim, "bad2", "malformed", "work"),
+    )
+    trace = await go(roster)
+    assert trace.degraded
+    assert trace.answer.startswith("Simulated synthesis of 3")
+    [results] = tool_results(sim, "orchestrator:fanout=3")
+    assert all(r["status"] == "error" and "do this part yourself" in r["error"] for r in results)
+    assert all("bad1" in r["error"] and "bad2" in r["error"] for r in results)
+
+
+async def test_no_fit_when_only_the_orchestrator_has_the_tag(sim: Simulator) -> None:
+    from tanglebrain.sim import SimReply
+
+    args = json.dumps(
+        {
+            "tasks": [
+                {"prompt": "plan it", "task": "planning"},
+                {"prompt": "work it", "task": "work"},
+            ]
+        }
+    )
+    sim.script(
+        "script",
+        [
+            SimReply(text=None, tool_calls=[("delegate_many", args)]),
+            SimReply(text="final answer", tool_calls=[]),
+        ],
+    )
+    roster = make(
+        entry(sim, "orch", "script", "planning", 30, True), entry(sim, "w", "worker", "work")
+    )
+    trace = await go(roster)
+    assert trace.answer == "final answer"
+    [results] = tool_results(sim, "script")
+    assert [r["status"] for r in results] == ["no_fit", "ok"]
+    assert "do this part yourself" in results[0]["error"] and results[0]["backend"] is None
+    assert trace.degraded
+
+
+async def test_all_orchestrators_down(sim: Simulator) -> None:
+    roster = make(
+        entry(sim, "o1", "fail:status=500", "planning", 10, True),
+        entry(sim, "o2", "fail:status=401", "planning", 20, True),
+        entry(sim, "w", "worker", "work"),
+    )
+    with pytest.raises(NoAnswerError) as info:
+        await go(roster)
+    text = str(info.value)
+    assert "o1: HTTP 500" in text and "o2: HTTP 401" in text
+
+
+async def test_orchestrator_fails_over_mid_run(sim: Simulator) -> None:
+    # o1 plans (turn 1) then fails on the synthesis turn; o2 continues the same conversation.
+    from tanglebrain.sim import SimReply
+
+    args = json.dumps({"tasks": [{"prompt": "part one", "task": "work"}]})
+    sim.script("script", [SimReply(text=None, tool_calls=[("delegate_many", args)])])
+    roster = make(
+        entry(sim, "o1", "script", "planning", 10, True),
+        entry(sim, "o2", "orchestrator", "planning", 20, True),
+        entry(sim, "w", "worker", "work"),
+    )
+    trace = await go(roster)
+    assert trace.orchestrator == "o2"
+    assert trace.answer.startswith("Simulated synthesis of 1")
+    assert [t.call.backend for t in trace.turns] == ["o1", "o1", "o2"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [
+        ("unknown_backend", "unknown backend"),
+        ("bad_json", "not valid JSON"),
+        ("too_many", "too many sub-tasks"),
+    ],
+)
+async def test_invalid_tool_calls_become_error_results(
+    sim: Simulator, bad: str, fragment: str
+) -> None:
+    spec = f"orchestrator:bad={bad}"
+    roster = make(entry(sim, "orch", spec, "planning", 30, True), entry(sim, "w", "worker", "work"))
+    trace = await go(roster)
+    assert trace.answer.startswith("Simulated synthesis")
+    [result] = tool_results(sim, spec)
+    text = json.dumps(result)
+    assert fragment in text
+    assert len(sim.requests) <= 3  # nothing ran 500 sub-tasks
+
+
+async def test_max_turns_forces_an_answer_without_tools(sim: Simulator) -> None:
+    spec = "orchestrator:rounds=10,fanout=1"
+    roster = make(
+        entry(sim, "orch", spec, "planning", 30, True),
+        entry(sim, "w", "worker", "work"),
+        settings="max_turns = 3\n",
+    )
+    trace = await go(roster)
+    orch = [r for r in sim.requests if r.model == spec]
+    assert len(orch) == 3
+    assert orch[-1].tools is None and orch[0].tools
+    assert trace.answer.startswith("Simulated synthesis")
+
+
+async def test_no_delegate_sends_no_tools_and_full_input(sim: Simulator) -> None:
+    roster = make(
+        entry(sim, "orch", "orchestrator", "planning", 30, True), entry(sim, "w", "worker", "work")
+    )
+    text = "line\n" * 100
+    trace = await go(roster, no_delegate=True, attachments=(Attachment("stdin", text),))
+    [req] = sim.requests
+    assert req.tools is None and text.strip() in req.messages[-1]["content"]
+    assert trace.mode == "solo" and trace.subtasks() == []
+
+
+async def test_attachment_by_reference(sim: Simulator) -> None:
+    big = "".join(f"2026-11-20T10:00:{i % 60:02d} INFO step {i} ok\n" for i in range(5000))
+    big += "src/app/main.py:42:7: error: undefined name 'retry'\n"
+    roster = make(
+        entry(sim, "orch", "orchestrator:fanout=2", "planning", 30, True),
+        entry(sim, "reader", "echo", "long-context"),
+        entry(sim, "w", "worker", "work"),
+    )
+    trace = await go(roster, attachments=(Attachment("stdin", big),))
+    first = next(r for r in sim.requests if r.model.startswith("orchestrator"))
+    context = json.dumps(first.messages)
+    assert len(context) < 10_000 and "src/app/main.py:42:7" in context
+    reader = [r for r in sim.requests if r.model == "echo"]
+    assert reader and all(big.strip() in r.messages[-1]["content"] for r in reader)
+    assert trace.digests and trace.digests[0].bytes_before == len(big)
+
+
+async def test_budget_refuses_and_exit_code(sim: Simulator) -> None:
+    roster = make(
+        entry(sim, "orch", "orchestrator", "planning", 30, True), entry(sim, "w", "worker", "work")
+    )
+    with pytest.raises(BudgetExceeded):
+        await go(roster, budget_usd=1e-9)
+
+
+async def test_unpriced_backend_refused_under_budget(sim: Simulator) -> None:
+    orch = entry(sim, "orch", "orchestrator:fanout=2", "planning", 30, True)
+    unpriced = (
+        f'[[backend]]\nid = "w"\nmodel = "openai/worker"\napi_base = "{sim.base_url}"\n'
+        'good_at = ["work"]\ncost = 3\n'
+    )
+    trace = await go(make(orch, unpriced), budget_usd=1.0)
+    subs = trace.subtasks()
+    assert all(s.status == "refused" for s in subs)
+    assert "price" in (subs[0].error or "") and "'w'" in (subs[0].error or "")
+    assert not [r for r in sim.requests if r.model == "worker"]
+    assert trace.degraded
+
+
+async def test_rotation_advances_between_runs(sim: Simulator, tmp_path: Path) -> None:
+    roster = make(
+        entry(sim, "o1", "orchestrator", "planning", 10, True),
+        entry(sim, "o2", "orchestrator", "planning", 10, True),
+        entry(sim, "w", "worker", "work"),
+    )
+    seen = []
+    for _ in range(4):
+        trace = await run(Request(prompt="x"), roster, env={}, state_dir=tmp_path)
+        seen.append(trace.orchestrator)
+    assert seen == ["o1", "o2", "o1", "o2"]
