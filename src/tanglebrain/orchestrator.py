@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from tanglebrain import compress, delegation, llm, router
+from tanglebrain import compress, delegation, llm, llm_digest, review, router
 from tanglebrain.budget import Budget
 from tanglebrain.errors import BackendError, ConfigError, NoAnswerError
 from tanglebrain.roster import Backend, Roster
@@ -46,6 +46,7 @@ class Request:
     no_delegate: bool = False
     budget_usd: float | None = None
     max_subtasks: int | None = None
+    review: bool | None = None  # None: the roster's settings.review decides
     origin: str = "cli"
 
 
@@ -79,9 +80,8 @@ def system_prompt(ctx: RunContext, orchestrator_id: str, base_dir: Path | None) 
     return string.Template(template).safe_substitute(menu=delegation.menu(ctx, orchestrator_id))
 
 
-def attachment_view(att: Attachment, budget_bytes: int) -> str:
+def attachment_view(att: Attachment, digest: str) -> str:
     """What the orchestrator sees of an attachment: its size and a digest, not the text."""
-    digest = compress.budgeted(att.text, budget_bytes)
     return (
         f"- {att.name}: {att.size} bytes, {att.lines} lines. Hand it to a delegate with "
         f'attach: ["{att.name}"]. Digest:\n<<<digest {att.name}>>>\n{digest.rstrip()}\n'
@@ -89,18 +89,27 @@ def attachment_view(att: Attachment, budget_bytes: int) -> str:
     )
 
 
-def _user_message(ctx: RunContext, prompt: str) -> str:
-    if not ctx.attachments:
-        return prompt
+async def attachment_views(ctx: RunContext, orchestrator_id: str | None) -> str:
+    """Every attachment's view (size and digest), recording the digests in the trace."""
     budget = ctx.roster.settings.context_budget_bytes
     views = []
     for att in ctx.attachments.values():
-        view = attachment_view(att, budget)
+        if ctx.roster.settings.llm_digest:
+            digest = await llm_digest.digest(ctx, att, orchestrator_id)
+        else:
+            digest = compress.budgeted(att.text, budget)
+        view = attachment_view(att, digest)
         ctx.run.digests.append(Digest(att.name, att.size, len(view.encode())))
         views.append(view)
+    return "\n".join(views)
+
+
+def _user_message(prompt: str, views: str) -> str:
+    if not views:
+        return prompt
     return (
         f"{prompt}\n\nAttachments (their full text is not in your context; delegates get it "
-        "when you attach them):\n" + "\n".join(views)
+        "when you attach them):\n" + views
     )
 
 
@@ -160,19 +169,32 @@ async def run(
     for note in plan.notes:
         if hooks.on_note:
             hooks.on_note(note)
-    if plan.direct or request.no_delegate:
+    reviewing = request.review if request.review is not None else settings.review == "always"
+    # Under review the draft is not the answer: nothing reaches stdout until the ruling.
+    draft_hooks = Hooks(None if reviewing else hooks.on_text, hooks.on_note, hooks.on_thought)
+    solo = plan.direct or request.no_delegate
+    views = ""
+    if ctx.attachments and (reviewing or not solo):
+        views = await attachment_views(ctx, plan.candidates[0].id)
+    if solo:
         trace.mode = "direct" if plan.direct else "solo"
         text = with_attachments(request.prompt, request.attachments)
-        await _turns(
-            ctx,
-            plan.candidates,
-            [{"role": "user", "content": text}],
-            hooks,
-            tools=False,
-            roster_dir=roster_dir,
+        convo, backend = await _turns(
+            ctx, plan.candidates, [{"role": "user", "content": text}], draft_hooks,
+            tools=False, roster_dir=roster_dir,
         )
     else:
-        await _turns(ctx, plan.candidates, None, hooks, tools=True, roster_dir=roster_dir)
+        convo = [{"role": "user", "content": _user_message(request.prompt, views)}]
+        convo, backend = await _turns(
+            ctx, plan.candidates, convo, draft_hooks, tools=True, roster_dir=roster_dir
+        )
+    if reviewing:
+        trace.review = await review.panel(ctx, backend, convo, trace.answer, views)
+        trace.answer = trace.review.answer
+        if trace.review.warning:
+            trace.warn(trace.review.warning)
+        if hooks.on_text:
+            hooks.on_text(trace.answer)
     if store is not None and plan.rotation_key:
         store.advance(plan.rotation_key)
     return trace
@@ -181,28 +203,30 @@ async def run(
 async def _turns(
     ctx: RunContext,
     candidates: tuple[Backend, ...],
-    messages: list[dict[str, Any]] | None,
+    convo: list[dict[str, Any]],
     hooks: Hooks,
     *,
     tools: bool,
     roster_dir: Path | None,
-) -> None:
+) -> tuple[list[dict[str, Any]], Backend]:
+    """Loop turns until an answer; return the conversation and who answered.
+
+    With ``tools`` the conversation gets the orchestrator's system prompt in front,
+    rebuilt on failover (the menu leaves out the orchestrator itself).
+    """
     run = ctx.run
     failures: list[BackendError | ConfigError] = []
     current = 0
     max_turns = ctx.roster.settings.max_turns
-    user = _user_message(ctx, run.prompt) if messages is None else None
-    convo: list[dict[str, Any]] = messages or []
     turn_no = 0
     while True:
         if current >= len(candidates):
             raise NoAnswerError(failures)
         backend = candidates[current]
         run.orchestrator = backend.id
-        if user is not None:  # the menu excludes the orchestrator itself: rebuild on failover
-            convo[:1] = [{"role": "system", "content": system_prompt(ctx, backend.id, roster_dir)}]
-            if len(convo) == 1:
-                convo.append({"role": "user", "content": user})
+        if tools:
+            system = {"role": "system", "content": system_prompt(ctx, backend.id, roster_dir)}
+            convo[: 1 if convo[0]["role"] == "system" else 0] = [system]
         final = not tools or turn_no >= max_turns - 1
         if tools and final and turn_no > 0 and convo[-1].get("content") != FINAL_NOTICE:
             convo.append({"role": "user", "content": FINAL_NOTICE})
@@ -240,7 +264,7 @@ async def _turns(
             if not final and hooks.on_text:
                 hooks.on_text(reply.text)
             run.changed()
-            return
+            return convo, backend
         if reply.text.strip() and hooks.on_thought:
             hooks.on_thought(reply.text.strip())
         convo.append(_assistant(reply))

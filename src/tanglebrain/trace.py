@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -41,6 +41,11 @@ class Attempt:
     bytes_in: int = 0
     bytes_out: int = 0
 
+    @property
+    def ended(self) -> float:
+        """When the attempt ended (``started`` plus its latency)."""
+        return self.started + self.latency_ms / 1000.0
+
 
 @dataclass(slots=True)
 class Call:
@@ -55,6 +60,41 @@ class Call:
     def ok(self) -> bool:
         """Whether the last attempt succeeded."""
         return bool(self.attempts) and self.attempts[-1].status == "ok"
+
+    @property
+    def retries(self) -> int:
+        """Attempts after the first one."""
+        return max(0, len(self.attempts) - 1)
+
+    @property
+    def started(self) -> float | None:
+        """When the first attempt started, or None before any attempt."""
+        return self.attempts[0].started if self.attempts else None
+
+    @property
+    def ended(self) -> float | None:
+        """When the last attempt ended, or None before any attempt."""
+        return max(a.ended for a in self.attempts) if self.attempts else None
+
+    @property
+    def latency_ms(self) -> float:
+        """From the first attempt's start to the last one's end (backoff included)."""
+        if not self.attempts:
+            return 0.0
+        return (max(a.ended for a in self.attempts) - self.attempts[0].started) * 1000.0
+
+    @property
+    def tokens(self) -> tuple[int, int]:
+        """(prompt, completion) tokens over every attempt."""
+        return (
+            sum(a.prompt_tokens for a in self.attempts),
+            sum(a.completion_tokens for a in self.attempts),
+        )
+
+    @property
+    def cost_usd(self) -> float | None:
+        """USD over every attempt, or None when a successful attempt's price is unknown."""
+        return cost_of(self.attempts)
 
 
 @dataclass(slots=True)
@@ -83,6 +123,13 @@ class Subtask:
     def attempts(self) -> list[Attempt]:
         """Every attempt across every backend tried."""
         return [a for c in self.calls for a in c.attempts]
+
+    @property
+    def latency_ms(self) -> float:
+        """Wall time from start to end (so far, while running), in milliseconds."""
+        if self.started is None:
+            return 0.0
+        return ((self.ended or now()) - self.started) * 1000.0
 
 
 @dataclass(slots=True)
@@ -117,6 +164,57 @@ class Digest:
     bytes_after: int
 
 
+@dataclass(slots=True)
+class Disagreement:
+    """One point a reviewer disputes."""
+
+    point: str
+    reason: str
+    severity: Literal["blocker", "major", "minor"] | str
+
+
+@dataclass(slots=True)
+class Critique:
+    """What one reviewer said about the draft (``parsed`` False: free-form text)."""
+
+    reviewer: str
+    status: Literal["ok", "error"]
+    parsed: bool = False
+    agree: list[str] = field(default_factory=list)
+    disagree: list[Disagreement] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    raw: str = ""
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The orchestrator's ruling on one disagreement, or overall."""
+
+    point: str
+    verdict: Literal["AFFIRM", "MODIFY", "REVERSE"] | str
+    reason: str
+
+
+@dataclass(slots=True)
+class Review:
+    """A review panel: who reviewed, what they said, how the orchestrator ruled."""
+
+    reviewers: list[str]
+    answer: str
+    critiques: list[Critique] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    overall: Verdict | None = None
+    warning: str | None = None
+    degraded: bool = False
+
+    @property
+    def changed(self) -> bool:
+        """Whether the panel changed the answer (MODIFY or REVERSE)."""
+        rulings = [self.overall, *self.verdicts] if self.overall else self.verdicts
+        return any(v.verdict in ("MODIFY", "REVERSE") for v in rulings if v is not None)
+
+
 @dataclass
 class Run:
     """A whole request, from prompt to answer."""
@@ -136,6 +234,7 @@ class Run:
     digests: list[Digest] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     orchestrator_context_tokens: int = 0
+    review: Review | None = None
     _observers: list[Callable[[Run], None]] = field(default_factory=list, repr=False)
 
     # --- recording ------------------------------------------------------------
@@ -190,14 +289,24 @@ class Run:
     def totals(self) -> tuple[int, int, float | None]:
         """(prompt tokens, completion tokens, cost in USD or None when any is unknown)."""
         atts = self.attempts()
-        cost: float | None = 0.0
-        for a in atts:
-            if a.status == "ok" and a.cost_usd is None:
-                cost = None
-            elif cost is not None and a.cost_usd is not None:
-                cost += a.cost_usd
         return (
             sum(a.prompt_tokens for a in atts),
             sum(a.completion_tokens for a in atts),
-            cost,
+            cost_of(atts),
         )
+
+
+def cost_of(attempts: Iterable[Attempt]) -> float | None:
+    """USD of ``attempts``, or None when any successful attempt's price is unknown.
+
+    Failed attempts with an unknown price count as free (nothing was billed); a
+    successful one with an unknown price makes the whole sum unknown, never $0.
+    """
+    cost: float | None = 0.0
+    for a in attempts:
+        if a.cost_usd is None:
+            if a.status == "ok":
+                return None
+        elif cost is not None:
+            cost += a.cost_usd
+    return cost
