@@ -46,12 +46,13 @@ def _root(
 
 
 def _register() -> None:
-    from tanglebrain.cli import backends, commands, history, run
+    from tanglebrain.cli import backends, commands, front, history, run
 
     run.register(app)
     commands.register(app)
     backends.register(app)
     history.register(app)
+    front.register(app)
 
 
 def error_line(message: str) -> None:
