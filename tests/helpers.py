@@ -43,7 +43,12 @@ class Result:
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TANGLEBRAIN_", "XDG_"))}
+    # Hermetic: no state, config or provider keys leak in from the developer's shell.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TANGLEBRAIN_", "XDG_", "OTEL_")) and not k.endswith("_API_KEY")
+    }
     env.update(
         TANGLEBRAIN_HOME=str(tmp_path / "state"),
         XDG_CONFIG_HOME=str(tmp_path / "xdg"),

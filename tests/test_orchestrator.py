@@ -265,3 +265,44 @@ async def test_rotation_advances_between_runs(sim: Simulator, tmp_path: Path) ->
         trace = await run(Request(prompt="x"), roster, env={}, state_dir=tmp_path)
         seen.append(trace.orchestrator)
     assert seen == ["o1", "o2", "o1", "o2"]
+
+
+async def test_system_prompt_file_overrides_template(sim: Simulator, tmp_path: Path) -> None:
+    (tmp_path / "prompt.md").write_text("CUSTOM ORCHESTRATOR PROMPT\nMenu:\n$menu\n")
+    roster = make(
+        entry(sim, "orch", "orchestrator", "planning", 30, True),
+        entry(sim, "w", "worker", "work"),
+        settings='system_prompt_file = "prompt.md"\n',
+    )
+    await run(Request(prompt="x"), roster, env={}, roster_dir=tmp_path)
+    system = next(r for r in sim.requests if r.model == "orchestrator").messages[0]
+    assert system["role"] == "system" and system["content"].startswith("CUSTOM ORCHESTRATOR PROMPT")
+    assert "- w: good at work" in system["content"] and "orch:" not in system["content"]
+
+
+async def test_missing_system_prompt_file_is_config_error(sim: Simulator, tmp_path: Path) -> None:
+    from tanglebrain.errors import ConfigError
+
+    roster = make(
+        entry(sim, "orch", "orchestrator", "planning", 30, True),
+        settings='system_prompt_file = "nope.md"\n',
+    )
+    with pytest.raises(ConfigError, match="system_prompt_file"):
+        await run(Request(prompt="x"), roster, env={}, roster_dir=tmp_path)
+
+
+async def test_default_system_prompt_lists_menu_and_rules(sim: Simulator) -> None:
+    roster = make(
+        entry(sim, "orch", "orchestrator", "planning", 30, True),
+        entry(sim, "w", "worker", "work", cost=2),
+    )
+    await run(Request(prompt="x"), roster, env={})
+    first = next(r for r in sim.requests if r.model == "orchestrator")
+    system = first.messages[0]["content"]
+    assert "- w: good at work; relative cost 2" in system
+    assert "Do simple work yourself" in system and "attach" in system
+    names = [t["function"]["name"] for t in first.tools or []]
+    assert names == ["delegate", "delegate_many"]
+    task = first.tools[1]["function"]["parameters"]["properties"]["tasks"]["items"]
+    assert task["properties"]["task"]["enum"] == ["work"]
+    assert task["properties"]["backend"]["enum"] == ["w"]

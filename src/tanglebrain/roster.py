@@ -58,7 +58,7 @@ class Settings(BaseModel):
     context_budget_bytes: int = Field(default=6000, ge=200, strict=True)
     llm_digest: bool = Field(default=False, strict=True)
     review: Literal["never", "always"] = "never"
-    reviewers: int = Field(default=1, ge=1, le=3)
+    reviewers: int = Field(default=1, ge=1, le=3, strict=True)
 
 
 class Backend(BaseModel):

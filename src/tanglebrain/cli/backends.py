@@ -1,9 +1,581 @@
-"""Placeholder: filled in by its feature."""
+"""``tanglebrain init`` and ``tanglebrain backends …``: see, check and edit the roster.
+
+Streams: a listing or check report goes to stdout (``--json``: a JSON array of objects);
+notes go to stderr. Commands that write a file print its path, and only that, on
+stdout. Heavy modules (pydantic models, litellm) are imported inside the commands so
+that ``--help`` stays fast.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from tanglebrain.errors import BackendError, ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from tanglebrain.roster import Backend, LoadedRoster, Roster
+    from tanglebrain.roster_edit import EditResult
+
+CHECK_TIMEOUT = 30.0  # seconds per probe at most; the roster's timeout_s when lower
+PING = [{"role": "user", "content": "Connectivity check: reply with the single word: ok"}]
+TOOL_PING = [
+    {
+        "role": "user",
+        "content": 'Connectivity check: call the delegate tool once with prompt "ping". '
+        "Do not answer in text.",
+    }
+]
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "delegate",
+        "description": "Hand a sub-task to a specialist backend.",
+        "parameters": {
+            "type": "object",
+            "properties": {"prompt": {"type": "string", "description": "The sub-task."}},
+            "required": ["prompt"],
+        },
+    },
+}
+WHY = {
+    "flag": "from --roster",
+    "env": "from $TANGLEBRAIN_ROSTER",
+    "cwd": "./roster.toml in the current directory",
+    "xdg": "your config: $XDG_CONFIG_HOME/tanglebrain/roster.toml",
+    "packaged": "the packaged default; run `tanglebrain init` for your own copy",
+}
+
+
+# --- shell completion (never raises) ------------------------------------------------
+
+
+def _completion_roster(ctx: typer.Context) -> Roster:
+    from tanglebrain.roster import load
+
+    explicit: Path | None = None
+    node: Any = ctx
+    while node is not None and explicit is None:
+        explicit = node.params.get("roster")
+        node = node.parent
+    return load(explicit).roster
+
+
+def complete_ids(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Backend ids of the roster in use that start with ``incomplete``."""
+    try:
+        return [b.id for b in _completion_roster(ctx).backends if b.id.startswith(incomplete)]
+    except Exception:
+        return []
+
+
+def complete_tags(ctx: typer.Context, incomplete: str) -> list[str]:
+    """``good_at`` tags of the roster; completes the last item of ``a,b,…``."""
+    try:
+        head, comma, last = incomplete.rpartition(",")
+        tags = sorted({t for b in _completion_roster(ctx).backends for t in b.good_at})
+        return [head + comma + t for t in tags if t.startswith(last)]
+    except Exception:
+        return []
+
+
+RosterOpt = Annotated[
+    Path | None, typer.Option("--roster", help="Roster file (overrides discovery).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON array of objects.")]
+IdArg = Annotated[
+    str, typer.Argument(metavar="ID", help="Backend id.", autocompletion=complete_ids)
+]
+
+
+def _explicit(ctx: typer.Context, roster: Path | None) -> Path | None:
+    return roster if roster is not None else (ctx.obj or {}).get("roster")
+
+
+def _note(message: str) -> None:
+    from tanglebrain import render
+
+    render.note(message)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+# --- init ---------------------------------------------------------------------------
+
+
+def init_command(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Where to write (default $XDG_CONFIG_HOME/tanglebrain/roster.toml)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite (keeps a .bak).")] = False,
+) -> None:
+    """Write a starter roster (the packaged default, with its comments) for you to edit."""
+    from tanglebrain.roster import discover, xdg_path
+    from tanglebrain.roster_edit import write_starter
+
+    dest = path if path is not None else xdg_path(os.environ)
+    backup = write_starter(dest, force=force)
+    sys.stdout.write(f"{dest}\n")
+    _note(f"wrote a starter roster to {dest}" + (f" (old file kept as {backup})" if backup else ""))
+    try:
+        in_use = discover(None, os.environ, Path.cwd())[0]
+    except ConfigError as exc:  # $TANGLEBRAIN_ROSTER names a missing file
+        in_use = Path(exc.file or "?")
+    if in_use.resolve() != dest.resolve():
+        _note(f"{in_use} takes precedence over it here; use --roster {dest} to use it")
+    _note(
+        "next: read it, enable backends (`tanglebrain backends enable ID`), then run "
+        "`tanglebrain backends check`"
+    )
+
+
+# --- list ---------------------------------------------------------------------------
+
+
+def _window(backend: Backend) -> tuple[int | None, str | None]:
+    if backend.context_window is not None:
+        return backend.context_window, "roster"
+    from tanglebrain import llm
+
+    size = llm.context_window(backend)
+    return size, ("litellm" if size else None)
+
+
+def _row(backend: Backend, loaded: LoadedRoster) -> dict[str, Any]:
+    window, source = _window(backend)
+    return {
+        "id": backend.id,
+        "model": backend.model,
+        "good_at": list(backend.good_at),
+        "cost": backend.cost,
+        "can_orchestrate": backend.can_orchestrate,
+        "enabled": backend.enabled,
+        "api_key_env": backend.api_key_env,
+        "key": backend.key_status(os.environ),
+        "max_concurrency": backend.max_concurrency,
+        "context_window": window,
+        "context_window_source": source,
+        "roster_path": str(loaded.path),
+        "roster_source": loaded.source,
+    }
+
+
+def _list(explicit: Path | None, json_out: bool) -> None:
+    from rich.table import Table
+
+    from tanglebrain.roster import load
+
+    loaded = load(explicit)
+    rows = [_row(b, loaded) for b in loaded.roster.backends]
+    if json_out:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(
+        "id", "model", "good at", "cost", "orchestrator", "enabled", "key", "concurrency", "context"
+    )
+    for r in rows:
+        key = r["key"] if r["key"] != "missing" else f"missing (${r['api_key_env']})"
+        window = f"{r['context_window']:,}" if r["context_window"] else "unknown"
+        table.add_row(
+            r["id"],
+            r["model"],
+            ", ".join(r["good_at"]),
+            f"{r['cost']:g}",
+            "yes" if r["can_orchestrate"] else "no",
+            "yes" if r["enabled"] else "no",
+            key,
+            str(r["max_concurrency"]),
+            window,
+        )
+    console = _console()
+    console.print(f"roster: {loaded.path} ({WHY[loaded.source]})")
+    console.print(table)
+
+
+def list_command(ctx: typer.Context, roster: RosterOpt = None, json_out: JsonOpt = False) -> None:
+    """List the backends: model, tags, cost, key status (never the key), context window."""
+    _list(_explicit(ctx, roster), json_out)
+
+
+def backends_root(ctx: typer.Context, roster: RosterOpt = None, json_out: JsonOpt = False) -> None:
+    """See, check and edit the roster's backends (no subcommand: list them)."""
+    if roster is not None:
+        ctx.ensure_object(dict)["roster"] = roster
+    if ctx.invoked_subcommand is None:
+        _list(_explicit(ctx, None), json_out)
+
+
+# --- check --------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    """What ``backends check`` found out about one backend."""
+
+    id: str
+    model: str
+    enabled: bool
+    key: str
+    reachable: bool | None = None
+    latency_ms: float | None = None
+    tools: str = "not checked"
+    context_window: int | None = None
+    price_per_mtok: dict[str, float] | None = None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        """No problem found."""
+        return not self.problems
+
+
+def _fix(b: Backend, err: BackendError, timeout: float) -> str:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(b.api_base).netloc.rsplit("@", 1)[-1] if b.api_base else None
+    ollama = b.provider.startswith("ollama") or ":11434" in (b.api_base or "")
+    if err.status in (401, 403):
+        var = b.api_key_env
+        return f"check the key in ${var}" if var else "the server wants a key: set api_key_env"
+    if err.status == 404:
+        if ollama:
+            return f"pull the model: `ollama pull {b.model.split('/', 1)[-1]}`"
+        return f"fix it: `tanglebrain backends set {b.id} model …`"
+    if err.status == 429:
+        return "rate limited: try again later, or lower max_concurrency"
+    if err.status is not None and err.status >= 500:
+        return "the server failed: try again later"
+    if "timed out" in err.reason:
+        where = f"is the server at {host} up?" if host else "is the provider reachable?"
+        return f"no answer within {timeout:g}s: {where}"
+    if "connect" in err.reason.lower():
+        if ollama:
+            return "start Ollama: `ollama serve`"
+        return f"is the server at {host} running?" if host else "check your network connection"
+    return "run with --debug, or see the provider's status page"
+
+
+async def _probe(b: Backend, v: Verdict, timeout: float) -> None:
+    from tanglebrain import llm
+    from tanglebrain.trace import Call
+
+    once = llm.RetryPolicy(max_attempts=1)
+    call = Call("subtask", b.id, b.model)
+    try:
+        await llm.complete(
+            b, PING, call=call, env=os.environ, timeout=timeout, retry=once, max_tokens=32
+        )
+    except (BackendError, ConfigError) as exc:
+        v.reachable = False
+        fix = _fix(b, exc, timeout) if isinstance(exc, BackendError) else exc.fix
+        v.problems.append(f"{getattr(exc, 'reason', exc)} ({fix})")
+        return
+    v.reachable, v.latency_ms = True, round(call.attempts[-1].latency_ms, 1)
+    if not b.can_orchestrate:
+        v.tools = "n/a"
+        return
+    try:
+        reply = await llm.complete(
+            b,
+            TOOL_PING,
+            call=Call("orchestrator", b.id, b.model),
+            env=os.environ,
+            timeout=timeout,
+            retry=once,
+            tools=[TOOL],
+        )
+    except BackendError as exc:
+        v.tools = "failed"
+        v.problems.append(f"tool call failed: {exc.reason} ({_fix(b, exc, timeout)})")
+        return
+    v.tools = "works" if reply.tool_calls else "no tool call returned"
+    if not reply.tool_calls:
+        v.problems.append(
+            "can_orchestrate, but no tool call returned (pick a model with tool calling, or "
+            f"`tanglebrain backends set {b.id} can_orchestrate false`)"
+        )
+
+
+def _static(b: Backend) -> Verdict:
+    v = Verdict(b.id, b.model, b.enabled, b.key_status(os.environ))
+    v.context_window = b.context_window
+    if b.price is not None:
+        v.price_per_mtok = {"input": b.price.input, "output": b.price.output}
+    if v.key == "missing":
+        v.problems.append(f"${b.api_key_env} is not set (export {b.api_key_env}=…)")
+    if not b.enabled:
+        v.warnings.append(f"disabled (enable it: `tanglebrain backends enable {b.id}`)")
+    return v
+
+
+def _facts(b: Backend, v: Verdict) -> None:
+    from tanglebrain import llm
+
+    v.context_window = llm.context_window(b)
+    price = llm.price_per_token(b)
+    if price is not None:
+        v.price_per_mtok = {"input": round(price[0] * 1e6, 6), "output": round(price[1] * 1e6, 6)}
+    if v.context_window is None:
+        v.warnings.append(
+            f"context window unknown: it is not filtered by size (set it: "
+            f"`tanglebrain backends set {b.id} context_window N`)"
+        )
+    if price is None:
+        v.warnings.append(
+            f"price unknown (set it: `tanglebrain backends set {b.id} price IN,OUT`"
+            ", USD per million tokens)"
+        )
+
+
+def run_checks(roster: Roster, targets: list[Backend], offline: bool) -> list[Verdict]:
+    """Check ``targets`` concurrently (only keys and the file when ``offline``)."""
+    verdicts = [_static(b) for b in targets]
+    if offline:
+        return verdicts
+    import anyio
+
+    for b, v in zip(targets, verdicts, strict=True):
+        _facts(b, v)  # imports litellm before the clocks start
+    timeout = min(roster.settings.timeout_s, CHECK_TIMEOUT)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for b, v in zip(targets, verdicts, strict=True):
+                if not v.problems:
+                    tg.start_soon(_probe, b, v, timeout)
+
+    anyio.run(main)
+    return verdicts
+
+
+def _report(verdicts: list[Verdict]) -> None:
+    from rich.table import Table
+
+    table = Table(
+        "id", "result", "key", "reachable", "latency", "tools", "context", "$/M tokens in/out"
+    )
+    for v in verdicts:
+        reach = {True: "yes", False: "no", None: "not checked"}[v.reachable]
+        price = v.price_per_mtok
+        table.add_row(
+            v.id,
+            "ok" if v.usable else "FAIL",
+            v.key,
+            reach,
+            f"{v.latency_ms:.0f} ms" if v.latency_ms is not None else "-",
+            v.tools,
+            f"{v.context_window:,}" if v.context_window else "unknown",
+            f"{price['input']:g}/{price['output']:g}" if price else "unknown",
+        )
+    console = _console()
+    console.print(table)
+    for v in verdicts:
+        for line in v.problems:
+            console.print(f"{v.id}: problem: {line}", markup=False, soft_wrap=True)
+        for line in v.warnings:
+            console.print(f"{v.id}: warning: {line}", markup=False, soft_wrap=True)
+
+
+def check_command(
+    ctx: typer.Context,
+    ids: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="ID",
+            help="Backends to check (default: every enabled one).",
+            autocompletion=complete_ids,
+        ),
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="No network: validate the file and keys only.")
+    ] = False,
+    json_out: JsonOpt = False,
+    roster: RosterOpt = None,
+) -> None:
+    """Validate the roster and send each backend a tiny request; exit 0 only if all are usable."""
+    from tanglebrain.roster import load
+
+    loaded = load(_explicit(ctx, roster))
+    known = [b.id for b in loaded.roster.backends]
+    unknown = [i for i in ids or [] if i not in known]
+    if unknown:
+        raise UsageError(f"unknown backend id {unknown[0]!r}", fix="known ids: " + ", ".join(known))
+    targets = [b for b in loaded.roster.backends if b.id in ids] if ids else loaded.roster.enabled()
+    if not targets:
+        raise UsageError("no enabled backend to check", fix="`tanglebrain backends enable ID`")
+    _note(f"roster {loaded.path} ({WHY[loaded.source]}) is valid")
+    verdicts = run_checks(loaded.roster, targets, offline)
+    if json_out:
+        rows = [{**asdict(v), "usable": v.usable} for v in verdicts]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    else:
+        _report(verdicts)
+    good = sum(v.usable for v in verdicts)
+    _note(
+        f"{good} of {len(verdicts)} checked backend(s) usable"
+        + (" (offline: keys and file only)" if offline else "")
+    )
+    if good < len(verdicts):
+        raise typer.Exit(1)
+
+
+# --- edits --------------------------------------------------------------------------
+
+
+def _edit(
+    ctx: typer.Context, roster: Path | None, fn: Callable[[Path], EditResult], done: str, same: str
+) -> None:
+    from tanglebrain.roster_edit import editable_path
+
+    path = editable_path(_explicit(ctx, roster), os.environ, Path.cwd())
+    result = fn(path)
+    sys.stdout.write(f"{path}\n")
+    if result.changed:
+        _note(f"{done} in {path} (previous version: {result.backup})")
+    else:
+        _note(f"{same}; {path} not changed")
+
+
+def add_command(
+    ctx: typer.Context,
+    backend_id: Annotated[str, typer.Argument(metavar="ID", help="New id: a-z, 0-9, - and _.")],
+    model: Annotated[str, typer.Option("--model", help="litellm model, e.g. openai/gpt-4.1.")],
+    good_at: Annotated[
+        str | None,
+        typer.Option(
+            "--good-at",
+            help="Comma-separated tags, e.g. code,review (required).",
+            autocompletion=complete_tags,
+        ),
+    ] = None,
+    cost: Annotated[
+        str | None, typer.Option("--cost", help="Relative cost, 0 = free (required).")
+    ] = None,
+    orchestrator: Annotated[
+        bool, typer.Option("--orchestrator", help="can_orchestrate = true (needs tool calls).")
+    ] = False,
+    api_key_env: Annotated[
+        str | None, typer.Option("--api-key-env", help="NAME of the env var holding the key.")
+    ] = None,
+    api_base: Annotated[str | None, typer.Option("--api-base", help="Server URL.")] = None,
+    max_concurrency: Annotated[
+        int | None, typer.Option("--max-concurrency", help="Parallel calls (default 4).")
+    ] = None,
+    disabled: Annotated[bool, typer.Option("--disabled", help="Add it switched off.")] = False,
+    roster: RosterOpt = None,
+) -> None:
+    """Add a backend to the roster file (comments and formatting are kept)."""
+    from tanglebrain.roster_edit import add_backend, parse_value
+
+    if good_at is None or cost is None:
+        raise UsageError(
+            "a backend needs --good-at and --cost",
+            fix="e.g. --good-at code,review --cost 5 (cost is relative; 0 = free)",
+        )
+    fields = {
+        "id": backend_id,
+        "model": model,
+        "api_key_env": api_key_env,
+        "api_base": api_base,
+        "good_at": parse_value("good_at", good_at),
+        "cost": parse_value("cost", cost),
+        "can_orchestrate": orchestrator or None,
+        "enabled": False if disabled else None,
+        "max_concurrency": max_concurrency,
+    }
+    _edit(ctx, roster, lambda p: add_backend(p, fields), f"added backend '{backend_id}'", "")
+    if api_key_env and not os.environ.get(api_key_env):
+        _note(f"${api_key_env} is not set in this shell: export {api_key_env}=…")
+    _note(f"next: `tanglebrain backends check {backend_id}`")
+
+
+def remove_command(ctx: typer.Context, backend_id: IdArg, roster: RosterOpt = None) -> None:
+    """Remove a backend (and the comment block directly above it)."""
+    from tanglebrain.roster_edit import remove_backend
+
+    _edit(
+        ctx, roster, lambda p: remove_backend(p, backend_id), f"removed backend '{backend_id}'", ""
+    )
+
+
+def _switch(ctx: typer.Context, backend_id: str, roster: Path | None, on: bool) -> None:
+    from tanglebrain.roster_edit import set_field
+
+    word = "enabled" if on else "disabled"
+    _edit(
+        ctx,
+        roster,
+        lambda p: set_field(p, backend_id, "enabled", on),
+        f"{word} backend '{backend_id}'",
+        f"backend '{backend_id}' is already {word}",
+    )
+
+
+def enable_command(ctx: typer.Context, backend_id: IdArg, roster: RosterOpt = None) -> None:
+    """Enable a backend (enabled = true)."""
+    _switch(ctx, backend_id, roster, True)
+
+
+def disable_command(ctx: typer.Context, backend_id: IdArg, roster: RosterOpt = None) -> None:
+    """Disable a backend (enabled = false)."""
+    _switch(ctx, backend_id, roster, False)
+
+
+def set_command(
+    ctx: typer.Context,
+    backend_id: IdArg,
+    field_name: Annotated[str, typer.Argument(metavar="FIELD", help="A backend field.")],
+    value: Annotated[
+        str,
+        typer.Argument(
+            metavar="VALUE",
+            help="Parsed by the field's type; "
+            "tags a,b; price IN,OUT; '' removes an optional field.",
+        ),
+    ],
+    roster: RosterOpt = None,
+) -> None:
+    """Set one field of a backend, e.g. `set claude cost 25` or `set gpt price 2,8`."""
+    from tanglebrain.roster_edit import parse_value, set_field
+
+    parsed = parse_value(field_name, value)
+    _edit(
+        ctx,
+        roster,
+        lambda p: set_field(p, backend_id, field_name, parsed),
+        f"set {backend_id}.{field_name}",
+        f"{backend_id}.{field_name} already has that value",
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``init`` and the ``backends`` group to ``app``."""
+    app.command("init")(init_command)
+    group = typer.Typer(help="See, check and edit the roster's backends (default: list).")
+    group.callback(invoke_without_command=True)(backends_root)
+    for name, command in (
+        ("list", list_command),
+        ("check", check_command),
+        ("add", add_command),
+        ("remove", remove_command),
+        ("enable", enable_command),
+        ("disable", disable_command),
+        ("set", set_command),
+    ):
+        # `set ID cost -1`: a VALUE may start with "-"; --roster and --help still work.
+        extra = {"ignore_unknown_options": True} if name == "set" else {}
+        group.command(name, context_settings=extra)(command)
+    app.add_typer(group, name="backends")

@@ -33,7 +33,8 @@ def demo_roster(base_url: str) -> str:
         ("reader", "worker:latency=0.3", '["long-context"]', 3, False),
         ("coder", "worker:latency=0.3", '["code"]', 2, False),
         ("writer", "worker:latency=0.3", '["writing"]', 1, False),
-        ("consultant", "worker:latency=0.3", '["second-opinion"]', 20, False),
+        ("consultant", "worker:latency=0.3", '["security"]', 20, False),
+        ("reviewer", "reviewer:verdict=blocker,latency=0.2", '["review"]', 15, False),
     ]
     out = ["# Simulated backends for `tanglebrain demo`.", "[settings]", "max_turns = 4", ""]
     for bid, spec, tags, cost, orch in entries:
@@ -54,6 +55,9 @@ def demo_roster(base_url: str) -> str:
 def demo_command(
     prompt: Annotated[str | None, typer.Argument(help="Request for the demo.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the JSON object.")] = False,
+    review: Annotated[
+        bool, typer.Option("--review", help="Add the simulated review panel to the demo.")
+    ] = False,
 ) -> None:
     """Run a request through the real path against simulated backends (no keys, no network)."""
     import json
@@ -73,6 +77,7 @@ def demo_command(
     request = Request(
         prompt=prompt or DEMO_PROMPT,
         attachments=(Attachment("stdin", DEMO_LOG),) if prompt is None else (),
+        review=review,
         origin="demo",
     )
     sink = StdoutSink()

@@ -1,0 +1,349 @@
+"""The roster editor: exact line changes, refusal before writing, atomic + backed-up writes."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tanglebrain import roster_edit
+from tanglebrain.errors import ConfigError, UsageError
+from tanglebrain.roster import Backend, load_file, packaged_path, parse
+from tanglebrain.roster_edit import (
+    FIELDS,
+    add_backend,
+    editable_path,
+    parse_value,
+    remove_backend,
+    set_field,
+    write_starter,
+)
+
+CURATED = """\
+# My roster. Hand-written; keep these comments.
+
+[settings]
+timeout_s = 60   # seconds
+
+# The local model.
+[[backend]]
+id = "local"
+model = "ollama_chat/llama3.2"
+api_base = "http://localhost:11434"   # Ollama
+good_at = ["grunt", "classify"]
+cost = 0
+# enabled = false  (commented out on purpose)
+
+# Frontier orchestrator.
+# Two lines of notes.
+[[backend]]
+id = "claude"
+model = "anthropic/claude-sonnet-4-5"
+api_key_env = "ANTHROPIC_API_KEY"
+good_at = [
+  "reasoning",  # the main reason
+  "review",
+]
+"cost" = 30  # dear
+can_orchestrate = true
+enabled = false # opt-in
+
+# Cheap reader.
+[[backend]]
+id = "flash"
+model = "gemini/gemini-2.5-flash"
+api_key_env = "GEMINI_API_KEY"
+good_at = ["summarize"]
+cost = 3
+price = { input = 0.3, output = 2.5 }
+
+# trailing notes at the end of the file
+"""
+
+Edit = Callable[[Path], object]
+
+
+def changes(old: str, new: str) -> tuple[list[str], list[str]]:
+    """(removed lines, added lines) between two texts, each sorted (a diff may pick either
+    of two equal blank lines)."""
+    diff = list(difflib.ndiff(old.split("\n"), new.split("\n")))
+    return sorted(d[2:] for d in diff if d[:2] == "- "), sorted(
+        d[2:] for d in diff if d[:2] == "+ "
+    )
+
+
+CASES: list[tuple[str, Edit, list[str], list[str]]] = [
+    ("disable: key added after the last key", lambda p: set_field(p, "local", "enabled", False),
+     [], ["enabled = false"]),
+    ("enable: value replaced, inline comment kept", lambda p: set_field(p, "claude", "enabled",
+     True), ["enabled = false # opt-in"], ["enabled = true # opt-in"]),
+    ("set a quoted key", lambda p: set_field(p, "claude", "cost", 25),
+     ['"cost" = 30  # dear'], ['"cost" = 25  # dear']),
+    ("set a multi-line array", lambda p: set_field(p, "claude", "good_at", ["planning"]),
+     ["good_at = [", '  "reasoning",  # the main reason', '  "review",', "]"],
+     ['good_at = ["planning"]']),
+    ("set price in place", lambda p: set_field(p, "flash", "price", {"input": 1, "output": 2}),
+     ["price = { input = 0.3, output = 2.5 }"], ["price = { input = 1.0, output = 2.0 }"]),
+    ("set a new optional field", lambda p: set_field(p, "claude", "context_window", 200000),
+     [], ["context_window = 200000"]),
+    ("'' removes an optional field", lambda p: set_field(p, "local", "api_base", None),
+     ['api_base = "http://localhost:11434"   # Ollama'], []),
+    ("rename", lambda p: set_field(p, "flash", "id", "reader"),
+     ['id = "flash"'], ['id = "reader"']),
+    ("remove the middle entry with its comment block",
+     lambda p: remove_backend(p, "claude"),
+     ["", "# Frontier orchestrator.", "# Two lines of notes.", "[[backend]]", 'id = "claude"',
+      'model = "anthropic/claude-sonnet-4-5"', 'api_key_env = "ANTHROPIC_API_KEY"',
+      "good_at = [", '  "reasoning",  # the main reason', '  "review",', "]",
+      '"cost" = 30  # dear', "can_orchestrate = true", "enabled = false # opt-in"], []),
+    ("remove the first entry", lambda p: remove_backend(p, "local"),
+     ["", "# The local model.", "[[backend]]", 'id = "local"', 'model = "ollama_chat/llama3.2"',
+      'api_base = "http://localhost:11434"   # Ollama', 'good_at = ["grunt", "classify"]',
+      "cost = 0", "# enabled = false  (commented out on purpose)"], []),
+    ("remove the last entry", lambda p: remove_backend(p, "flash"),
+     ["", "# Cheap reader.", "[[backend]]", 'id = "flash"', 'model = "gemini/gemini-2.5-flash"',
+      'api_key_env = "GEMINI_API_KEY"', 'good_at = ["summarize"]', "cost = 3",
+      "price = { input = 0.3, output = 2.5 }"], []),
+    ("add after the last entry",
+     lambda p: add_backend(p, {"id": "mistral", "model": "mistral/mistral-large-latest",
+                               "api_key_env": "MISTRAL_API_KEY", "api_base": None,
+                               "good_at": ["code", "review"], "cost": 4,
+                               "can_orchestrate": True}),
+     [], ["", "[[backend]]", 'id = "mistral"', 'model = "mistral/mistral-large-latest"',
+          'api_key_env = "MISTRAL_API_KEY"', 'good_at = ["code", "review"]', "cost = 4",
+          "can_orchestrate = true"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "edit", "removed", "added"), CASES, ids=[c[0] for c in CASES])
+def test_each_edit_changes_exactly_the_intended_lines(
+    tmp_path: Path, name: str, edit: Edit, removed: list[str], added: list[str]
+) -> None:
+    path = tmp_path / "roster.toml"
+    path.write_text(CURATED)
+    edit(path)
+    new = path.read_text()
+    assert changes(CURATED, new) == (sorted(removed), sorted(added))
+    assert (tmp_path / "roster.toml.bak").read_text() == CURATED
+    parse(new)  # still a valid roster
+
+
+def test_insertions_land_inside_their_entry(tmp_path: Path) -> None:
+    path = tmp_path / "roster.toml"
+    path.write_text(CURATED)
+    set_field(path, "local", "enabled", False)
+    add_backend(path, {"id": "x", "model": "openai/x", "good_at": ["a"], "cost": 1})
+    lines = path.read_text().splitlines()
+    assert lines[lines.index("cost = 0") + 1] == "enabled = false"
+    assert lines[-9:-6] == ["price = { input = 0.3, output = 2.5 }", "", "[[backend]]"]
+    assert lines[-2:] == ["", "# trailing notes at the end of the file"]
+    assert [b.id for b in load_file(path).backends] == ["local", "claude", "flash", "x"]
+
+
+def test_every_packaged_entry_can_be_removed_cleanly(tmp_path: Path) -> None:
+    original = packaged_path().read_text()
+    path = tmp_path / "roster.toml"
+    for backend in load_file(packaged_path()).backends[1:]:
+        path.write_text(original)
+        remove_backend(path, backend.id)
+        text = path.read_text()
+        assert "\n\n\n" not in text and text.endswith("\n")
+        removed, added = changes(original, text)
+        assert not added and f'id = "{backend.id}"' in removed
+        assert sum(line.startswith("# ") for line in removed) == 2  # its own two comment lines
+
+
+def test_settings_after_the_backends(tmp_path: Path) -> None:
+    text = (
+        '[[backend]]\nid = "a"\nmodel = "m"\ngood_at = ["x"]\ncost = 1\n\n'
+        '[[backend]]\nid = "b"\nmodel = "m"\ngood_at = ["x"]\ncost = 2\n\n'
+        "# Settings come last in this file.\n[settings]\nmax_turns = 4\n"
+    )
+    path = tmp_path / "roster.toml"
+    path.write_text(text)
+    add_backend(path, {"id": "c", "model": "m", "good_at": ["y"], "cost": 3})
+    assert path.read_text() == text.replace(
+        "cost = 2\n", 'cost = 2\n\n[[backend]]\nid = "c"\nmodel = "m"\ngood_at = ["y"]\ncost = 3\n'
+    )
+    path.write_text(text)
+    remove_backend(path, "b")
+    assert path.read_text() == text.replace(
+        '[[backend]]\nid = "b"\nmodel = "m"\ngood_at = ["x"]\ncost = 2\n\n', ""
+    )
+
+
+def test_line_endings_indentation_and_missing_final_newline(tmp_path: Path) -> None:
+    text = '[[backend]]\r\n  id = "a"\r\n  model = "openai/a"\r\n  good_at = ["x"]\r\n  cost = 1'
+    path = tmp_path / "roster.toml"
+    path.write_bytes(text.encode())
+    set_field(path, "a", "enabled", False)
+    add_backend(path, {"id": "b", "model": "openai/b", "good_at": ["y"], "cost": 2})
+    data = path.read_bytes().decode()
+    assert data.count("\r\n") == data.count("\n")
+    assert '  cost = 1\r\n  enabled = false\r\n\r\n[[backend]]\r\n  id = "b"\r\n' in data
+    assert [b.enabled for b in load_file(path).backends] == [False, True]
+
+
+REFUSED: list[tuple[str, Edit, str]] = [
+    ("negative cost", lambda p: set_field(p, "flash", "cost", -1), "field 'cost'"),
+    ("empty tag list", lambda p: set_field(p, "flash", "good_at", []), "field 'good_at'"),
+    ("bad id", lambda p: set_field(p, "flash", "id", "Bad Id"), "field 'id'"),
+    ("id clash", lambda p: set_field(p, "flash", "id", "local"), "duplicate id"),
+    ("literal secret", lambda p: set_field(p, "flash", "api_key_env", "sk-abcdefghijklmnop"),
+     "literal secrets are refused"),
+    ("secret in a URL field", lambda p: set_field(p, "local", "api_base",
+     "Bearer abcdefghijklmnopq"), "literal secrets are refused"),
+    ("duplicate add", lambda p: add_backend(p, {"id": "claude", "model": "m", "good_at": ["a"],
+     "cost": 1}), "already exists"),
+    ("unknown id", lambda p: remove_backend(p, "nope"), "known ids: local, claude, flash"),
+    ("unknown field", lambda p: set_field(p, "local", "colour", "red"), "valid fields: id,"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "edit", "message"), REFUSED, ids=[c[0] for c in REFUSED])
+def test_refused_edit_leaves_file_and_backup_untouched(
+    tmp_path: Path, name: str, edit: Edit, message: str
+) -> None:
+    path, bak = tmp_path / "roster.toml", tmp_path / "roster.toml.bak"
+    path.write_text(CURATED)
+    bak.write_bytes(b"an older version\n")
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        edit(path)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+    assert path.read_text() == CURATED
+    assert bak.read_bytes() == b"an older version\n"
+    assert sorted(set(os.listdir(tmp_path)) - {"roster.toml.lock"}) == before  # no temp files
+
+
+def test_validation_names_that_nothing_was_written(tmp_path: Path) -> None:
+    path = tmp_path / "roster.toml"
+    path.write_text(CURATED)
+    with pytest.raises(ConfigError, match="the file was not changed"):
+        set_field(path, "flash", "max_concurrency", 0)
+    one = '[[backend]]\nid = "a"\nmodel = "m"\ngood_at = ["x"]\ncost = 1\n'
+    path.write_text(one)
+    with pytest.raises(ConfigError, match=r"no \[\[backend\]\] entries"):
+        remove_backend(path, "a")
+    assert path.read_text() == one
+
+
+def test_shapes_it_cannot_edit_safely_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "roster.toml"
+    sub = '[[backend]]\nid = "a"\nmodel = "m"\ngood_at = ["x"]\ncost = 1\n[backend.price]\n' \
+          "input = 1.0\noutput = 2.0\n"  # fmt: skip
+    path.write_text(sub)
+    with pytest.raises(ConfigError, match="edit the file by hand"):
+        set_field(path, "a", "price", {"input": 3.0, "output": 4.0})
+    set_field(path, "a", "cost", 2)  # other fields of that entry are fine
+    assert path.read_text() == sub.replace("cost = 1", "cost = 2")
+    inline = 'backend = [{ id = "a", model = "m", good_at = ["x"], cost = 1 }]\n'
+    path.write_text(inline)
+    with pytest.raises(ConfigError, match="edit the file by hand"):
+        set_field(path, "a", "cost", 2)
+    assert path.read_text() == inline
+
+
+def test_no_op_edit_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "roster.toml"
+    path.write_text(CURATED)
+    result = set_field(path, "local", "enabled", True)  # absent means enabled
+    assert not result.changed
+    result = set_field(path, "flash", "cost", 3)
+    assert not result.changed and not (tmp_path / "roster.toml.bak").exists()
+
+
+def test_permissions_backup_and_symlinks(tmp_path: Path) -> None:
+    real = tmp_path / "dotfiles" / "roster.toml"
+    real.parent.mkdir()
+    real.write_text(CURATED)
+    real.chmod(0o640)
+    link = tmp_path / "roster.toml"
+    link.symlink_to(real)
+    set_field(link, "flash", "cost", 2)
+    assert link.is_symlink() and "cost = 2\n" in real.read_text()
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640
+    bak = real.with_name("roster.toml.bak")
+    assert bak.read_text() == CURATED and stat.S_IMODE(bak.stat().st_mode) == 0o640
+    assert [p.name for p in real.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+VALUES: list[tuple[str, str, object]] = [
+    ("cost", "5", 5), ("cost", "0.5", 0.5), ("enabled", "yes", True), ("enabled", "False", False),
+    ("can_orchestrate", "on", True), ("good_at", " code, review ,", ["code", "review"]),
+    ("price", "3,15", {"input": 3.0, "output": 15.0}), ("max_concurrency", "8", 8),
+    ("api_base", "", None), ("price", "", None), ("model", " openai/x ", "openai/x"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("field", "raw", "expected"), VALUES)
+def test_parse_value(field: str, raw: str, expected: object) -> None:
+    assert parse_value(field, raw) == expected
+
+
+BAD_VALUES = [
+    ("cost", "cheap"), ("cost", "inf"), ("enabled", "maybe"), ("price", "3"), ("price", "a,b"),
+    ("max_concurrency", "2.5"), ("good_at", " , "), ("model", ""), ("colour", "red"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("field", "raw"), BAD_VALUES)
+def test_parse_value_refuses(field: str, raw: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_value(field, raw)
+    assert info.value.exit_code == 2 and info.value.fix
+
+
+def test_every_backend_field_is_settable() -> None:
+    assert set(FIELDS) == set(Backend.model_fields)
+    assert set(FIELDS) >= roster_edit.OPTIONAL_FIELDS
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(value=st.text(min_size=1, max_size=40))
+def test_any_model_string_round_trips_or_is_refused(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "roster.toml"
+    path.write_text(CURATED)
+    try:
+        set_field(path, "flash", "model", value)
+    except ConfigError:
+        assert path.read_text() == CURATED
+        return
+    backend = load_file(path).get("flash")
+    assert backend is not None and backend.model == value
+    removed, added = changes(CURATED, path.read_text())
+    assert removed == ['model = "gemini/gemini-2.5-flash"'] and len(added) == 1
+
+
+def test_editable_path_refuses_the_packaged_default(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    with pytest.raises(ConfigError, match="tanglebrain init"):
+        editable_path(None, env, tmp_path)
+    with pytest.raises(ConfigError, match="tanglebrain init"):
+        editable_path(packaged_path(), env, tmp_path)  # also when named explicitly
+    (tmp_path / "roster.toml").write_text(CURATED)
+    assert editable_path(None, env, tmp_path) == tmp_path / "roster.toml"
+
+
+def test_write_starter(tmp_path: Path) -> None:
+    dest = tmp_path / "a" / "b" / "roster.toml"
+    assert write_starter(dest, force=False) is None
+    assert dest.read_bytes() == packaged_path().read_bytes()
+    dest.write_text(CURATED)
+    with pytest.raises(ConfigError, match="--force"):
+        write_starter(dest, force=False)
+    assert dest.read_text() == CURATED
+    backup = write_starter(dest, force=True)
+    assert backup is not None and backup.read_text() == CURATED
+    assert dest.read_bytes() == packaged_path().read_bytes()
+    with pytest.raises(ConfigError, match="directory"):
+        write_starter(tmp_path, force=True)
