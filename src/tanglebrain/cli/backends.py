@@ -12,39 +12,19 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tanglebrain.errors import BackendError, ConfigError, UsageError
+from tanglebrain.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
+    from tanglebrain.health import Verdict
     from tanglebrain.roster import Backend, LoadedRoster, Roster
     from tanglebrain.roster_edit import EditResult
 
-CHECK_TIMEOUT = 30.0  # seconds per probe at most; the roster's timeout_s when lower
-PING = [{"role": "user", "content": "Connectivity check: reply with the single word: ok"}]
-TOOL_PING = [
-    {
-        "role": "user",
-        "content": 'Connectivity check: call the delegate tool once with prompt "ping". '
-        "Do not answer in text.",
-    }
-]
-TOOL = {
-    "type": "function",
-    "function": {
-        "name": "delegate",
-        "description": "Hand a sub-task to a specialist backend.",
-        "parameters": {
-            "type": "object",
-            "properties": {"prompt": {"type": "string", "description": "The sub-task."}},
-            "required": ["prompt"],
-        },
-    },
-}
 WHY = {
     "flag": "from --roster",
     "env": "from $TANGLEBRAIN_ROSTER",
@@ -217,148 +197,7 @@ def backends_root(ctx: typer.Context, roster: RosterOpt = None, json_out: JsonOp
         _list(_explicit(ctx, None), json_out)
 
 
-# --- check --------------------------------------------------------------------------
-
-
-@dataclass
-class Verdict:
-    """What ``backends check`` found out about one backend."""
-
-    id: str
-    model: str
-    enabled: bool
-    key: str
-    reachable: bool | None = None
-    latency_ms: float | None = None
-    tools: str = "not checked"
-    context_window: int | None = None
-    price_per_mtok: dict[str, float] | None = None
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def usable(self) -> bool:
-        """No problem found."""
-        return not self.problems
-
-
-def _fix(b: Backend, err: BackendError, timeout: float) -> str:
-    from urllib.parse import urlsplit
-
-    host = urlsplit(b.api_base).netloc.rsplit("@", 1)[-1] if b.api_base else None
-    ollama = b.provider.startswith("ollama") or ":11434" in (b.api_base or "")
-    if err.status in (401, 403):
-        var = b.api_key_env
-        return f"check the key in ${var}" if var else "the server wants a key: set api_key_env"
-    if err.status == 404:
-        if ollama:
-            return f"pull the model: `ollama pull {b.model.split('/', 1)[-1]}`"
-        return f"fix it: `tanglebrain backends set {b.id} model …`"
-    if err.status == 429:
-        return "rate limited: try again later, or lower max_concurrency"
-    if err.status is not None and err.status >= 500:
-        return "the server failed: try again later"
-    if "timed out" in err.reason:
-        where = f"is the server at {host} up?" if host else "is the provider reachable?"
-        return f"no answer within {timeout:g}s: {where}"
-    if "connect" in err.reason.lower():
-        if ollama:
-            return "start Ollama: `ollama serve`"
-        return f"is the server at {host} running?" if host else "check your network connection"
-    return "run with --debug, or see the provider's status page"
-
-
-async def _probe(b: Backend, v: Verdict, timeout: float) -> None:
-    from tanglebrain import llm
-    from tanglebrain.trace import Call
-
-    once = llm.RetryPolicy(max_attempts=1)
-    call = Call("subtask", b.id, b.model)
-    try:
-        await llm.complete(
-            b, PING, call=call, env=os.environ, timeout=timeout, retry=once, max_tokens=32
-        )
-    except (BackendError, ConfigError) as exc:
-        v.reachable = False
-        fix = _fix(b, exc, timeout) if isinstance(exc, BackendError) else exc.fix
-        v.problems.append(f"{getattr(exc, 'reason', exc)} ({fix})")
-        return
-    v.reachable, v.latency_ms = True, round(call.attempts[-1].latency_ms, 1)
-    if not b.can_orchestrate:
-        v.tools = "n/a"
-        return
-    try:
-        reply = await llm.complete(
-            b,
-            TOOL_PING,
-            call=Call("orchestrator", b.id, b.model),
-            env=os.environ,
-            timeout=timeout,
-            retry=once,
-            tools=[TOOL],
-        )
-    except BackendError as exc:
-        v.tools = "failed"
-        v.problems.append(f"tool call failed: {exc.reason} ({_fix(b, exc, timeout)})")
-        return
-    v.tools = "works" if reply.tool_calls else "no tool call returned"
-    if not reply.tool_calls:
-        v.problems.append(
-            "can_orchestrate, but no tool call returned (pick a model with tool calling, or "
-            f"`tanglebrain backends set {b.id} can_orchestrate false`)"
-        )
-
-
-def _static(b: Backend) -> Verdict:
-    v = Verdict(b.id, b.model, b.enabled, b.key_status(os.environ))
-    v.context_window = b.context_window
-    if b.price is not None:
-        v.price_per_mtok = {"input": b.price.input, "output": b.price.output}
-    if v.key == "missing":
-        v.problems.append(f"${b.api_key_env} is not set (export {b.api_key_env}=…)")
-    if not b.enabled:
-        v.warnings.append(f"disabled (enable it: `tanglebrain backends enable {b.id}`)")
-    return v
-
-
-def _facts(b: Backend, v: Verdict) -> None:
-    from tanglebrain import llm
-
-    v.context_window = llm.context_window(b)
-    price = llm.price_per_token(b)
-    if price is not None:
-        v.price_per_mtok = {"input": round(price[0] * 1e6, 6), "output": round(price[1] * 1e6, 6)}
-    if v.context_window is None:
-        v.warnings.append(
-            f"context window unknown: it is not filtered by size (set it: "
-            f"`tanglebrain backends set {b.id} context_window N`)"
-        )
-    if price is None:
-        v.warnings.append(
-            f"price unknown (set it: `tanglebrain backends set {b.id} price IN,OUT`"
-            ", USD per million tokens)"
-        )
-
-
-def run_checks(roster: Roster, targets: list[Backend], offline: bool) -> list[Verdict]:
-    """Check ``targets`` concurrently (only keys and the file when ``offline``)."""
-    verdicts = [_static(b) for b in targets]
-    if offline:
-        return verdicts
-    import anyio
-
-    for b, v in zip(targets, verdicts, strict=True):
-        _facts(b, v)  # imports litellm before the clocks start
-    timeout = min(roster.settings.timeout_s, CHECK_TIMEOUT)
-
-    async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            for b, v in zip(targets, verdicts, strict=True):
-                if not v.problems:
-                    tg.start_soon(_probe, b, v, timeout)
-
-    anyio.run(main)
-    return verdicts
+# --- check ---------------------------------------------------------------------------
 
 
 def _report(verdicts: list[Verdict]) -> None:
@@ -417,6 +256,8 @@ def check_command(
     if not targets:
         raise UsageError("no enabled backend to check", fix="`tanglebrain backends enable ID`")
     _note(f"roster {loaded.path} ({WHY[loaded.source]}) is valid")
+    from tanglebrain.health import run_checks
+
     verdicts = run_checks(loaded.roster, targets, offline)
     if json_out:
         rows = [{**asdict(v), "usable": v.usable} for v in verdicts]
