@@ -134,42 +134,24 @@ async def run(
         BudgetExceeded: the budget ran out before an answer.
     """
     hooks = hooks or Hooks()
-    settings = roster.settings
     trace = trace or Run(prompt=request.prompt, origin=request.origin)
     for observer in hooks.observers:
         trace.subscribe(observer)
-    ctx = RunContext(
-        roster=roster,
-        env=env,
-        run=trace,
-        budget=Budget(
-            request.budget_usd if request.budget_usd is not None else settings.budget_usd
-        ),
-        retry=llm.RetryPolicy(max_attempts=settings.max_attempts),
-        timeout=settings.timeout_s,
-        attachments={a.name: a for a in request.attachments},
-        max_subtasks=request.max_subtasks or settings.max_subtasks,
-        on_note=hooks.on_note,
-    )
+    ctx = _context(request, roster, env, trace)
     store = router.RotationStore(state_dir) if state_dir is not None else None
-    needed = (
-        estimate_tokens(request.prompt)
-        + sum(min(a.size, settings.context_budget_bytes) // 4 for a in request.attachments)
-        + 1500
-    )
     plan = router.plan_orchestrator(
         roster,
         env,
         pin=request.backend,
         task=request.task,
-        needed_tokens=needed,
+        needed_tokens=_needed_tokens(request, roster.settings.context_budget_bytes),
         window_of=ctx.window_of,
         rotation_offset=store.offset if store else (lambda key, n: 0),
     )
     for note in plan.notes:
         if hooks.on_note:
             hooks.on_note(note)
-    reviewing = request.review if request.review is not None else settings.review == "always"
+    reviewing = request.review if request.review is not None else roster.settings.review == "always"
     # Under review the draft is not the answer: nothing reaches stdout until the ruling.
     draft_hooks = Hooks(None if reviewing else hooks.on_text, hooks.on_note, hooks.on_thought)
     solo = plan.direct or request.no_delegate
@@ -180,8 +162,12 @@ async def run(
         trace.mode = "direct" if plan.direct else "solo"
         text = with_attachments(request.prompt, request.attachments)
         convo, backend = await _turns(
-            ctx, plan.candidates, [{"role": "user", "content": text}], draft_hooks,
-            tools=False, roster_dir=roster_dir,
+            ctx,
+            plan.candidates,
+            [{"role": "user", "content": text}],
+            draft_hooks,
+            tools=False,
+            roster_dir=roster_dir,
         )
     else:
         convo = [{"role": "user", "content": _user_message(request.prompt, views)}]
@@ -198,6 +184,30 @@ async def run(
     if store is not None and plan.rotation_key:
         store.advance(plan.rotation_key)
     return trace
+
+
+def _context(request: Request, roster: Roster, env: Mapping[str, str], trace: Run) -> RunContext:
+    settings = roster.settings
+    cap = request.budget_usd if request.budget_usd is not None else settings.budget_usd
+    return RunContext(
+        roster=roster,
+        env=env,
+        run=trace,
+        budget=Budget(cap),
+        retry=llm.RetryPolicy(max_attempts=settings.max_attempts),
+        timeout=settings.timeout_s,
+        attachments={a.name: a for a in request.attachments},
+        max_subtasks=request.max_subtasks or settings.max_subtasks,
+    )
+
+
+def _needed_tokens(request: Request, budget_bytes: int) -> int:
+    """Tokens the first orchestrator turn needs: the prompt, attachments, system prompt."""
+    if request.no_delegate:  # the solo baseline reads every attachment in full
+        size = sum(a.size for a in request.attachments)
+    else:
+        size = sum(min(a.size, budget_bytes) for a in request.attachments)
+    return estimate_tokens(request.prompt) + size // 4 + 1500
 
 
 async def _turns(

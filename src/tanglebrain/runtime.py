@@ -75,7 +75,6 @@ class RunContext:
     max_subtasks: int = 32
     subtasks_used: int = 0
     load: LoadState = field(default_factory=LoadState)
-    on_note: Callable[[str], None] | None = None
     _limiters: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
 
     def limiter(self, backend: Backend) -> anyio.CapacityLimiter:
