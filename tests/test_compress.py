@@ -19,8 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tanglebrain.compress import _HEAD, _TAIL, Digest, budgeted, decode, digest, faithful
-from tanglebrain.compress_rules import fold_keys, kinds, render, volatile_masked
+from tanglebrain.compress import Digest, budgeted, decode, digest, faithful
+from tanglebrain.compress_masks import fold_keys, kinds, volatile_masked
+from tanglebrain.compress_render import render
+from tanglebrain.compress_select import HEAD, TAIL
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 NO_CORPUS = f"fidelity corpus not found at {CORPUS} (expected shared/corpus beside the checkout)"
@@ -364,15 +366,15 @@ def test_paths_and_locations_survive_among_noise(line: str, fact: str) -> None:
     ],
 )
 def test_elided_lines_are_announced(body: list[str], note: str, kinds_listed: list[str]) -> None:
-    head = [f"head line {c}" for c in "ABCDEFGHIJ"[:_HEAD]]
-    tail = [f"tail line {c}" for c in "ABCDEFGHIJ"[:_TAIL]]
+    head = [f"head line {c}" for c in "ABCDEFGHIJ"[:HEAD]]
+    tail = [f"tail line {c}" for c in "ABCDEFGHIJ"[:TAIL]]
     out = faithful("\n".join([*head, *body, *tail])).split("\n")
     assert out == [*head, note, *tail, *kinds_listed]
 
 
 def test_a_short_lone_line_is_shown_rather_than_announced() -> None:
-    head = [f"head line {c}" for c in "ABCDEFGHIJ"[:_HEAD]]
-    tail = [f"tail line {c}" for c in "ABCDEFGHIJ"[:_TAIL]]
+    head = [f"head line {c}" for c in "ABCDEFGHIJ"[:HEAD]]
+    tail = [f"tail line {c}" for c in "ABCDEFGHIJ"[:TAIL]]
     assert faithful("\n".join([*head, "short", *tail])).split("\n") == [*head, "short", *tail]
 
 

@@ -1,10 +1,9 @@
-"""Rules behind :mod:`tanglebrain.compress`: terminal rendering and line analysis.
+"""Line analysis for :mod:`tanglebrain.compress`: what each rendered line is and carries.
 
-Everything here is a pure function of its input and uses the standard library only.
-:func:`render` turns raw terminal output into the lines a terminal finally showed;
 :func:`analyse` marks, for every line, its level (error/warning), whether it is a test or build
 summary (or reports an exit code), the must-keep facts it carries (source paths, ``file:line``
-locations, error codes, exception types) and a template with volatile tokens masked.
+locations, error codes, exception types, stack frames), whether it is a progress bar, and a
+cheap template with volatile tokens masked. Pure functions; standard library only.
 
 Scanning is done once over the whole text (a lower-cased copy for keywords) and hits are mapped
 back to line numbers, so the per-line Python work is limited to lines that actually hit.
@@ -17,189 +16,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
 
-# --------------------------------------------------------------------------------------------
-# Terminal rendering
-# --------------------------------------------------------------------------------------------
-
-# Sequences that never move the cursor or change text: colours, private modes, OSC titles and
-# hyperlinks, DCS/APC/PM/SOS strings (e.g. Buildkite's ``ESC _bk;t=… BEL`` timestamps),
-# charset selection, other two-byte escapes and 8-bit CSI.
-_INERT = re.compile(
-    r"\x1b\[[0-?]*[ -/]*m"
-    r"|\x1b\[\?[0-9;]*[hl]"
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"
-    r"|\x1b[P_^X][^\x07\x1b]*(?:\x07|\x1b\\)"
-    r"|\x1b[()*+][0-9A-Za-z]"
-    r"|\x1b[@-Z\\\]^_=>78]"
-    r"|\x9b[0-?]*[ -/]*[@-~]"
-)
-_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f\ud800-\udfff]")
-_SEQ = re.compile(r"(\x1b\[[0-?]*[ -/]*[@-~]|\r|\x1b)")
-_GHA_TS = re.compile(r"^\ufeff?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z(?: |$)", re.MULTILINE)
-_WIDE_GAP = re.compile(r"[ \t]{3,}")
-# overwritten text worth rescuing: it names an error or a warning
-_RESCUE = re.compile(r"(?i)\b(?:error|fatal|fail(?:ed|ure)?|exception|panic|warn(?:ing)?)\b")
-
-
-_MAX_COL = 1000  # cursor columns beyond this are clamped
-
-
-def _int(params: str, default: int) -> int:
-    head = params.split(";", 1)[0][:9]
-    return int(head) if head.isdigit() and int(head) > 0 else default
-
-
-def _emulate(segments: list[str]) -> list[str]:
-    """Replay line feeds, carriage returns, cursor moves and erasures on a grid of rows.
-
-    A line feed moves to column 0 of the next row. Text written at column 0 replaces the row
-    (a carriage-return rewrite shows its last non-empty segment, as progress bars intend);
-    text written further right overwrites in place. Cursor up/down/next/previous line, column
-    moves and erase-in-line/display are honoured; anything else is dropped. Overwritten rows
-    that named an error or warning are kept, just above the row that replaced them.
-    """
-    rows: list[str] = []
-    lost: dict[str, int] = {}
-    cur = -1
-    for seg in segments:
-        cur += 1
-        if cur == len(rows):
-            rows.append("")
-        if "\x1b" not in seg and "\r" not in seg:
-            if seg:
-                old = rows[cur]
-                if old and old != seg:
-                    lost.setdefault(old, cur)
-                rows[cur] = seg
-            continue
-        col = 0
-        saved = (cur, 0)
-        for k, part in enumerate(_SEQ.split(seg)):
-            if not k & 1:
-                if not part:
-                    continue
-                old = rows[cur]
-                if col == 0 and part.strip():
-                    if old and old != part:
-                        lost.setdefault(old, cur)
-                    rows[cur] = part
-                elif col or part.strip():
-                    rows[cur] = old[:col].ljust(col) + part + old[col + len(part) :]
-                col += len(part)
-                continue
-            if part == "\r":
-                col = 0
-                continue
-            if part == "\x1b":
-                continue
-            final, params = part[-1], part[2:-1]
-            if final in "AF":
-                cur = max(0, cur - _int(params, 1))
-                col = 0 if final == "F" else col
-            elif final in "BE":  # down; like a terminal, never below the last row
-                cur = min(cur + _int(params, 1), len(rows) - 1)
-                col = 0 if final == "E" else col
-            elif final == "C":
-                col = min(col + _int(params, 1), _MAX_COL)
-            elif final == "D":
-                col = max(0, col - _int(params, 1))
-            elif final in "GHf`":
-                col = min(_int(params.split(";")[-1] if final in "Hf" else params, 1) - 1, _MAX_COL)
-            elif final == "K":
-                old = rows[cur]
-                mode = params or "0"
-                new = old[:col] if mode == "0" else " " * col + old[col:] if mode == "1" else ""
-                if old.strip() and new != old:
-                    lost.setdefault(old, cur)
-                rows[cur] = new
-            elif final == "J" and params in ("", "0"):
-                for old in rows[cur + 1 :]:
-                    lost.setdefault(old, cur)
-                del rows[cur + 1 :]
-                rows[cur] = rows[cur][:col]
-            elif final == "s":
-                saved = (cur, col)
-            elif final == "u":
-                cur, col = min(saved[0], len(rows) - 1), saved[1]
-    shown = set(rows)
-    rescue: dict[int, list[str]] = {}
-    for old, at in lost.items():
-        if old not in shown and _RESCUE.search(old):
-            rescue.setdefault(at, []).append(old)
-    if not rescue:
-        return rows
-    out: list[str] = []
-    for i, row in enumerate(rows):
-        out.extend(rescue.get(i, ()))
-        out.append(row)
-    return out
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """Text as the terminal finally showed it.
-
-    Attributes:
-        lines: The visible lines, without trailing whitespace or control sequences.
-        first_ts: First GitHub Actions timestamp prefix removed from a line ("" if none).
-        last_ts: Last such timestamp ("" if none).
-    """
-
-    lines: list[str]
-    first_ts: str
-    last_ts: str
-
-
-def render(text: str) -> Rendered:
-    """Strip terminal control sequences and resolve overwrites to the final screen.
-
-    Args:
-        text: Raw text, possibly with ANSI/VT sequences, carriage-return rewrites and cursor
-            moves.
-
-    Returns:
-        The rendered lines, without trailing blanks or trailing empty lines. GitHub Actions
-        per-line timestamps are removed (the first and last are reported).
-    """
-    if "\x1b" in text or "\x9b" in text:
-        text = _INERT.sub("", text)
-    text = _CTRL.sub("", text)
-    while "\r\n" in text:  # \r+\n ends a line
-        text = text.replace("\r\n", "\n")
-    if text.endswith("\n"):
-        text = text[:-1]
-    if "\x1b" in text or "\r" in text:
-        text = "\n".join(_emulate(text.split("\n")))
-    first_ts = last_ts = ""
-    m = _GHA_TS.search(text)
-    if m:
-        first_ts = last_ts = m.group().strip()
-        end = len(text)
-        while end > m.end():
-            begin = text.rfind("\n", 0, end - 1) + 1
-            last = _GHA_TS.match(text, begin)
-            if last:
-                last_ts = last.group().strip()
-                break
-            end = begin
-        text = _GHA_TS.sub("", text)
-    lines = [x.rstrip() for x in text.split("\n")] if text else []
-    while lines and not lines[-1]:
-        lines.pop()
-    return Rendered(lines, first_ts, last_ts)
-
-
-def narrow(line: str) -> str:
-    """Shrink runs of three or more blanks inside ``line`` to two; indentation stays."""
-    if "   " not in line.lstrip():
-        return line
-    body = line.lstrip()
-    return line[: len(line) - len(body)] + _WIDE_GAP.sub("  ", body)
-
-
-# --------------------------------------------------------------------------------------------
-# Line analysis
-# --------------------------------------------------------------------------------------------
+from tanglebrain.compress_masks import squash, template
 
 # extensions of source and config files: a path ending in one is a must-keep fact
 _EXT_ROWS = (
@@ -289,47 +106,6 @@ _SUMMARIES: tuple[tuple[str, tuple[re.Pattern[str], ...]], ...] = tuple(
         ("^Finished:", r"^Finished: [A-Z]+$"),
     )
 )
-_WS = re.compile(r"\s+")
-_HSPACE = re.compile(r"[^\S\n]{2,}|[^\S \n]")
-_VOLATILE = re.compile(r"\d[\da-fA-F]*")
-_HEX_HEAD_REVERSED = re.compile(r"#[a-fA-F]+")
-_BLANKS = re.compile("  \x20*")  # two literal blanks first: the engine searches for them fast
-_DIGITS = re.compile(r"\d+")
-# Volatile tokens, masked in this order (timestamps, UUIDs, hex, IPs, clock times, numbers),
-# then every placeholder becomes "<*>". A leading "\b" is written as "first character, then
-# (?<!\w<first>)" so the regex engine can skip ahead to candidate characters; the matches are
-# the same.
-_HEXC = "[0-9a-fA-F]"
-_MASKS = (
-    (
-        re.compile(
-            r"\d(?<!\w\d)\d{3}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?"
-        ),
-        "<TS>",
-    ),
-    (
-        re.compile(rf"{_HEXC}(?<!\w{_HEXC}){_HEXC}{{7}}-(?:{_HEXC}{{4}}-){{3}}{_HEXC}{{12}}\b"),
-        "<UUID>",
-    ),
-    (re.compile(r"0(?<!\w0)x[0-9a-fA-F]+\b"), "<HEX>"),
-    (
-        re.compile(
-            rf"{_HEXC}(?<!\w{_HEXC})(?:(?<=\d)|(?={_HEXC}*\d))(?:(?<=[a-fA-F])|(?={_HEXC}*[a-fA-F]))"
-            rf"{_HEXC}{{6,}}\b"
-        ),
-        "<HEX>",
-    ),
-    (re.compile(r"\d(?<!\w\d)\d{0,2}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<IP>"),
-    (re.compile(r"\d(?<!\w\d)\d:\d\d:\d\d(?:[.,]\d+)?\b"), "<TS>"),
-    (_DIGITS, "<N>"),
-    (re.compile(r"<[^<>\s]{1,12}>"), "<*>"),
-)
-# numbers that are volatile on their own: durations, sizes, percentages, long ids
-_VOLATILE_NUM = re.compile(
-    r"\d(?<!\w\d)(?:\d*(?:\.\d+)?(?:\s?(?:ms|us|µs|ns|s|secs?|seconds?|mins?|minutes?|h|hours?)"
-    r"|\s?(?:[kKMGT]i?B|bytes?)|%)(?![\w])"
-    r"|\d{5,}\b)"
-)
 # progress bars, spinners, percentages and transfer rates (looked for in the template,
 # where every number is "#")
 _PROGRESS_MARKS = ("#%", "B/s", "[==", "[##", "=>  ", "#>  ")
@@ -337,60 +113,6 @@ _PROGRESS_SIZE = re.compile(r"/#(?:\.#)? ?[kKMG]i?B\b")  # "12.1/45 MB"
 _PROGRESS_GLYPHS = re.compile(r"[█▉▊▋▌▍▎▏▓▒░━⠁-⣿]")  # bars and braille spinners
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 ERROR, WARNING = 2, 1
-
-
-def squash(line: str) -> str:
-    """Collapse whitespace runs to one blank and strip the ends."""
-    return _WS.sub(" ", line).strip()
-
-
-def template(line: str) -> str:
-    """Cheap template: hex runs containing a digit become ``#``, blank runs one blank."""
-    # hex letters before the first digit are absorbed on the reversed text, where the
-    # pattern starts with a literal and scans fast
-    t = _HEX_HEAD_REVERSED.sub("#", _VOLATILE.sub("#", line)[::-1])[::-1]
-    return _BLANKS.sub(" ", t.replace("\t", " "))
-
-
-def squash_all(lines: list[str]) -> str:
-    """Apply :func:`squash` to every line and join them with newlines."""
-    return "\n".join(x.strip() for x in _HSPACE.sub(" ", "\n".join(lines)).split("\n"))
-
-
-def volatile_masked(lines: list[str]) -> list[str]:
-    """Squashed ``lines`` with timestamps, UUIDs, hex ids and IPs masked (placeholders).
-
-    This is the first half of the fidelity-key masking; :func:`kinds` and :func:`fold_keys`
-    finish it in two different ways.
-    """
-    if not lines:
-        return []
-    s = squash_all(lines)
-    for rx, rep in _MASKS[:6]:
-        s = rx.sub(rep, s)
-    return s.split("\n")
-
-
-def kinds(masked: list[str]) -> list[str]:
-    """Kinds of lines: :func:`volatile_masked` output with every number masked too."""
-    s = _MASKS[7][0].sub("<*>", _DIGITS.sub("<N>", "\n".join(masked)))
-    return s.split("\n") if masked else []
-
-
-def fold_keys(masked: list[str]) -> list[str]:
-    """Keys under which error lines may be folded together.
-
-    Finer than :func:`kinds`: on top of timestamps, UUIDs, hex ids and IPs only durations,
-    sizes, percentages and long numbers are masked; small numbers (line and column numbers,
-    counts, type variables like ``CAP#1``) are kept, since they usually carry meaning. Every
-    masked number is a whole digit run, so equal keys imply equal kinds.
-    """
-    s = _VOLATILE_NUM.sub(_mask_digits, "\n".join(masked))
-    return s.split("\n") if masked else []
-
-
-def _mask_digits(m: re.Match[str]) -> str:
-    return _DIGITS.sub("<N>", m.group())
 
 
 @dataclass
@@ -404,7 +126,7 @@ class Analysis:
         facts: Must-keep facts on the line (source-file tokens, ``file:line`` locations,
             error codes, exception types); empty when none.
         progress: True for progress-bar, spinner and transfer-rate lines.
-        tmpl: Cheap template (see :func:`template`).
+        tmpl: Cheap template (see :func:`~tanglebrain.compress_masks.template`).
     """
 
     lines: list[str]
@@ -424,26 +146,33 @@ def _finds(hay: str, needle: str) -> list[int]:
     return out
 
 
-def analyse(lines: list[str]) -> Analysis:
-    """Classify rendered lines.
+@dataclass(frozen=True)
+class _Text:
+    """The lines joined once, with a lower-cased copy and each line's start offset."""
 
-    Args:
-        lines: Output of :func:`render`.
+    lines: list[str]
+    joined: str
+    low: str
+    starts: list[int]
 
-    Returns:
-        The per-line :class:`Analysis`.
-    """
-    n = len(lines)
+    def at(self, p: int) -> int:
+        """The number of the line holding offset ``p``."""
+        return bisect_right(self.starts, p) - 1
+
+
+def _scan(lines: list[str]) -> _Text:
     joined = "\n".join(lines)
     low = joined.lower()
     if len(low) != len(joined):
         low = joined.translate(_ASCII_LOWER)
     starts = list(accumulate((len(x) + 1 for x in lines[:-1]), initial=0))
+    return _Text(lines, joined, low, starts)
 
-    def at(p: int) -> int:
-        return bisect_right(starts, p) - 1
 
-    level = [0] * n
+def _levels(t: _Text) -> list[int]:
+    """``ERROR``, ``WARNING`` or 0 for every line."""
+    lines, joined, low, at = t.lines, t.joined, t.low, t.at
+    level = [0] * len(lines)
     for word in _ERR_WORDS:
         for p in _finds(low, word):
             if (p == 0 or not (low[p - 1].isalnum() or low[p - 1] == "_")) and _ERR_AT.match(
@@ -461,18 +190,18 @@ def analyse(lines: list[str]) -> Analysis:
         if (p == 0 or not (low[p - 1].isalnum() or low[p - 1] in "_/-")) and _WARN_AT.match(low, p):
             i = at(p)
             level[i] = level[i] or WARNING
+    return level
 
-    facts: dict[int, dict[str, None]] = {}
 
-    def add(p: int, fact: str) -> None:
-        facts.setdefault(at(p), {})[fact] = None
-
+def _path_facts(t: _Text, facts: dict[int, dict[str, None]]) -> None:
+    """Add every token naming a source or config file (URLs excepted) to ``facts``."""
+    joined, starts = t.joined, t.starts
     end = 0
-    for m in _EXT_HIT.finditer(low):
+    for m in _EXT_HIT.finditer(t.low):
         s = m.start()
         if s < end:
             continue  # same token as the previous hit
-        i = at(s)
+        i = t.at(s)
         lo = max(starts[i], s - 512)
         b = _TOK_BEGIN.match(joined, lo, s)
         begin = b.end() if b else lo
@@ -483,6 +212,17 @@ def analyse(lines: list[str]) -> Analysis:
             end = s + 1
             continue
         facts.setdefault(i, {})[tok] = None
+
+
+def _facts(t: _Text) -> list[tuple[str, ...]]:
+    """The must-keep facts of every line, in order of kind, then of appearance."""
+    lines, joined, starts, at = t.lines, t.joined, t.starts, t.at
+    facts: dict[int, dict[str, None]] = {}
+
+    def add(p: int, fact: str) -> None:
+        facts.setdefault(at(p), {})[fact] = None
+
+    _path_facts(t, facts)
     for p in _finds(joined, 'File "'):
         py = _PY_LOC.match(joined, p)
         if py:
@@ -505,8 +245,16 @@ def analyse(lines: list[str]) -> Analysis:
         name = _EXC_NAME.search(joined, lo, m.end())
         if name:
             add(s, name.group())
+    fact_list: list[tuple[str, ...]] = [()] * len(lines)
+    for i, fs in facts.items():
+        fact_list[i] = tuple(fs)
+    return fact_list
 
-    summary = [False] * n
+
+def _summaries(t: _Text) -> list[bool]:
+    """For every line: is it a test/build summary or does it report an exit code."""
+    lines, joined, starts, at = t.lines, t.joined, t.starts, t.at
+    summary = [False] * len(lines)
     for anchor, rxs in _SUMMARIES:
         word = anchor.lstrip("^")
         hits = _finds(joined, word)
@@ -518,10 +266,14 @@ def analyse(lines: list[str]) -> Analysis:
                 sq = squash(lines[i])
                 summary[i] = any(rx.search(sq) for rx in rxs)
     for lit in _EXIT_TRIGGERS:
-        for i in {at(p) for p in _finds(low, lit)}:
+        for i in {at(p) for p in _finds(t.low, lit)}:
             if not summary[i] and _EXIT.search(lines[i]):
                 summary[i] = True
+    return summary
 
+
+def _templates(joined: str, n: int) -> tuple[list[str], list[bool]]:
+    """Every line's template, and whether it is a progress bar, spinner or transfer rate."""
     templated = template(joined)
     tmpl = templated.split("\n") if n else []
     progress = [False] * n
@@ -535,7 +287,21 @@ def analyse(lines: list[str]) -> Analysis:
         hits.extend(_finds(templated, mark))
     for p in hits:
         progress[bisect_right(tstarts, p) - 1] = True
-    fact_list: list[tuple[str, ...]] = [()] * n
-    for i, fs in facts.items():
-        fact_list[i] = tuple(fs)
-    return Analysis(lines, level, summary, fact_list, progress, tmpl)
+    return tmpl, progress
+
+
+def analyse(lines: list[str]) -> Analysis:
+    """Classify rendered lines.
+
+    Args:
+        lines: Output of :func:`~tanglebrain.compress_render.render`.
+
+    Returns:
+        The per-line :class:`Analysis`.
+    """
+    t = _scan(lines)
+    level = _levels(t)
+    facts = _facts(t)
+    summary = _summaries(t)
+    tmpl, progress = _templates(t.joined, len(lines))
+    return Analysis(lines, level, summary, facts, progress, tmpl)

@@ -11,7 +11,8 @@ falls back to the deterministic budgeted digest.
 from __future__ import annotations
 
 from tanglebrain import compress
-from tanglebrain.compress_rules import analyse, render
+from tanglebrain.compress_render import render
+from tanglebrain.compress_rules import analyse
 from tanglebrain.errors import BackendError, BudgetExceeded, ConfigError
 from tanglebrain.roster import Backend
 from tanglebrain.runtime import Attachment, RunContext
@@ -87,8 +88,9 @@ async def digest(ctx: RunContext, att: Attachment, orchestrator_id: str | None) 
     backend = summarizer(ctx, orchestrator_id)
     if len(faithful.encode()) <= budget or backend is None:
         return compress.budgeted(att.text, budget)
-    prompt = TEMPLATE.format(limit=budget * 3 // 4, name=att.name, size=att.size,
-                             lines=att.lines, text=att.text)
+    prompt = TEMPLATE.format(
+        limit=budget * 3 // 4, name=att.name, size=att.size, lines=att.lines, text=att.text
+    )
     call = Call("digest", backend.id, backend.model)
     ctx.run.extra_calls.append(call)
     try:

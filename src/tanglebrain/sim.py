@@ -10,52 +10,43 @@ grammar), e.g. ``worker:latency=0.3``, ``fail:status=429,retry_after=1``,
 Use ``async with Simulator() as sim`` inside an event loop, or
 ``Simulator().start_in_thread()`` from synchronous code, and point litellm at
 ``openai/<spec>`` with ``api_base=sim.base_url``.
+
+This module is the public API: the :class:`Simulator` (lifecycle and records of what it
+received) and :func:`main`. The pieces: :mod:`~tanglebrain.sim_http` (routes, server, raw
+writes), :mod:`~tanglebrain.sim_respond` (answering one request per its spec),
+:mod:`~tanglebrain.sim_protocol` (response JSON), :mod:`~tanglebrain.sim_scripts` (spec
+grammar, scripted texts) and :mod:`~tanglebrain.sim_orchestrator` (the scripted orchestrator).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
 import socket
 import sys
 import threading
 from collections import Counter, deque
-from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import anyio
-import uvicorn
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tanglebrain.errors import UsageError
-from tanglebrain.sim_scripts import (
-    FINGERPRINT,
-    KINDS,
-    Reply,
-    SimError,
-    SimReply,
-    chunks,
-    completion,
-    compose,
-    envelope,
-    failure,
-    parse_spec,
-    usage,
+from tanglebrain.sim_http import (
+    Server,
+    bind_socket,
+    build_app,
+    error_response,
+    install_log_filter,
+    server_config,
 )
+from tanglebrain.sim_protocol import FINGERPRINT
+from tanglebrain.sim_respond import Exchange, respond
+from tanglebrain.sim_scripts import SimError, SimReply, parse_spec
 
 __all__ = ["FINGERPRINT", "RecordedRequest", "SimReply", "Simulator", "main"]
-
-_HIDDEN_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key"})
-_Pause = Literal["elapsed", "disconnected", "closing"]
 
 
 @dataclass(frozen=True)
@@ -79,96 +70,6 @@ class RecordedRequest:
     headers: dict[str, str]
 
 
-class _Dropped(Exception):
-    """Raised inside the app to make uvicorn close the connection mid-response."""
-
-
-class _QuietDrops(logging.Filter):
-    """Hides uvicorn's error log for the connections we drop on purpose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], _Dropped))
-
-
-def _install_log_filter() -> None:
-    logger = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, _QuietDrops) for f in logger.filters):
-        logger.addFilter(_QuietDrops())
-
-
-class _Server(uvicorn.Server):
-    """uvicorn server that reports startup, leaves signals to its owner and stops fast.
-
-    uvicorn polls for exit every 0.1 s and sleeps 0.1 s while shutting down; test suites
-    start hundreds of simulators, so this one waits on an event and polls briefly.
-    """
-
-    def __init__(self, config: uvicorn.Config, started: asyncio.Event) -> None:
-        super().__init__(config)
-        self._started_event = started
-        self.exit_event = asyncio.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets)
-        finally:
-            self._started_event.set()
-
-    async def main_loop(self) -> None:
-        await self.exit_event.wait()
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for server in self.servers:
-            server.close()
-        state = self.server_state
-        for connection in list(state.connections):
-            connection.shutdown()  # closes idle keep-alive connections now
-        with anyio.move_on_after(self.config.timeout_graceful_shutdown or 2):
-            while state.connections or state.tasks:
-                await asyncio.sleep(0.005)
-        for task in list(state.tasks):
-            task.cancel()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-class _ChatEndpoint:
-    """The raw ASGI endpoint for chat completions (it must be able to drop connections)."""
-
-    def __init__(self, sim: Simulator) -> None:
-        self._sim = sim
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            err = SimError(400, "simulator: the request body must be a JSON object")
-            await _error_response(err)(scope, receive, send)
-            return
-        headers = {k: v for k, v in request.headers.items() if k not in _HIDDEN_HEADERS}
-        await self._sim._handle(body, headers, scope, receive, send)
-
-
-def _error_response(err: SimError) -> Response:
-    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    message = f"simulator: no route for {request.method} {request.url.path}"
-    return _error_response(SimError(status, message, code="unknown_url" if status == 404 else None))
-
-
-async def _models(request: Request) -> Response:
-    data = [{"id": k, "object": "model", "created": 0, "owned_by": FINGERPRINT} for k in KINDS]
-    return JSONResponse({"object": "list", "data": data})
-
-
 class Simulator:
     """The loopback OpenAI-compatible server.
 
@@ -189,15 +90,8 @@ class Simulator:
         self._in_flight_total_max = 0
         self._scripts: dict[str, deque[SimReply]] = {}
         self._watchers: list[tuple[int, str | None, asyncio.Event]] = []
-        self._app = Starlette(
-            routes=[
-                Route(path, _ChatEndpoint(self), methods=["POST"])
-                for path in ("/v1/chat/completions", "/chat/completions")
-            ]
-            + [Route(path, _models, methods=["GET"]) for path in ("/v1/models", "/models")],
-            exception_handlers={HTTPException: _http_error},
-        )
-        self._server: _Server | None = None
+        self._app = build_app(self._handle)
+        self._server: Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
         self._closing: anyio.Event | None = None
@@ -287,37 +181,13 @@ class Simulator:
     async def _start(self) -> None:
         if self._server is not None:
             raise RuntimeError("simulator already running")
-        _install_log_filter()
-        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        # proto must be explicit: asyncio sets TCP_NODELAY on accepted sockets only when
-        # proto == IPPROTO_TCP, and without it every response stalls ~40 ms (Nagle).
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            if sys.platform != "win32":  # on Windows it would allow stealing the port
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self._host, self._requested_port))
-            sock.listen(2048)
-        except OSError:
-            sock.close()
-            raise
+        install_log_filter()
+        sock = bind_socket(self._host, self._requested_port)
         self._sock, self._port = sock, sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app,
-            backlog=2048,
-            limit_concurrency=None,
-            access_log=False,
-            log_level="warning",
-            log_config=None,
-            lifespan="off",
-            ws="none",
-            http="auto",  # httptools when installed, else h11
-            server_header=False,
-            date_header=False,
-            timeout_graceful_shutdown=2,
-        )
+        config = server_config(self._app)
         started = asyncio.Event()
         self._closing = anyio.Event()
-        self._server = server = _Server(config, started)
+        self._server = server = Server(config, started)
         self._task = asyncio.create_task(server.serve(sockets=[sock]), name="tanglebrain-sim")
         await started.wait()
         if self._task.done() or not server.started:
@@ -413,14 +283,8 @@ class Simulator:
 
     # --- request handling --------------------------------------------------------------
 
-    async def _handle(
-        self,
-        body: dict[str, Any],
-        headers: dict[str, str],
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-    ) -> None:
+    def _record(self, body: dict[str, Any], headers: dict[str, str]) -> str:
+        """Record the request and count it; return its model string."""
         raw_model = body.get("model")
         model = raw_model if isinstance(raw_model, str) else ""
         messages, tools = body.get("messages"), body.get("tools")
@@ -436,6 +300,17 @@ class Simulator:
         )
         self._counts[model] += 1
         self._seq += 1
+        return model
+
+    async def _handle(
+        self,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        model = self._record(body, headers)
         nth, cid = self._counts[model], f"chatcmpl-sim-{self._seq}"
         self._in_flight[model] += 1
         self._in_flight_total += 1
@@ -443,149 +318,17 @@ class Simulator:
             self._in_flight_max[model] = max(self._in_flight_max[model], self._in_flight[model])
             self._in_flight_total_max = max(self._in_flight_total_max, self._in_flight_total)
             self._notify()
-            await self._respond(model, nth, cid, body, scope, receive, send)
+            exchange = Exchange(body, nth, cid, scope, receive, send)
+            await respond(model, exchange, self._pop_script, self._closing)
         except SimError as err:
-            await _error_response(err)(scope, receive, send)
+            await error_response(err)(scope, receive, send)
         finally:
             self._in_flight[model] -= 1
             self._in_flight_total -= 1
 
-    async def _respond(
-        self,
-        model: str,
-        nth: int,
-        cid: str,
-        body: dict[str, Any],
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        spec = parse_spec(model)
-        latency = spec.num("latency", 0.0)
-        kind = spec.kind
-        if kind == "hang" or latency > 0:
-            outcome = await self._pause(receive, None if kind == "hang" else latency)
-            if outcome == "disconnected":
-                return
-            if outcome == "closing":
-                raise SimError(
-                    503, "simulator: shutting down", type="server_error", code="simulator_shutdown"
-                )
-        stream = body.get("stream") is True
-        if kind == "drop" or (kind == "cut" and not stream):
-            await _drop(send)
-        if kind == "fail":
-            times = spec.int_opt("times")
-            if times is None or nth <= times:
-                raise failure(spec)
-            kind = spec.str_opt("then", "worker")
-        if kind == "malformed":
-            junk = "<html>simulated malformed body</html>"
-            if stream:
-                await _send_events(send, [junk, "[DONE]"])
-            else:
-                await _raw(send, 200, "application/json", junk.encode())
-            return
-        if kind == "empty":
-            payload = envelope(
-                cid, spec, "chat.completion.chunk" if stream else "chat.completion", []
-            )
-            payload["usage"] = usage(body, spec, Reply(""))
-            if stream:
-                await _send_events(send, [payload, "[DONE]"])
-            else:
-                await JSONResponse(payload)(scope, receive, send)
-            return
-        reply = compose(kind, spec, body, self._pop_script)
-        used = usage(body, spec, reply)
-        if kind == "cut":
-            await _send_events(send, list(chunks(cid, spec, reply)[:2]), cut=True)
-        elif stream:
-            include = _dig_bool(body, "stream_options", "include_usage")
-            events: list[dict[str, Any] | str] = [
-                {**chunk, "usage": None} if include else chunk for chunk in chunks(cid, spec, reply)
-            ]
-            if include:
-                events.append({**envelope(cid, spec, "chat.completion.chunk", []), "usage": used})
-            await _send_events(send, [*events, "[DONE]"])
-        else:
-            await JSONResponse(completion(cid, spec, reply, used))(scope, receive, send)
-
-    async def _pause(self, receive: Receive, seconds: float | None) -> _Pause:
-        """Wait ``seconds`` (None: forever) unless the client leaves or the server stops."""
-        closing = self._closing
-        outcome: list[_Pause] = []
-        async with anyio.create_task_group() as tg:
-
-            async def client_gone() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                outcome.append("disconnected")
-                tg.cancel_scope.cancel()
-
-            async def server_closing() -> None:
-                if closing is not None:
-                    await closing.wait()
-                    outcome.append("closing")
-                    tg.cancel_scope.cancel()
-
-            tg.start_soon(client_gone)
-            tg.start_soon(server_closing)
-            if seconds is None:
-                await anyio.sleep_forever()
-            else:
-                await anyio.sleep(seconds)
-            tg.cancel_scope.cancel()
-        return outcome[0] if outcome else "elapsed"
-
-
-# --- wire format -------------------------------------------------------------------------
-
 
 def _spec_key(model: str) -> str:
     return model.removeprefix("openai/")
-
-
-def _dig_bool(body: Mapping[str, Any], key: str, sub: str) -> bool:
-    value = body.get(key)
-    return isinstance(value, dict) and value.get(sub) is True
-
-
-def _sse(event: dict[str, Any] | str) -> bytes:
-    data = event if isinstance(event, str) else json.dumps(event)
-    return f"data: {data}\n\n".encode()
-
-
-async def _start(send: Send, status: int, content_type: str, length: int | None = None) -> None:
-    headers = [(b"content-type", content_type.encode())]
-    if length is not None:
-        headers.append((b"content-length", str(length).encode()))
-    else:
-        headers.append((b"cache-control", b"no-cache"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-
-
-async def _raw(send: Send, status: int, content_type: str, body: bytes) -> None:
-    await _start(send, status, content_type, len(body))
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _send_events(send: Send, events: list[dict[str, Any] | str], cut: bool = False) -> None:
-    """Send SSE events one write each; with ``cut``, break the connection afterwards."""
-    await _start(send, 200, "text/event-stream")
-    for event in events:
-        await send({"type": "http.response.body", "body": _sse(event), "more_body": True})
-    if cut:
-        raise _Dropped
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _drop(send: Send) -> None:
-    """Promise a body longer than what is sent, then make uvicorn close the socket."""
-    await _start(send, 200, "application/json", 4096)
-    body = b'{"id": "chatcmpl-sim-drop", "object": "chat.comp'
-    await send({"type": "http.response.body", "body": body, "more_body": True})
-    raise _Dropped
 
 
 # --- command line ------------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""OpenAI chat-completions JSON of the simulator: completions, stream chunks, usage, SSE.
+
+Pure builders, no I/O: :mod:`tanglebrain.sim_respond` fills them with the content composed
+from a model spec and :mod:`tanglebrain.sim_http` writes them out. Every completion and chunk
+carries ``system_fingerprint: "tanglebrain-sim"`` (:data:`FINGERPRINT`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from tanglebrain.sim_scripts import ModelSpec, Reply, content_text, messages_of
+
+FINGERPRINT = "tanglebrain-sim"
+"""The ``system_fingerprint`` of every simulated completion."""
+
+
+def usage(body: Mapping[str, Any], spec: ModelSpec, reply: Reply) -> dict[str, int]:
+    """Compute the reported usage.
+
+    ``prompt_tokens`` = ceil(chars of all message contents / 4) + ceil(chars of the
+    compact JSON of ``tools`` / 4); ``completion_tokens`` = ceil(chars of text plus
+    tool-call names and arguments / 4), unless the spec sets ``tokens=``.
+    """
+    chars = sum(len(content_text(m.get("content"))) for m in messages_of(body))
+    tools = body.get("tools")
+    tool_chars = len(json.dumps(tools, separators=(",", ":"))) if tools else 0
+    prompt = math.ceil(chars / 4) + math.ceil(tool_chars / 4)
+    out_chars = len(reply.text or "") + sum(len(n) + len(a) for _, n, a in reply.tool_calls)
+    completion = spec.int_opt("tokens")
+    if completion is None:
+        completion = math.ceil(out_chars / 4)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def envelope(cid: str, spec: ModelSpec, obj: str, choices: list[Any]) -> dict[str, Any]:
+    """The fields every completion and chunk share (incl. ``system_fingerprint``)."""
+    return {
+        "id": cid,
+        "object": obj,
+        "created": int(time.time()),
+        "model": spec.raw,
+        "system_fingerprint": FINGERPRINT,
+        "choices": choices,
+    }
+
+
+def completion(cid: str, spec: ModelSpec, reply: Reply, used: dict[str, int]) -> dict[str, Any]:
+    """A non-streaming ``chat.completion`` body."""
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
+            for i, n, a in reply.tool_calls
+        ]
+    finish = "tool_calls" if reply.tool_calls else "stop"
+    choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+    payload = envelope(cid, spec, "chat.completion", [choice])
+    payload["usage"] = used
+    return payload
+
+
+def _pieces(text: str, parts: int) -> list[str]:
+    """Split ``text`` into at most ``parts`` non-empty pieces."""
+    step = max(1, -(-len(text) // parts))
+    return [text[i : i + step] for i in range(0, len(text), step)]
+
+
+def chunks(cid: str, spec: ModelSpec, reply: Reply) -> list[dict[str, Any]]:
+    """The ``chat.completion.chunk`` events of a streamed reply (without usage/[DONE])."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return envelope(cid, spec, "chat.completion.chunk", [choice])
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    out += [chunk({"content": piece}) for piece in _pieces(reply.text or "", 3)]
+    for k, (call_id, name, args) in enumerate(reply.tool_calls):
+        head = {
+            "index": k,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        out.append(chunk({"tool_calls": [head]}))
+        out += [
+            chunk({"tool_calls": [{"index": k, "function": {"arguments": piece}}]})
+            for piece in _pieces(args, 2)
+        ]
+    out.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
+    return out
+
+
+def sse(event: dict[str, Any] | str) -> bytes:
+    """Encode one server-sent event: a JSON object, or a literal such as ``[DONE]``."""
+    data = event if isinstance(event, str) else json.dumps(event)
+    return f"data: {data}\n\n".encode()
