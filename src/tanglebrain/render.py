@@ -1,16 +1,26 @@
-"""Views of a run for people (stderr lines, rich tables) and scripts (``--json``).
+"""Views of a run for people (stderr lines, live tree, tables) and scripts (``--json``).
 
-Pure presentation: everything shown is read off the trace; nothing is computed here
-that the trace does not already hold.
+Pure presentation: everything shown is read off the trace or the ledger's rows;
+nothing is computed here that they do not already hold. The live view never renders
+from inside an observer: observers only set a dirty flag, and a refresher thread
+redraws at most ``fps`` times a second.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from typing import Any
 
-from tanglebrain.trace import Run
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from tanglebrain.trace import Run, Subtask, cost_of
+
+FAILED = ("error", "no_fit", "refused")
 
 
 def _color() -> bool:
@@ -27,13 +37,33 @@ def note(message: str, prefix: str = "note") -> None:
 
 
 def money(usd: float | None) -> str:
-    """Dollars for people: ``$0.0123``, or ``unknown``."""
-    return "unknown" if usd is None else f"${usd:.4f}"
+    """Dollars for people: ``$0.0123`` (``$0.000042`` when tiny), or ``unknown``."""
+    if usd is None:
+        return "unknown"
+    return f"${usd:.6f}" if 0 < abs(usd) < 0.001 else f"${usd:.4f}"
+
+
+def seconds(ms: float | None) -> str:
+    """A duration for people: ``850 ms``, ``2.31s``, or ``-``."""
+    if ms is None:
+        return "-"
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.2f}s"
+
+
+def first_words(text: str, limit: int = 60) -> str:
+    """The start of ``text`` on one line, cut at a word boundary with ``…``."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    head = flat[: limit - 1]
+    if flat[limit - 1] != " " and " " in head:  # do not cut a word in two
+        head = head.rsplit(" ", 1)[0]
+    return head.rstrip() + "…"
 
 
 def degraded_warning(run: Run) -> str:
     """The stderr line that says a run was degraded and why."""
-    bad = [s for s in run.subtasks() if s.status in ("error", "no_fit", "refused")]
+    bad = [s for s in run.subtasks() if s.status in FAILED]
     return (
         f"degraded: {len(bad)} of {len(run.subtasks())} sub-task(s) failed; "
         "the orchestrator covered for them"
@@ -44,11 +74,13 @@ def summary_line(run: Run) -> str:
     """One line after every run: who answered, sub-tasks, backends, tokens, money, time."""
     subs = run.subtasks()
     ok = sum(1 for s in subs if s.status == "ok")
+    over = sum(1 for s in subs if s.failed_over)
     prompt, completion, cost = run.totals()
     used = sorted({a.backend for a in run.attempts() if a.status == "ok"})
+    tasks = f"sub-tasks {ok} ok/{len(subs) - ok} failed" if subs else "no sub-tasks"
     parts = [
         f"{run.mode} by {run.orchestrator or '-'}",
-        f"sub-tasks {ok} ok/{len(subs) - ok} failed" if subs else "no sub-tasks",
+        tasks + (f" ({over} failed over)" if over else ""),
         f"backends {', '.join(used) or '-'}",
         f"tokens {prompt}+{completion}",
         money(cost),
@@ -64,13 +96,6 @@ def run_json(run: Run) -> dict[str, Any]:
     subtasks = []
     for i, s in enumerate(run.subtasks()):
         atts = s.attempts
-        s_cost: float | None = 0.0
-        for a in atts:
-            if a.status == "ok" and a.cost_usd is None:
-                s_cost = None
-            elif s_cost is not None and a.cost_usd is not None:
-                s_cost += a.cost_usd
-        latency = ((s.ended or 0) - (s.started or 0)) * 1000 if s.started else 0.0
         subtasks.append(
             {
                 "index": i,
@@ -78,9 +103,9 @@ def run_json(run: Run) -> dict[str, Any]:
                 "backend": s.backend,
                 "status": s.status,
                 "attempts": len(atts),
-                "latency_ms": round(latency, 1),
+                "latency_ms": round(s.latency_ms, 1) if s.ended else 0.0,
                 "tokens": sum(a.prompt_tokens + a.completion_tokens for a in atts),
-                "cost_usd": s_cost,
+                "cost_usd": cost_of(atts),
             }
         )
     return {
@@ -97,3 +122,127 @@ def run_json(run: Run) -> dict[str, Any]:
         },
         "warnings": list(run.warnings),
     }
+
+
+# --- the live view ---------------------------------------------------------------
+
+
+def _state(sub: Subtask) -> tuple[str, str]:
+    """(label, style) of a sub-task for the live view."""
+    if sub.status == "queued":
+        return "queued", "dim"
+    if sub.status == "running":
+        where = sub.calls[-1].backend if sub.calls else "?"
+        over = " (failed over)" if sub.failed_over else ""
+        return f"running on {where}{over} {sub.latency_ms / 1000:.1f}s", "yellow"
+    if sub.status == "ok":
+        if sub.failed_over:
+            return f"failed over → {sub.backend} ok {sub.latency_ms / 1000:.1f}s", "yellow"
+        return f"ok {sub.backend} {sub.latency_ms / 1000:.1f}s", "green"
+    return f"{sub.status.replace('_', ' ')}: {first_words(sub.error or '', 50)}", "red"
+
+
+_PRIORITY = {"error": 0, "no_fit": 0, "refused": 0, "running": 1, "ok": 2, "queued": 3}
+
+
+def live_tree(run: Run, max_rows: int = 20) -> Text:
+    """The fan-out as a compact tree: counts per state plus up to ``max_rows`` sub-tasks.
+
+    Drawn as one ``Text`` with tree guides (a rich ``Tree`` of the same shape costs
+    several times more to render, and this is redrawn up to 8 times a second).
+    """
+    subs = run.subtasks()
+    counts: dict[str, int] = {}
+    for s in subs:
+        key = "failed over" if s.status == "ok" and s.failed_over else s.status
+        counts[key] = counts.get(key, 0) + 1
+    prompt, completion, cost = run.totals()
+    out = Text(no_wrap=True, overflow="ellipsis")
+    out.append("tanglebrain ", "bold")
+    out.append(
+        f"{run.mode} by {run.orchestrator or '…'} · turn {len(run.turns)} · "
+        f"{run.wall_ms / 1000:.1f}s · tokens {prompt}+{completion} · {money(cost)}"
+    )
+    if not subs:
+        if run.turns:
+            turn = run.turns[-1]
+            busy = bool(turn.call.attempts) and turn.call.attempts[-1].latency_ms == 0
+            state = "thinking" if busy else "done"
+            out.append(f"\n└── orchestrator {turn.call.backend}: {state}")
+        return out
+    order = ("ok", "failed over", "running", "queued", "error", "no_fit", "refused")
+    summary = " · ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in order if k in counts)
+    out.append(f"\n└── {len(subs)} sub-tasks: {summary}")
+    shown = sorted(subs, key=lambda s: (_PRIORITY.get(s.status, 4) - s.failed_over, s.index))
+    rows = sorted(shown[:max_rows], key=lambda s: s.index)
+    more = len(subs) - len(rows)
+    for i, sub in enumerate(rows):
+        label, style = _state(sub)
+        guide = "└── " if i == len(rows) - 1 and not more else "├── "
+        out.append(f"\n    {guide}#{sub.index} {sub.task or 'general'} ")
+        out.append(label, style)
+    if more:
+        out.append(f"\n    └── … {more} more", "dim")
+    return out
+
+
+class LiveView:
+    """A live tree of ``run`` on ``console`` (stderr), refreshed at most ``fps`` a second.
+
+    ``observe`` is the trace observer: O(1), it only marks the view dirty. A daemon
+    thread redraws when dirty (and twice a second while anything runs, for the clocks).
+    """
+
+    def __init__(self, run: Run, console: Console, *, fps: float = 8.0) -> None:
+        self.run = run
+        self.console = console
+        self.interval = 1.0 / fps
+        self._dirty = True
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._live: Live | None = None
+        self.frames = 0
+
+    def observe(self, run: Run) -> None:
+        """Trace observer: mark the view for redrawing (never renders here)."""
+        self._dirty = True
+
+    def _render(self) -> Text:
+        self.frames += 1
+        return live_tree(self.run, max_rows=max(5, min(20, self.console.size.height - 6)))
+
+    def start(self) -> None:
+        """Show the view and start the refresher thread."""
+        self._live = Live(
+            self._render(),
+            console=self.console,
+            auto_refresh=False,
+            redirect_stdout=False,
+            redirect_stderr=True,
+        )
+        self._live.start(refresh=True)
+        self._thread = threading.Thread(target=self._loop, name="tanglebrain-live", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        last = time.monotonic()
+        while not self._stopped.wait(self.interval):
+            now = time.monotonic()
+            if not self._dirty and now - last < 0.5:
+                continue
+            self._dirty, last = False, now
+            try:
+                if self._live is not None:
+                    self._live.update(self._render(), refresh=True)
+            except Exception:  # a frame drawn mid-change; the next one will do
+                self._dirty = True
+
+    def stop(self) -> None:
+        """Draw the last frame and hand the terminal back; safe to call twice."""
+        if self._thread is None or self._live is None:
+            return
+        self._stopped.set()
+        self._thread.join()
+        self._thread = None
+        self._live.update(self._render())
+        self._live.stop()

@@ -88,10 +88,25 @@ def run_command(
     max_subtasks: Annotated[
         int | None, typer.Option("--max-subtasks", help="Sub-tasks allowed in this run.")
     ] = None,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Nothing on stderr but errors.")]
-    = False,
+    quiet: Annotated[
+        bool, typer.Option("-q", "--quiet", help="Nothing on stderr but errors.")
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Show the orchestrator's notes on stderr.")
+    ] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Live tree of the sub-tasks on stderr (default: when stderr is a terminal).",
+            show_default=False,
+        ),
+    ] = None,
+    no_log: Annotated[
+        bool,
+        typer.Option(
+            "--no-log", help="Do not record this run in the ledger (also TANGLEBRAIN_NO_LOG=1)."
+        ),
     ] = False,
 ) -> None:
     """Run one request."""
@@ -115,5 +130,7 @@ def run_command(
         quiet=quiet,
         verbose=verbose,
         state=state_dir(os.environ),
+        progress=progress,
+        no_log=no_log,
     )
     raise typer.Exit(code)

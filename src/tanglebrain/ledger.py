@@ -1,0 +1,264 @@
+"""The run ledger: every run and every call of its tree, in SQLite.
+
+One file, ``runs.db`` in the state directory, created ``0600``, in WAL mode with a
+busy timeout, its schema built by an ordered list of migrations (``PRAGMA
+user_version``). A run is written once, at its end, in one ``BEGIN IMMEDIATE``
+transaction, retried with backoff while another process holds the lock, so that
+parallel ``tanglebrain`` processes never show "database is locked". Failures raise
+``LedgerError``; the CLI turns them into a warning. This is the only module that
+imports ``sqlite3``. No API key or header is ever stored: the trace holds none, and
+``record`` scrubs the key values it is given from every text it writes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tanglebrain.errors import LedgerError
+from tanglebrain.ledger_rows import (
+    CALL_COLUMNS,
+    N_CALL,
+    RUN_COLUMNS,
+    StoredRun,
+    call_rows,
+    rebuild,
+    run_row,
+    scrubber,
+)
+from tanglebrain.trace import Run
+
+__all__ = ["Ledger", "LedgerError", "StoredRun", "default_path", "migrate"]
+
+FILENAME = "runs.db"
+BUSY_TIMEOUT_S = 5.0
+WRITE_TRIES = 8
+T = TypeVar("T")
+Row = dict[str, Any]
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: runs, and every node of their trees (turn, tool, subtask, call, attempt).
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY, started REAL NOT NULL, ended REAL, origin TEXT NOT NULL,
+        mode TEXT NOT NULL, status TEXT NOT NULL, orchestrator TEXT, prompt TEXT NOT NULL,
+        answer TEXT NOT NULL, error TEXT, subtasks INTEGER NOT NULL,
+        subtasks_ok INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL, cost_usd REAL,
+        orchestrator_context_tokens INTEGER NOT NULL, warnings TEXT NOT NULL,
+        digests TEXT NOT NULL
+    );
+    CREATE TABLE calls (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL, parent INTEGER, kind TEXT NOT NULL, role TEXT, idx INTEGER,
+        name TEXT, task TEXT, status TEXT, backend TEXT, model TEXT, failover INTEGER,
+        error TEXT, http_status INTEGER, started REAL, ended REAL, latency_ms REAL,
+        prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL, bytes_in INTEGER,
+        bytes_out INTEGER, retries INTEGER, prompt TEXT, answer TEXT, extra TEXT,
+        PRIMARY KEY (run_id, seq)
+    );
+    """,
+    # 2: the orchestrator's price per token (for savings), indexes for runs/stats.
+    """
+    ALTER TABLE runs ADD COLUMN orchestrator_price_in REAL;
+    ALTER TABLE runs ADD COLUMN orchestrator_price_out REAL;
+    CREATE INDEX runs_started ON runs (started);
+    CREATE INDEX calls_kind_backend ON calls (kind, backend);
+    """,
+)
+VERSION = len(MIGRATIONS)
+
+
+def default_path(state_dir: Path) -> Path:
+    """Where the ledger lives inside the state directory."""
+    return state_dir / FILENAME
+
+
+class Ledger:
+    """The SQLite file at ``path``; each method opens and closes its own connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    # --- connections ------------------------------------------------------------
+
+    @contextmanager
+    def _connect(self, *, create: bool) -> Iterator[sqlite3.Connection]:
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        with closing(
+            sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        ) as conn:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            migrate(conn)
+            yield conn
+
+    def _retry(self, what: str, fn: Callable[[], T]) -> T:
+        """Run ``fn``, retrying with jittered backoff while the database is busy."""
+        delay = 0.02
+        for attempt in range(1, WRITE_TRIES + 1):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or attempt == WRITE_TRIES:
+                    raise LedgerError(f"cannot {what} {self.path}: {exc}") from None
+            except (sqlite3.Error, OSError) as exc:
+                reason = getattr(exc, "strerror", None) or str(exc)
+                raise LedgerError(f"cannot {what} {self.path}: {reason}") from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T], empty: T) -> T:
+        if not self.path.exists():
+            return empty
+
+        def go() -> T:
+            with self._connect(create=False) as conn:
+                return fn(conn)
+
+        return self._retry("read", go)
+
+    # --- writing ----------------------------------------------------------------
+
+    def record(
+        self,
+        run: Run,
+        *,
+        orchestrator_price: tuple[float, float] | None = None,
+        secrets: Sequence[str] = (),
+    ) -> None:
+        """Store ``run`` and its whole tree in one transaction (replacing an older copy).
+
+        Args:
+            run: the run, normally finished.
+            orchestrator_price: the orchestrator's (input, output) USD per token, or None.
+            secrets: values (API keys) that must never reach the file; they are
+                replaced by ``[redacted]`` wherever they occur in the run's text.
+
+        Raises:
+            LedgerError: the file could not be created or written.
+        """
+        scrub = scrubber([s for s in secrets if len(s) >= 6])
+        head = scrub(run_row(run, orchestrator_price))
+        nodes = [scrub(row) for row in call_rows(run)]
+
+        def go() -> None:
+            with self._connect(create=True) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute("DELETE FROM calls WHERE run_id = ?", (run.id,))
+                    marks = ", ".join("?" * len(head))
+                    conn.execute(
+                        f"INSERT OR REPLACE INTO runs ({RUN_COLUMNS}) VALUES ({marks})", head
+                    )
+                    marks = ", ".join("?" * N_CALL)
+                    conn.executemany(f"INSERT INTO calls ({CALL_COLUMNS}) VALUES ({marks})", nodes)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+
+        self._retry("write", go)
+
+    # --- reading ----------------------------------------------------------------
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` runs, newest first, as column dicts."""
+
+        def go(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            cur = conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs ORDER BY started DESC LIMIT ?", (limit,)
+            )
+            return _dicts(cur)
+
+        return self._read(go, [])
+
+    def resolve(self, ref: str) -> list[str]:
+        """Run ids matching ``ref`` (``latest`` or an id prefix); at most two."""
+
+        def go(conn: sqlite3.Connection) -> list[str]:
+            if ref == "latest":
+                cur = conn.execute("SELECT id FROM runs ORDER BY started DESC LIMIT 1")
+            elif ref.isalnum():
+                cur = conn.execute(
+                    "SELECT id FROM runs WHERE substr(id, 1, ?) = ? LIMIT 2",
+                    (len(ref), ref.lower()),
+                )
+            else:
+                return []
+            return [str(row[0]) for row in cur]
+
+        return self._read(go, [])
+
+    def load(self, run_id: str) -> StoredRun | None:
+        """The run with this exact id, rebuilt as a trace, or None."""
+
+        def go(conn: sqlite3.Connection) -> StoredRun | None:
+            cur = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+            rows = _dicts(cur)
+            if not rows:
+                return None
+            cur = conn.execute(
+                f"SELECT {CALL_COLUMNS} FROM calls WHERE run_id = ? ORDER BY seq", (run_id,)
+            )
+            return rebuild(rows[0], _dicts(cur))
+
+        return self._read(go, None)
+
+    def rows_since(self, since: float | None) -> tuple[list[Row], list[Row]]:
+        """(runs, calls of kind ``call``) of the runs started at or after ``since``."""
+
+        def go(conn: sqlite3.Connection) -> tuple[list[Row], list[Row]]:
+            start = since if since is not None else float("-inf")
+            runs = _dicts(
+                conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE started >= ?", (start,))
+            )
+            calls = _dicts(
+                conn.execute(
+                    "SELECT c.run_id, c.role, c.backend, c.status, c.failover, c.latency_ms, "
+                    "c.prompt_tokens, c.completion_tokens, c.cost_usd, c.retries FROM calls c "
+                    "JOIN runs r ON r.id = c.run_id WHERE c.kind = 'call' AND r.started >= ?",
+                    (start,),
+                )
+            )
+            return runs, calls
+
+        empty: tuple[list[Row], list[Row]] = ([], [])
+        return self._read(go, empty)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to ``VERSION`` (under a write lock) and return the old version."""
+    current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if current >= VERSION:
+        return current
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        for version in range(current + 1, VERSION + 1):
+            for statement in MIGRATIONS[version - 1].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {max(current, VERSION)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return current
+
+
+def _dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -1,0 +1,117 @@
+"""Aggregates behind ``tanglebrain stats``, computed from ledger rows.
+
+Pure functions over the row dicts that :meth:`tanglebrain.ledger.Ledger.rows_since`
+returns: per backend (calls, success rate, latency percentiles, tokens, dollars,
+failovers), per run kind (delegated, solo, direct), the specialists' success rate,
+the orchestrator's context size and what delegation saved. Unknown prices stay
+unknown (``None``), never $0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+SPECIALIST_TARGET = 0.95
+
+
+def _pct(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile, or None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return float(ordered[max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))])
+
+
+def _sum_cost(costs: Sequence[float | None]) -> float | None:
+    return None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
+
+
+def summarize(runs: Sequence[dict[str, Any]], calls: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Aggregate ``rows_since`` output: per backend, per run kind, specialists, savings."""
+    backends: dict[str, list[dict[str, Any]]] = {}
+    for c in calls:
+        backends.setdefault(c["backend"], []).append(c)
+    per_backend = [
+        {
+            "backend": name, "calls": len(cs), "ok": sum(c["status"] == "ok" for c in cs),
+            "success_rate": sum(c["status"] == "ok" for c in cs) / len(cs),
+            "p50_ms": _pct([c["latency_ms"] or 0.0 for c in cs], 0.5),
+            "p95_ms": _pct([c["latency_ms"] or 0.0 for c in cs], 0.95),
+            "retries": sum(c["retries"] or 0 for c in cs),
+            "prompt_tokens": sum(c["prompt_tokens"] or 0 for c in cs),
+            "completion_tokens": sum(c["completion_tokens"] or 0 for c in cs),
+            "cost_usd": _sum_cost([c["cost_usd"] for c in cs]),
+            "failovers": sum(c["failover"] or 0 for c in cs),
+        }
+        for name, cs in sorted(backends.items())
+    ]  # fmt: skip
+    modes = []
+    for mode in ("delegated", "solo", "direct"):
+        rs = [r for r in runs if r["mode"] == mode]
+        modes.append({
+            "mode": mode, "runs": len(rs), "ok": sum(r["status"] == "ok" for r in rs),
+            "median_wall_ms": _pct([_wall(r) for r in rs], 0.5),
+            "tokens": sum(r["prompt_tokens"] + r["completion_tokens"] for r in rs),
+            "cost_usd": _sum_cost([r["cost_usd"] for r in rs]) if rs else 0.0,
+            "median_orchestrator_context_tokens": _pct(
+                [r["orchestrator_context_tokens"] for r in rs], 0.5),
+        })  # fmt: skip
+    spec = [c for c in calls if c["role"] == "subtask"]
+    spec_ok = sum(c["status"] == "ok" for c in spec)
+    return {
+        "runs": len(runs),
+        "backends": per_backend,
+        "modes": modes,
+        "specialist": {
+            "calls": len(spec), "ok": spec_ok, "target": SPECIALIST_TARGET,
+            "success_rate": spec_ok / len(spec) if spec else None,
+        },
+        "orchestrator_context_tokens": {
+            "runs": len(runs),
+            "median": _pct([r["orchestrator_context_tokens"] for r in runs], 0.5),
+        },
+        "savings": _savings(runs, calls),
+    }  # fmt: skip
+
+
+def _wall(run: dict[str, Any]) -> float:
+    started = float(run["started"])
+    return (float(run["ended"] or started) - started) * 1000.0
+
+
+def _savings(runs: Sequence[dict[str, Any]], calls: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What delegated tokens would have cost at the orchestrator's price, minus their cost.
+
+    Per sub-task call of a delegated run; a call whose own price or whose run's
+    orchestrator price is unknown is left out of the dollars (and counted), never $0.
+    """
+    delegated = {r["id"]: r for r in runs if r["mode"] == "delegated"}
+    total = sum(r["prompt_tokens"] + r["completion_tokens"] for r in delegated.values())
+    off = priced = unpriced = 0
+    at_price = actual = 0.0
+    for c in calls:
+        run = delegated.get(c["run_id"])
+        if run is None or c["role"] != "subtask":
+            continue
+        p_tok, c_tok = c["prompt_tokens"] or 0, c["completion_tokens"] or 0
+        off += p_tok + c_tok
+        p_in, p_out = run["orchestrator_price_in"], run["orchestrator_price_out"]
+        if c["cost_usd"] is None or p_in is None or p_out is None:
+            unpriced += 1
+            continue
+        priced += 1
+        at_price += p_tok * p_in + c_tok * p_out
+        actual += c["cost_usd"]
+    known = priced > 0
+    return {
+        "delegated_runs": len(delegated),
+        "offloaded_tokens": off,
+        "total_tokens": total,
+        "offloaded_share": off / total if total else None,
+        "at_orchestrator_price_usd": at_price if known else None,
+        "actual_usd": actual if known else None,
+        "saved_usd": at_price - actual if known else None,
+        "priced_calls": priced,
+        "unpriced_calls": unpriced,
+    }

@@ -1,0 +1,299 @@
+"""Views of the ledger for ``runs``, ``show`` and ``stats``: rich tables and trees, JSON.
+
+Pure presentation over what :mod:`tanglebrain.ledger` and
+:mod:`tanglebrain.ledger_stats` return. Timestamps in JSON are ISO 8601 in UTC;
+unknown dollar amounts are ``null`` in JSON and ``unknown`` for people, never $0.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from tanglebrain.ledger import StoredRun
+from tanglebrain.render import first_words, money, seconds
+from tanglebrain.trace import Attempt, Call, Subtask, cost_of
+
+
+def when(ts: float | None) -> str | None:
+    """A timestamp as ISO 8601 in UTC (milliseconds), or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _wall_ms(row: dict[str, Any]) -> float | None:
+    return None if row["ended"] is None else (row["ended"] - row["started"]) * 1000.0
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.1f} %"
+
+
+# --- runs --------------------------------------------------------------------------
+
+
+def runs_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``runs --json``: one object per run, newest first."""
+    return [
+        {
+            "id": r["id"], "started": when(r["started"]), "orchestrator": r["orchestrator"],
+            "mode": r["mode"], "status": r["status"], "subtasks": r["subtasks"],
+            "subtasks_ok": r["subtasks_ok"], "prompt_tokens": r["prompt_tokens"],
+            "completion_tokens": r["completion_tokens"], "cost_usd": r["cost_usd"],
+            "wall_ms": _wall_ms(r), "prompt": first_words(r["prompt"]),
+        }
+        for r in rows
+    ]  # fmt: skip
+
+
+def runs_table(rows: list[dict[str, Any]]) -> Table:
+    """``runs``: a table of recent runs, newest first."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in (
+        "id",
+        "time",
+        "orchestrator",
+        "kind",
+        "sub-tasks",
+        "status",
+        "tokens",
+        "cost",
+        "wall",
+        "prompt",
+    ):
+        table.add_column(
+            name,
+            no_wrap=name != "prompt",
+            justify="right" if name in ("tokens", "cost", "wall") else "left",
+        )
+    for r in rows:
+        local = datetime.fromtimestamp(r["started"]).strftime("%Y-%m-%d %H:%M")
+        subs = f"{r['subtasks_ok']}/{r['subtasks']}" if r["subtasks"] else "-"
+        table.add_row(
+            r["id"], local, r["orchestrator"] or "-", r["mode"], subs,
+            Text(r["status"], style="" if r["status"] == "ok" else "red"),
+            str(r["prompt_tokens"] + r["completion_tokens"]), money(r["cost_usd"]),
+            seconds(_wall_ms(r)), Text(first_words(r["prompt"], 40)),
+        )  # fmt: skip
+    return table
+
+
+# --- show --------------------------------------------------------------------------
+
+
+def _attempt_json(a: Attempt) -> dict[str, Any]:
+    return {
+        "backend": a.backend, "model": a.model, "status": a.status, "error": a.error,
+        "http_status": a.http_status, "started": when(a.started), "ended": when(a.ended),
+        "latency_ms": a.latency_ms, "prompt_tokens": a.prompt_tokens,
+        "completion_tokens": a.completion_tokens, "cost_usd": a.cost_usd,
+        "bytes_in": a.bytes_in, "bytes_out": a.bytes_out,
+    }  # fmt: skip
+
+
+def _call_json(c: Call) -> dict[str, Any]:
+    prompt, completion = c.tokens
+    return {
+        "role": c.role, "backend": c.backend, "model": c.model,
+        "status": "ok" if c.ok else "error", "retries": c.retries,
+        "latency_ms": c.latency_ms, "prompt_tokens": prompt, "completion_tokens": completion,
+        "cost_usd": c.cost_usd, "attempts": [_attempt_json(a) for a in c.attempts],
+    }  # fmt: skip
+
+
+def _subtask_json(s: Subtask) -> dict[str, Any]:
+    return {
+        "index": s.index, "task": s.task, "prompt": s.prompt,
+        "requested_backend": s.requested_backend, "attach": list(s.attach),
+        "status": s.status, "backend": s.backend, "failed_over": s.failed_over,
+        "error": s.error, "started": when(s.started), "ended": when(s.ended),
+        "latency_ms": s.latency_ms if s.ended else None, "answer": s.answer,
+        "calls": [_call_json(c) for c in s.calls],
+    }  # fmt: skip
+
+
+def show_json(stored: StoredRun) -> dict[str, Any]:
+    """``show --json``: the whole run, every attempt included, as one object."""
+    run, price = stored.run, stored.orchestrator_price
+    prompt, completion, cost = run.totals()
+    return {
+        "run_id": run.id, "started": when(run.started), "ended": when(run.ended),
+        "wall_ms": run.wall_ms if run.ended else None, "origin": run.origin,
+        "mode": run.mode, "status": run.status, "orchestrator": run.orchestrator,
+        "degraded": run.degraded, "prompt": run.prompt, "answer": run.answer,
+        "error": run.error, "warnings": list(run.warnings),
+        "usage": {
+            "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": cost,
+            "orchestrator_context_tokens": run.orchestrator_context_tokens,
+        },
+        "orchestrator_price": (
+            {"input_per_token": price[0], "output_per_token": price[1]} if price else None
+        ),
+        "digests": [
+            {"name": d.name, "bytes_before": d.bytes_before, "bytes_after": d.bytes_after}
+            for d in run.digests
+        ],
+        "turns": [
+            {
+                "index": t.index, "text": t.text, "call": _call_json(t.call),
+                "tool_calls": [
+                    {
+                        "id": tc.id, "name": tc.name, "arguments": tc.arguments,
+                        "error": tc.error, "result_bytes": tc.result_bytes,
+                        "context_bytes": tc.context_bytes,
+                        "subtasks": [_subtask_json(s) for s in tc.subtasks],
+                    }
+                    for tc in t.tool_calls
+                ],
+            }
+            for t in run.turns
+        ],
+        "extra_calls": [_call_json(c) for c in run.extra_calls],
+    }  # fmt: skip
+
+
+def _tokens(prompt: int, completion: int) -> str:
+    return f"{prompt}+{completion} tok"
+
+
+def _add_call(parent: Tree, call: Call, label: str) -> None:
+    prompt, completion = call.tokens
+    n = len(call.attempts)
+    node = parent.add(Text.assemble(
+        (label, "bold"), f" {call.model} · ",
+        ("ok", "green") if call.ok else ("error", "red"),
+        f" · {n} attempt{'s' * (n != 1)} · {seconds(call.latency_ms)} · ",
+        f"{_tokens(prompt, completion)} · {money(call.cost_usd)}",
+    ))  # fmt: skip
+    for i, a in enumerate(call.attempts, 1):
+        if a.status == "ok":
+            what = ("ok", "green")
+            usage = f" · {_tokens(a.prompt_tokens, a.completion_tokens)} · {money(a.cost_usd)}"
+        else:
+            what = ("error", "red")
+            usage = (f" · HTTP {a.http_status}" if a.http_status else "") + (
+                f" · {first_words(a.error or '', 60)}"
+            )
+        node.add(Text.assemble(
+            f"attempt {i} · ", what,
+            f" · {seconds(a.latency_ms)}{usage} · {a.bytes_in} B in, {a.bytes_out} B out",
+        ))  # fmt: skip
+
+
+def _add_subtask(parent: Tree, s: Subtask) -> None:
+    atts = s.attempts
+    style = "green" if s.status == "ok" else "red" if s.status != "running" else "yellow"
+    head = parent.add(Text.assemble(
+        (f"#{s.index} ", "bold"), f"{s.task or 'general'} → {s.backend or '-'} · ",
+        (s.status, style), (" · failed over", "yellow") if s.failed_over else "",
+        f" · {seconds(s.latency_ms if s.ended else None)} · ",
+        f"{_tokens(sum(a.prompt_tokens for a in atts), sum(a.completion_tokens for a in atts))}",
+        f" · {money(cost_of(atts))}",
+    ))  # fmt: skip
+    head.add(Text("prompt: " + first_words(s.prompt, 100), style="dim"))
+    for call in s.calls:
+        _add_call(head, call, call.backend)
+    if s.error:
+        head.add(Text("error: " + first_words(s.error, 120), style="red"))
+    elif s.answer:
+        head.add(Text("answer: " + first_words(s.answer, 100), style="dim"))
+
+
+def show_tree(stored: StoredRun) -> Tree:
+    """``show``: the run as a tree, every call and attempt included."""
+    run = stored.run
+    prompt, completion, cost = run.totals()
+    tree = Tree(Text.assemble(
+        (f"run {run.id}", "bold"), f" · {run.mode} by {run.orchestrator or '-'} · ",
+        (run.status, "green" if run.status == "ok" else "red"),
+        f" · {when(run.started)} · {seconds(run.wall_ms if run.ended else None)} · ",
+        f"{_tokens(prompt, completion)} · {money(cost)}",
+    ))  # fmt: skip
+    tree.add(Text("prompt: " + first_words(run.prompt, 100)))
+    for t in run.turns:
+        turn = tree.add(Text(f"turn {t.index}", style="bold"))
+        _add_call(turn, t.call, f"orchestrator {t.call.backend}")
+        for tc in t.tool_calls:
+            tool = turn.add(Text.assemble(
+                (tc.name, "bold"), f" · {len(tc.subtasks)} sub-task(s)",
+                (f" · error: {first_words(tc.error, 80)}", "red") if tc.error else "",
+            ))  # fmt: skip
+            for s in tc.subtasks:
+                _add_subtask(tool, s)
+    for c in run.extra_calls:
+        _add_call(tree, c, f"{c.role} {c.backend}")
+    for w in run.warnings:
+        tree.add(Text("warning: " + w, style="yellow"))
+    if run.error:
+        tree.add(Text("error: " + run.error, style="red"))
+    tree.add(Text("answer: " + (first_words(run.answer, 100) or "-")))
+    return tree
+
+
+# --- stats -------------------------------------------------------------------------
+
+
+def stats_view(data: dict[str, Any]) -> RenderableType:
+    """``stats``: per-backend and per-kind tables plus the specialist and savings lines."""
+    backends = Table(title="backends", box=None, header_style="bold", title_justify="left")
+    for name in (
+        "backend",
+        "calls",
+        "success",
+        "p50",
+        "p95",
+        "retries",
+        "tokens",
+        "cost",
+        "failovers",
+    ):
+        backends.add_column(name, justify="left" if name == "backend" else "right")
+    for b in data["backends"]:
+        backends.add_row(
+            b["backend"], str(b["calls"]), _pct(b["success_rate"]), seconds(b["p50_ms"]),
+            seconds(b["p95_ms"]), str(b["retries"]),
+            str(b["prompt_tokens"] + b["completion_tokens"]), money(b["cost_usd"]),
+            str(b["failovers"]),
+        )  # fmt: skip
+    kinds = Table(title="run kinds", box=None, header_style="bold", title_justify="left")
+    for name in ("kind", "runs", "ok", "median wall", "tokens", "cost", "median ctx tokens"):
+        kinds.add_column(name, justify="left" if name == "kind" else "right")
+    for m in data["modes"]:
+        ctx = m["median_orchestrator_context_tokens"]
+        kinds.add_row(
+            m["mode"],
+            str(m["runs"]),
+            str(m["ok"]),
+            seconds(m["median_wall_ms"]),
+            str(m["tokens"]),
+            money(m["cost_usd"]) if m["runs"] else "-",
+            "-" if ctx is None else f"{ctx:.0f}",
+        )
+    spec, sav = data["specialist"], data["savings"]
+    rate = spec["success_rate"]
+    met = rate is not None and rate > spec["target"]
+    ctx = data["orchestrator_context_tokens"]["median"]
+    left_out = sav["unpriced_calls"]
+    lines = [
+        Text.assemble(
+            "specialist success: ", (_pct(rate), "green" if met else "red"),
+            f" of {spec['calls']} call(s) (target > {spec['target'] * 100:.0f} %)",
+        ),
+        Text(f"orchestrator context tokens per run (median): {'-' if ctx is None else int(ctx)}"),
+        Text(f"tokens processed off the orchestrator: {_pct(sav['offloaded_share'])}"),
+        Text(
+            f"savings: {money(sav['saved_usd'])} (delegated tokens at the orchestrator's "
+            f"price {money(sav['at_orchestrator_price_usd'])}, actually "
+            f"{money(sav['actual_usd'])}"
+            + (f"; {left_out} sub-task call(s) with unknown prices left out)" if left_out
+               else ")")
+        ),
+    ]  # fmt: skip
+    header = Text(f"{data['runs']} run(s)" + (f" since {data['since']}" if data["since"] else ""))
+    return Group(header, Text(""), backends, Text(""), kinds, Text(""), *lines)
