@@ -19,7 +19,7 @@ RUN_KEYS = {
 SHOW_KEYS = {
     "run_id", "started", "ended", "wall_ms", "origin", "mode", "status", "orchestrator",
     "degraded", "prompt", "answer", "error", "warnings", "usage", "orchestrator_price",
-    "digests", "turns", "extra_calls",
+    "digests", "turns", "extra_calls", "review",
 }  # fmt: skip
 CALL_KEYS = {
     "role", "backend", "model", "status", "retries", "latency_ms", "prompt_tokens",
@@ -35,6 +35,7 @@ SUBTASK_KEYS = {
 }  # fmt: skip
 STATS_KEYS = {
     "since", "runs", "backends", "modes", "specialist", "orchestrator_context_tokens", "savings",
+    "reviews",
 }  # fmt: skip
 BACKEND_KEYS = {
     "backend", "calls", "ok", "success_rate", "p50_ms", "p95_ms", "retries", "prompt_tokens",
@@ -259,3 +260,40 @@ def test_progress_flag_forces_the_live_tree(tmp_path: Path, sim_thread: Simulato
     for args in (["--progress", "-q", "quiet wins"], ["--no-progress", "off"]):
         out = run_cli(args, tmp_path)
         assert out.code == 0 and "\x1b[" not in out.stderr
+
+
+def test_review_is_recorded_shown_and_counted(tmp_path: Path, sim_thread: Simulator) -> None:
+    entries = [
+        backend_toml(
+            "orch",
+            "orchestrator:fanout=1",
+            sim_thread.base_url,
+            good_at=("planning",),
+            cost=30,
+            orchestrator=True,
+        ),
+        backend_toml("w", "worker", sim_thread.base_url, good_at=("work",)),
+        backend_toml("rev", "reviewer:verdict=blocker", sim_thread.base_url, good_at=("review",)),
+    ]
+    write_roster(tmp_path / "roster.toml", *entries)
+    out = run_cli(["--review", "--json", "check my plan"], tmp_path)
+    assert out.code == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["review"]["overall"]["verdict"] == "MODIFY" and data["review"]["changed"]
+    assert "Simulated revision" in data["answer"]
+    assert "tanglebrain: review: overall MODIFY" in out.stderr
+    shown = cli_json(["show", "latest", "--json"], tmp_path)
+    assert shown["review"]["overall"]["verdict"] == "MODIFY"
+    assert [c["reviewer"] for c in shown["review"]["critiques"]] == ["rev"]
+    assert run_cli(["--no-review", "plain"], tmp_path).code == 0
+    stats = cli_json(["stats", "--json"], tmp_path)
+    assert stats["reviews"] == {
+        "runs": 1,
+        "degraded": 0,
+        "overall": {"AFFIRM": 0, "MODIFY": 1, "REVERSE": 0},
+        "points": {"AFFIRM": 0, "MODIFY": 1, "REVERSE": 0},
+        "changed": 1,
+        "changed_share": 1.0,
+    }
+    text = run_cli(["stats"], tmp_path)
+    assert "reviews: 1 run(s) reviewed" in text.stdout

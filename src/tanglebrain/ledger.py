@@ -71,6 +71,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_started ON runs (started);
     CREATE INDEX calls_kind_backend ON calls (kind, backend);
     """,
+    # 3: the review panel of a run (JSON: critiques, verdicts, overall), when there was one.
+    """
+    ALTER TABLE runs ADD COLUMN review TEXT;
+    """,
 )
 VERSION = len(MIGRATIONS)
 

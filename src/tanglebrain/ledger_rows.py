@@ -13,13 +13,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tanglebrain.trace import Attempt, Call, Digest, Run, Subtask, ToolCall, Turn, cost_of
+from tanglebrain.trace import (
+    Attempt,
+    Call,
+    Digest,
+    Run,
+    Subtask,
+    ToolCall,
+    Turn,
+    cost_of,
+    review_from_dict,
+    review_to_dict,
+)
 
 RUN_COLUMNS = (
     "id, started, ended, origin, mode, status, orchestrator, prompt, answer, error, "
     "subtasks, subtasks_ok, prompt_tokens, completion_tokens, cost_usd, "
     "orchestrator_context_tokens, warnings, digests, orchestrator_price_in, "
-    "orchestrator_price_out"
+    "orchestrator_price_out, review"
 )
 CALL_COLUMNS = (
     "run_id, seq, parent, kind, role, idx, name, task, status, backend, model, failover, "
@@ -64,6 +75,7 @@ def run_row(run: Run, price: tuple[float, float] | None) -> tuple[Any, ...]:
         run.prompt, run.answer, run.error, len(subs), sum(s.status == "ok" for s in subs),
         prompt, completion, cost, run.orchestrator_context_tokens, json.dumps(run.warnings),
         json.dumps(digests), price[0] if price else None, price[1] if price else None,
+        json.dumps(review_to_dict(run.review)) if run.review else None,
     )  # fmt: skip
 
 
@@ -171,6 +183,8 @@ def rebuild(row: dict[str, Any], nodes: list[dict[str, Any]]) -> StoredRun:
                 run.extra_calls.append(node)
         else:
             parent.attempts.append(node)
+    if row.get("review"):
+        run.review = review_from_dict(json.loads(row["review"]))
     p_in, p_out = row.get("orchestrator_price_in"), row.get("orchestrator_price_out")
     price = (p_in, p_out) if p_in is not None and p_out is not None else None
     return StoredRun(run, price)

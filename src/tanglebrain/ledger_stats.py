@@ -9,6 +9,7 @@ unknown (``None``), never $0.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,7 +73,30 @@ def summarize(runs: Sequence[dict[str, Any]], calls: Sequence[dict[str, Any]]) -
             "median": _pct([r["orchestrator_context_tokens"] for r in runs], 0.5),
         },
         "savings": _savings(runs, calls),
+        "reviews": _reviews(runs),
     }  # fmt: skip
+
+
+def _reviews(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Reviews run, verdict counts, and the share of reviewed runs the panel changed."""
+    panels = [json.loads(r["review"]) for r in runs if r.get("review")]
+    overall = {v: 0 for v in ("AFFIRM", "MODIFY", "REVERSE")}
+    points = dict(overall)
+    for p in panels:
+        if p.get("overall") and p["overall"].get("verdict") in overall:
+            overall[p["overall"]["verdict"]] += 1
+        for v in p.get("verdicts", []):
+            if v.get("verdict") in points:
+                points[v["verdict"]] += 1
+    changed = sum(1 for p in panels if p.get("changed"))
+    return {
+        "runs": len(panels),
+        "degraded": sum(1 for p in panels if p.get("degraded")),
+        "overall": overall,
+        "points": points,
+        "changed": changed,
+        "changed_share": changed / len(panels) if panels else None,
+    }
 
 
 def _wall(run: dict[str, Any]) -> float:

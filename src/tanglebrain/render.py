@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from tanglebrain.trace import Run, Subtask, cost_of
+from tanglebrain.trace import Review, Run, Subtask, cost_of, review_to_dict
 
 FAILED = ("error", "no_fit", "refused")
 
@@ -121,7 +121,34 @@ def run_json(run: Run) -> dict[str, Any]:
             "orchestrator_context_tokens": run.orchestrator_context_tokens,
         },
         "warnings": list(run.warnings),
+        **({"review": _review_json(run.review)} if run.review else {}),
     }
+
+
+def _review_json(review: Review) -> dict[str, Any]:
+    data = review_to_dict(review)
+    data.pop("answer", None)  # it is the top-level answer
+    return data
+
+
+def review_lines(review: Review) -> list[str]:
+    """The review panel for stderr: each critique, each verdict, the overall one."""
+    out = []
+    for c in review.critiques:
+        if c.status != "ok":
+            out.append(f"reviewer {c.reviewer} failed: {c.error}")
+        elif c.parsed:
+            kinds = ", ".join(d.severity for d in c.disagree) or "none"
+            out.append(
+                f"reviewer {c.reviewer}: {len(c.agree)} agree, {len(c.disagree)} disagree "
+                f"({kinds}), {len(c.missing)} missing"
+            )
+        else:
+            out.append(f"reviewer {c.reviewer}: free-form critique ({len(c.raw)} chars)")
+    out += [f"{v.verdict} {v.point}: {v.reason}" for v in review.verdicts]
+    if review.overall:
+        out.append(f"overall {review.overall.verdict}: {review.overall.reason}")
+    return out
 
 
 # --- the live view ---------------------------------------------------------------

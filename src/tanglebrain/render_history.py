@@ -17,7 +17,7 @@ from rich.tree import Tree
 
 from tanglebrain.ledger import StoredRun
 from tanglebrain.render import first_words, money, seconds
-from tanglebrain.trace import Attempt, Call, Subtask, cost_of
+from tanglebrain.trace import Attempt, Call, Subtask, cost_of, review_to_dict
 
 
 def when(ts: float | None) -> str | None:
@@ -155,6 +155,7 @@ def show_json(stored: StoredRun) -> dict[str, Any]:
             for t in run.turns
         ],
         "extra_calls": [_call_json(c) for c in run.extra_calls],
+        "review": review_to_dict(run.review) if run.review else None,
     }  # fmt: skip
 
 
@@ -295,5 +296,14 @@ def stats_view(data: dict[str, Any]) -> RenderableType:
                else ")")
         ),
     ]  # fmt: skip
+    rv = data["reviews"]
+    if rv["runs"]:
+        counts = ", ".join(f"{k} {v}" for k, v in rv["overall"].items())
+        lines.append(
+            Text(
+                f"reviews: {rv['runs']} run(s) reviewed ({rv['degraded']} degraded); overall "
+                f"verdicts {counts}; the panel changed {_pct(rv['changed_share'])} of them"
+            )
+        )
     header = Text(f"{data['runs']} run(s)" + (f" since {data['since']}" if data["since"] else ""))
     return Group(header, Text(""), backends, Text(""), kinds, Text(""), *lines)

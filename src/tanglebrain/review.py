@@ -204,26 +204,6 @@ def parse_ruling(
     return answer or draft, verdicts, overall
 
 
-def summary_lines(review: Review) -> list[str]:
-    """Lines for stderr: each critique, each verdict, the overall one."""
-    out = []
-    for c in review.critiques:
-        if c.status != "ok":
-            out.append(f"reviewer {c.reviewer} failed: {c.error}")
-        elif c.parsed:
-            out.append(
-                f"reviewer {c.reviewer}: {len(c.agree)} agree, {len(c.disagree)} disagree"
-                f" ({', '.join(d.severity for d in c.disagree) or 'none'}), "
-                f"{len(c.missing)} missing"
-            )
-        else:
-            out.append(f"reviewer {c.reviewer}: free-form critique ({len(c.raw)} chars)")
-    out += [f"verdict {v.verdict} on {v.point!r}: {v.reason}" for v in review.verdicts]
-    if review.overall:
-        out.append(f"overall {review.overall.verdict}: {review.overall.reason}")
-    return out
-
-
 async def panel(
     ctx: RunContext,
     orchestrator: Backend,

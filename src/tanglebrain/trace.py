@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 Status = Literal["queued", "running", "ok", "error", "no_fit", "refused"]
 
@@ -310,3 +310,28 @@ def cost_of(attempts: Iterable[Attempt]) -> float | None:
         elif cost is not None:
             cost += a.cost_usd
     return cost
+
+
+def review_to_dict(review: Review) -> dict[str, Any]:
+    """A review as plain JSON-able data (for ``--json`` and the ledger)."""
+    data = asdict(review)
+    data["changed"] = review.changed
+    return data
+
+
+def review_from_dict(data: dict[str, Any]) -> Review:
+    """The inverse of ``review_to_dict``."""
+    critiques = [
+        Critique(**{**c, "disagree": [Disagreement(**d) for d in c.get("disagree", [])]})
+        for c in data.get("critiques", [])
+    ]
+    overall = data.get("overall")
+    return Review(
+        reviewers=list(data.get("reviewers", [])),
+        answer=str(data.get("answer", "")),
+        critiques=critiques,
+        verdicts=[Verdict(**v) for v in data.get("verdicts", [])],
+        overall=Verdict(**overall) if overall else None,
+        warning=data.get("warning"),
+        degraded=bool(data.get("degraded", False)),
+    )

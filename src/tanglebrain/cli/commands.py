@@ -106,6 +106,8 @@ def demo_command(
     else:
         sink.finish()
         sys.stdout.write(f"\n[{SIMULATED}]\n")
+    for line in render.review_lines(trace.review) if trace.review else []:
+        render.note(line, prefix="review")
     render.note(render.summary_line(trace), prefix="done")
 
 

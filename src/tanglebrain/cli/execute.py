@@ -111,6 +111,7 @@ def execute_run(
     state: Path,
     progress: bool | None = None,
     no_log: bool = False,
+    review: bool | None = None,
 ) -> int:
     """Run one request end to end, record it, and return the exit code."""
     loaded = load(roster_path, os.environ, Path.cwd())
@@ -122,6 +123,7 @@ def execute_run(
         no_delegate=no_delegate,
         budget_usd=budget,
         max_subtasks=max_subtasks,
+        review=review,
     )
     sink = StdoutSink()
     trace = Run(prompt=prompt)
@@ -161,6 +163,8 @@ def execute_run(
         sys.stdout.flush()
     _keep(trace, loaded, state, log=log)
     if not quiet:
+        for line in render.review_lines(trace.review) if trace.review else []:
+            render.note(line, prefix="review")
         for warning in trace.warnings:
             render.note(warning, prefix="warning")
         render.note(render.summary_line(trace), prefix="done")

@@ -108,6 +108,15 @@ def run_command(
             "--no-log", help="Do not record this run in the ledger (also TANGLEBRAIN_NO_LOG=1)."
         ),
     ] = False,
+    review: Annotated[
+        bool | None,
+        typer.Option(
+            "--review/--no-review",
+            help="Have backends good at 'review' critique the draft before the final answer "
+            "(default: the roster's settings.review).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run one request."""
     from tanglebrain.cli.execute import execute_run
@@ -132,5 +141,6 @@ def run_command(
         state=state_dir(os.environ),
         progress=progress,
         no_log=no_log,
+        review=review,
     )
     raise typer.Exit(code)
