@@ -185,7 +185,8 @@ async def complete(
     while True:
         attempt_no += 1
         attempt = Attempt(backend=backend.id, model=backend.model, started=time.time())
-        attempt.bytes_in = len(json.dumps(messages, default=str))
+        # The request body's messages as UTF-8 JSON: what goes over the wire, give or take.
+        attempt.bytes_in = len(json.dumps(messages, default=str, ensure_ascii=False).encode())
         call.attempts.append(attempt)
         t0 = time.perf_counter()
         streamed: list[str] = []
@@ -219,7 +220,7 @@ async def complete(
         attempt.completion_tokens = reply.completion_tokens
         attempt.cost_usd = reply.cost_usd
         attempt.bytes_out = len(reply.text.encode()) + sum(
-            len(t.arguments) for t in reply.tool_calls
+            len(t.arguments.encode()) for t in reply.tool_calls
         )
         if on_attempt:
             on_attempt()
