@@ -1,9 +1,221 @@
-"""Placeholder: filled in by its feature."""
+"""The other front doors: ``serve`` (OpenAI-compatible HTTP) and ``mcp`` (MCP over stdio).
+
+Both load and validate the roster before they start (a bad roster exits 2) and record
+every run in the ledger unless ``--no-log``/``TANGLEBRAIN_NO_LOG=1``.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from tanglebrain.errors import TanglebrainError, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tanglebrain.roster import LoadedRoster
+    from tanglebrain.trace import Run
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``serve`` and ``mcp`` to ``app``."""
+    app.command(
+        "serve",
+        help="Serve an OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models). "
+        "The request's model is `auto` (the router) or a backend id (pin). Binds "
+        "127.0.0.1; any other address needs --token. Ctrl-C or SIGTERM stops it gracefully.",
+    )(serve_command)
+    app.command(
+        "mcp",
+        help="Serve MCP over stdio: the tools delegate, delegate_many and backends, so that "
+        "an agent (Claude Code, Codex, …) orchestrates tanglebrain's roster. "
+        "Register it with: claude mcp add tanglebrain -- tanglebrain mcp",
+    )(mcp_command)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _stderr_logging(names: tuple[str, ...], level: int, label: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"tanglebrain: {label}: %(message)s"))
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+
+
+def _quick_exit() -> None:
+    """Exit 0 without the ~1.5 s the interpreter spends collecting litellm's objects.
+
+    ``gc.freeze`` leaves them out of the final collections (cleanup still runs); MCP
+    clients give a server 2 s to exit after closing its stdin.
+    """
+    import gc
+
+    gc.freeze()
+    raise typer.Exit(0)
+
+
+def _recorder(state: Path, no_log: bool) -> Callable[[Run, LoadedRoster], None] | None:
+    from tanglebrain.cli.execute import logging_disabled, record
+
+    if logging_disabled(no_log, os.environ):
+        return None
+    return lambda trace, loaded: record(trace, loaded, state)
+
+
+def serve_command(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port (0 picks a free one).")] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="TANGLEBRAIN_SERVE_TOKEN",
+            help="Require `Authorization: Bearer TOKEN` (required off loopback).",
+            show_default=False,
+        ),
+    ] = None,
+    roster: Annotated[Path | None, typer.Option("--roster", help="Roster file.")] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", help="Largest request body accepted (413 above).")
+    ] = 1 << 20,
+    shutdown_timeout: Annotated[
+        int,
+        typer.Option("--shutdown-timeout", help="Seconds in-flight runs get to finish on stop."),
+    ] = 30,
+    no_log: Annotated[
+        bool, typer.Option("--no-log", help="Do not record runs (also TANGLEBRAIN_NO_LOG=1).")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="One line per request on stderr.")
+    ] = False,
+) -> None:
+    """Serve the OpenAI-compatible API until SIGINT/SIGTERM."""
+    if token is not None and not token.strip():
+        raise UsageError("--token must not be empty")
+    if not is_loopback(host) and not token:
+        raise UsageError(
+            f"binding {host} exposes the server beyond this machine, so --token is required",
+            fix="pass --token TOKEN (or set TANGLEBRAIN_SERVE_TOKEN), or bind 127.0.0.1",
+        )
+    if not 0 <= port <= 65535:
+        raise UsageError("--port must be between 0 and 65535")
+    if max_body_bytes < 1024 or shutdown_timeout < 0:
+        raise UsageError("--max-body-bytes must be >= 1024 and --shutdown-timeout >= 0")
+    _serve(ctx, host, port, token, roster, max_body_bytes, shutdown_timeout, no_log, verbose)
+
+
+def _serve(
+    ctx: typer.Context,
+    host: str,
+    port: int,
+    token: str | None,
+    roster_path: Path | None,
+    max_body_bytes: int,
+    shutdown_timeout: int,
+    no_log: bool,
+    verbose: bool,
+) -> None:
+    import anyio
+
+    from tanglebrain import llm, render, serve
+    from tanglebrain.cli.run import state_dir
+    from tanglebrain.roster import load
+
+    loaded = load(roster_path or (ctx.obj or {}).get("roster"), os.environ, Path.cwd())
+    state = state_dir(os.environ)
+    recorder = _recorder(state, no_log)
+    try:
+        sock = serve.bind(host, port)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", fix="pick another --port"
+        ) from None
+    llm.litellm()  # import it now (connections wait in the backlog), not in a request
+    _stderr_logging(("tanglebrain.serve", "uvicorn.error"), logging.WARNING, "serve")
+    bound = sock.getsockname()
+    url_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    models = ", ".join(["auto", *(b.id for b in loaded.roster.enabled())])
+
+    def ready() -> None:
+        render.note(
+            f"serving on http://{url_host}:{bound[1]}/v1 (models: {models}; "
+            f"{'bearer token required' if token else 'no token'}; Ctrl-C stops)",
+            prefix="serve",
+        )
+
+    def done(trace: Run) -> None:
+        if verbose:
+            render.note(f"{trace.status}: {render.summary_line(trace)}", prefix=trace.id)
+
+    config = serve.ServeConfig(
+        roster=loaded.roster,
+        env=os.environ,
+        state_dir=state,
+        roster_dir=loaded.path.parent,
+        token=token,
+        max_body_bytes=max_body_bytes,
+        record=(lambda trace: recorder(trace, loaded)) if recorder else None,
+        on_done=done,
+    )
+    try:
+        anyio.run(
+            lambda: serve.serve(config, sock, shutdown_timeout=shutdown_timeout, on_ready=ready)
+        )
+    finally:
+        sock.close()
+    render.note("stopped", prefix="serve")
+    raise typer.Exit(0)
+
+
+def mcp_command(
+    ctx: typer.Context,
+    roster: Annotated[Path | None, typer.Option("--roster", help="Roster file.")] = None,
+    no_log: Annotated[
+        bool, typer.Option("--no-log", help="Do not record calls (also TANGLEBRAIN_NO_LOG=1).")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Log each tool call to stderr.")
+    ] = False,
+) -> None:
+    """Serve MCP on stdin/stdout until the client closes the connection."""
+    import anyio
+
+    from tanglebrain import llm
+    from tanglebrain.cli.run import state_dir
+    from tanglebrain.mcp import Bridge, serve_stdio
+
+    # stdout is the protocol channel; stderr stays quiet unless asked.
+    level = logging.INFO if verbose else logging.CRITICAL + 1
+    _stderr_logging(("tanglebrain.mcp", "mcp", "uvicorn"), level, "mcp")
+    if not verbose:
+        logging.getLogger().addHandler(logging.NullHandler())
+        warnings.simplefilter("ignore")
+    llm.litellm()
+    explicit = roster or (ctx.obj or {}).get("roster")
+    bridge = Bridge(explicit, os.environ, Path.cwd(), _recorder(state_dir(os.environ), no_log))
+    try:
+        bridge.roster()
+    except TanglebrainError as exc:  # the caller gets it with every call until it is fixed
+        sys.stderr.write(f"tanglebrain: mcp: roster error: {exc}\n")
+    anyio.run(serve_stdio, bridge)
+    _quick_exit()

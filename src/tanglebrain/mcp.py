@@ -1,0 +1,231 @@
+"""MCP server over stdio: ``tanglebrain mcp``.
+
+An agent (Claude Code, Codex, …) becomes the orchestrator and tanglebrain's roster its
+specialists. Three tools:
+
+* ``delegate`` and ``delegate_many``: the arguments and results of DESIGN.md §4, run by
+  :func:`tanglebrain.delegation.execute` in a ``RunContext`` built as
+  :func:`tanglebrain.orchestrator.run` builds one (the roster's budget, retries,
+  timeout and ``max_subtasks`` apply per call), so routing, fan-out, failover and
+  budget are the same as inside a run. Each call is one run in the ledger (origin
+  ``mcp``): one turn, whose orchestrator is the client (``mcp:<client name>``), holding
+  the tool call and its sub-tasks.
+* ``backends``: the menu (id, good_at, relative cost, context window) as JSON.
+
+Every result is one text content block holding the JSON. ``isError`` is set when the
+call as a whole failed (a ``delegate`` whose sub-task did not succeed, bad arguments,
+an unknown tool, a roster error); per-task failures of ``delegate_many`` are entries
+with ``status: "error"`` and a reason. The roster is read at start and again whenever
+its file's content changes, so a fixed roster needs no restart; while it is broken every call
+answers with the roster error. stdout carries protocol messages only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import types as mt
+from mcp.server import Server, ServerRequestContext
+from mcp.server.stdio import stdio_server
+
+from tanglebrain import delegation, llm
+from tanglebrain._version import __version__
+from tanglebrain.budget import Budget
+from tanglebrain.errors import ConfigError
+from tanglebrain.roster import LoadedRoster, discover, load
+from tanglebrain.runtime import RunContext
+from tanglebrain.trace import Call, Run, ToolCall, Turn
+
+TOOLS = ("delegate", "delegate_many", "backends")
+INSTRUCTIONS = (
+    "tanglebrain hands sub-tasks to the user's roster of specialist models. Use "
+    "delegate_many for independent sub-tasks: they run concurrently and come back in "
+    "order. Pick a backend by task tag (cheapest fitting one) or by id; `backends` "
+    "lists them. Each prompt must be self-contained: the specialist sees nothing else."
+)
+log = logging.getLogger("tanglebrain.mcp")
+Recorder = Callable[[Run, LoadedRoster], None]
+
+
+class Bridge:
+    """The roster behind the MCP tools; every delegate call is one recorded run."""
+
+    def __init__(
+        self,
+        explicit: Path | None,
+        env: Mapping[str, str],
+        cwd: Path,
+        record: Recorder | None = None,
+    ) -> None:
+        self.explicit, self.env, self.cwd, self.record = explicit, env, cwd, record
+        self.client = "mcp:client"
+        self._loaded: LoadedRoster | None = None
+        self._data: bytes | None = None
+        self._ledger: anyio.CapacityLimiter | None = None
+
+    def roster(self) -> LoadedRoster:
+        """The roster, re-read whenever its file's content changed.
+
+        Raises:
+            ConfigError: the roster cannot be found or is invalid.
+        """
+        path, _ = discover(self.explicit, self.env, self.cwd)
+        try:
+            data: bytes | None = path.read_bytes()
+        except OSError:
+            data = None
+        if self._loaded is None or data is None or data != self._data:
+            self._loaded = None
+            self._loaded, self._data = load(self.explicit, self.env, self.cwd), data
+        return self._loaded
+
+    def context(self, loaded: LoadedRoster, trace: Run) -> RunContext:
+        """A ``RunContext`` for one call, as ``orchestrator.run`` builds one."""
+        settings = loaded.roster.settings
+        return RunContext(
+            roster=loaded.roster,
+            env=self.env,
+            run=trace,
+            budget=Budget(settings.budget_usd),
+            retry=llm.RetryPolicy(max_attempts=settings.max_attempts),
+            timeout=settings.timeout_s,
+            max_subtasks=settings.max_subtasks,
+        )
+
+    def tools(self) -> list[mt.Tool]:
+        """The three tools; their descriptions list the menu (or the roster error)."""
+        try:
+            ctx = self.context(self.roster(), Run(prompt=""))
+        except ConfigError as exc:
+            anything = {"type": "object", "additionalProperties": True}
+            note = f"Unavailable: tanglebrain's roster has an error: {exc}"
+            return [mt.Tool(name=n, description=note, input_schema=anything) for n in TOOLS]
+        menu = delegation.menu(ctx, None)
+        out = [
+            mt.Tool(
+                name=s["function"]["name"],
+                description=s["function"]["description"]
+                + "\nThe result is JSON: "
+                + ("{status, backend, text | error}" if i == 0 else "one entry per task, in order"),
+                input_schema=s["function"]["parameters"],
+            )
+            for i, s in enumerate(delegation.tool_schemas(ctx, None))
+        ]
+        description = "The specialist backends tanglebrain can delegate to (JSON).\n"
+        schema = {"type": "object", "properties": {}, "additionalProperties": False}
+        return [*out, mt.Tool(name="backends", description=description + menu, input_schema=schema)]
+
+    async def call(self, name: str, arguments: Mapping[str, Any]) -> tuple[Any, bool]:
+        """Run one tool call; return (JSON-able result, whether it is an error)."""
+        if name not in TOOLS:
+            return _error(f"unknown tool {name!r}; the tools are {', '.join(TOOLS)}"), True
+        try:
+            loaded = self.roster()
+        except ConfigError as exc:
+            return _error(f"roster error: {exc}"), True
+        if name == "backends":
+            return self.backends(loaded), False
+        return await self.delegate(loaded, name, arguments)
+
+    def backends(self, loaded: LoadedRoster) -> list[dict[str, Any]]:
+        """The menu as a JSON array."""
+        ctx = self.context(loaded, Run(prompt=""))
+        return [
+            {"id": b.id, "good_at": list(b.good_at), "cost": b.cost,
+             "context_window": ctx.window_of(b), "model": b.model}
+            for b in loaded.roster.enabled()
+        ]  # fmt: skip
+
+    async def delegate(
+        self, loaded: LoadedRoster, name: str, arguments: Mapping[str, Any]
+    ) -> tuple[Any, bool]:
+        """Run ``delegate``/``delegate_many`` as one run and record it."""
+        trace = Run(prompt=_summary(name, arguments), origin="mcp")
+        node = ToolCall(id=f"mcp-{trace.id}", name=name, arguments=json.dumps(arguments))
+        trace.turns.append(Turn(0, Call("orchestrator", self.client, "mcp"), [node]))
+        t0 = time.perf_counter()
+        try:
+            result = await delegation.execute(
+                self.context(loaded, trace), name, node.arguments, node, None
+            )
+            text = json.dumps(result, ensure_ascii=False)
+            node.result_bytes = node.context_bytes = len(text.encode())
+            failed = isinstance(result, dict) and result.get("status") != "ok"
+            trace.answer, trace.error = text, node.error
+            trace.finish("error" if node.error else "ok")
+        finally:
+            if trace.status == "running":
+                trace.finish("interrupted")
+            with anyio.CancelScope(shield=True):
+                await self._record(trace, loaded)
+        subs = trace.subtasks()
+        log.info(
+            "%s: %d sub-task(s), %d ok, %.0f ms",
+            name, len(subs), sum(s.status == "ok" for s in subs),
+            (time.perf_counter() - t0) * 1000,
+        )  # fmt: skip
+        return result, failed
+
+    async def _record(self, trace: Run, loaded: LoadedRoster) -> None:
+        if self.record is None:
+            return
+        self._ledger = self._ledger or anyio.CapacityLimiter(1)
+        await anyio.to_thread.run_sync(self.record, trace, loaded, limiter=self._ledger)
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"status": "error", "error": message}
+
+
+def _summary(name: str, arguments: Mapping[str, Any]) -> str:
+    """What the ledger shows as the run's prompt."""
+    tasks = arguments.get("tasks") if name == "delegate_many" else [arguments]
+    if not isinstance(tasks, list) or not tasks:
+        return f"[mcp {name}]"
+    first = tasks[0].get("prompt") if isinstance(tasks[0], dict) else None
+    more = f" (+{len(tasks) - 1} more)" if len(tasks) > 1 else ""
+    return f"[mcp {name}] {first if isinstance(first, str) else ''}{more}"
+
+
+def build_server(bridge: Bridge) -> Server[Any]:
+    """The low-level MCP server whose tools are ``bridge``'s."""
+
+    async def list_tools(
+        ctx: ServerRequestContext[Any], params: mt.PaginatedRequestParams | None
+    ) -> mt.ListToolsResult:
+        return mt.ListToolsResult(tools=bridge.tools())
+
+    async def call_tool(
+        ctx: ServerRequestContext[Any], params: mt.CallToolRequestParams
+    ) -> mt.CallToolResult:
+        client = ctx.session.client_params
+        if client is not None and client.client_info.name:
+            bridge.client = f"mcp:{client.client_info.name}"
+        try:
+            result, failed = await bridge.call(params.name, params.arguments or {})
+        except Exception as exc:  # a bug: still tell the caller what happened
+            log.exception("tool %s failed", params.name)
+            result, failed = _error(f"internal error: {type(exc).__name__}: {exc}"), True
+        text = json.dumps(result, ensure_ascii=False)
+        return mt.CallToolResult(content=[mt.TextContent(text=text)], is_error=failed)
+
+    return Server(
+        "tanglebrain",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+async def serve_stdio(bridge: Bridge) -> None:
+    """Speak MCP on stdin/stdout until the client closes stdin."""
+    server = build_server(bridge)
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())

@@ -1,0 +1,403 @@
+"""OpenAI-compatible HTTP front door: ``tanglebrain serve``.
+
+``POST /v1/chat/completions`` runs one request through the router and answers in the
+chat-completions format; ``GET /v1/models`` lists ``auto`` and the enabled backend ids.
+The mapping (model, messages, usage, the ``tanglebrain`` field, error codes) lives in
+:mod:`tanglebrain.serve_wire`; this module does the HTTP:
+
+* **bodies** are read up to ``max_body_bytes`` (413 as soon as more arrives; the rest
+  is drained, not stored, so the client reads the 413 rather than a reset), must be
+  ``application/json`` (415) and valid JSON (400). No bad request stops the server.
+* **stream**: the answer streams as ``chat.completion.chunk`` events, then a chunk
+  with ``finish_reason`` and the ``tanglebrain`` field, a usage chunk when
+  ``stream_options.include_usage``, and ``[DONE]``. The response starts with the
+  answer's first delta (or after 15 s of quiet, with an SSE comment that repeats every
+  15 s to keep the stream alive), so a failure before that is a plain HTTP error;
+  after it, an ``{"error": …}`` event and no ``[DONE]``.
+* **auth**: with a token, every request needs ``Authorization: Bearer TOKEN``
+  (compared with ``hmac.compare_digest``); without one, any header is accepted.
+* A client that disconnects cancels its run. Every run (ok, failed or interrupted) is
+  handed to ``record`` after its response, one at a time on a worker thread.
+* SIGINT/SIGTERM: stop accepting, let in-flight requests finish for up to the
+  shutdown timeout, then cancel them (they are recorded as interrupted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tanglebrain import render
+from tanglebrain.errors import BudgetExceeded, TanglebrainError
+from tanglebrain.orchestrator import Hooks, Request, run
+from tanglebrain.roster import Roster
+from tanglebrain.serve_wire import (
+    ApiError,
+    Chat,
+    Pipe,
+    chunk,
+    completion,
+    delta,
+    error_for,
+    extension,
+    parse_chat,
+    usage,
+)
+from tanglebrain.trace import Run
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+KEEPALIVE_S = 15.0
+_DRAIN_CAP = 64 << 20  # an oversized body is read (and dropped) up to this, then cut
+log = logging.getLogger("tanglebrain.serve")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What the server needs; side effects (ledger) are passed in."""
+
+    roster: Roster
+    env: Mapping[str, str]
+    state_dir: Path | None = None
+    roster_dir: Path | None = None
+    token: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    record: Callable[[Run], None] | None = None
+    on_done: Callable[[Run], None] | None = None
+
+
+# --- ASGI plumbing -------------------------------------------------------------------
+
+
+async def _start(send: Send, status: int, ctype: str, extra: list[tuple[bytes, bytes]]) -> None:
+    headers = [(b"content-type", ctype.encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+
+
+async def send_json(send: Send, status: int, obj: Any, headers: Mapping[str, str] = {}) -> None:
+    """Send a whole JSON response."""
+    body = json.dumps(obj, ensure_ascii=False).encode()
+    extra = [(b"content-length", str(len(body)).encode())]
+    extra += [(k.encode(), v.encode()) for k, v in headers.items()]
+    await _start(send, status, "application/json", extra)
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The request body, refusing (with 413) more than ``limit`` bytes while reading.
+
+    An oversized body is drained, not stored, so the client reads the 413 instead of
+    a reset connection.
+
+    Raises:
+        ApiError: 413 when the body is too large.
+        ClientGone: the client went away.
+    """
+    headers = dict(scope["headers"])
+    declared = headers.get(b"content-length", b"0")
+    too_big = not declared.isdigit() or int(declared) > limit
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        size += len(message.get("body", b""))
+        too_big = too_big or size > limit
+        if not too_big:
+            chunks.append(message.get("body", b""))
+        if not message.get("more_body") or size > _DRAIN_CAP:
+            break
+    if too_big:
+        raise ApiError(413, f"request body too large: the limit is {limit} bytes "
+                       "(--max-body-bytes)", "request_too_large")  # fmt: skip
+    ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    if ctype != b"application/json":
+        raise ApiError(415, "Content-Type must be application/json", "unsupported_media_type")
+    return b"".join(chunks)
+
+
+async def _until_disconnect(receive: Receive, scope: anyio.CancelScope, trace: Run) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    trace.error = "client disconnected"
+    scope.cancel()
+
+
+@dataclass
+class _Completions:
+    """The raw ASGI endpoint for ``POST /v1/chat/completions``."""
+
+    config: ServeConfig
+    ledger: anyio.CapacityLimiter | None = None  # one writer at a time: no lock contention
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            raw = await read_body(scope, receive, self.config.max_body_bytes)
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                raise ApiError(400, f"the body is not valid JSON: {exc}", "invalid_json") from None
+            chat = parse_chat(body, self.config.roster)
+        except ApiError as err:
+            await send_json(send, err.status, err.body())
+            return
+        except ClientGone:
+            return
+        trace = Run(prompt=chat.request.prompt, origin="serve")
+        try:
+            if chat.stream:
+                await self._stream(chat, trace, receive, send)
+            else:
+                await self._complete(chat, trace, receive, send)
+        finally:
+            if trace.status == "running":
+                trace.finish("interrupted")
+            with anyio.CancelScope(shield=True):
+                await self._record(trace)
+
+    async def _execute(self, request: Request, trace: Run, hooks: Hooks) -> BaseException | None:
+        """Run the request; return the failure (None on success). Cancellation propagates."""
+        cfg = self.config
+        try:
+            await run(request, cfg.roster, env=cfg.env, state_dir=cfg.state_dir,
+                      roster_dir=cfg.roster_dir, hooks=hooks, trace=trace)  # fmt: skip
+        except Exception as exc:
+            if not isinstance(exc, TanglebrainError):
+                log.exception("run %s failed", trace.id)
+            trace.error = str(exc) or type(exc).__name__
+            trace.finish("budget" if isinstance(exc, BudgetExceeded) else "error")
+            return exc
+        if trace.degraded:
+            trace.warn(render.degraded_warning(trace))
+        trace.finish("ok")
+        return None
+
+    async def _complete(self, chat: Chat, trace: Run, receive: Receive, send: Send) -> None:
+        failure: BaseException | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_until_disconnect, receive, tg.cancel_scope, trace)
+            failure = await self._execute(chat.request, trace, Hooks())
+            tg.cancel_scope.cancel()
+        if trace.status == "running":
+            return  # the client went away and the run was cancelled
+        if failure is not None:
+            err = error_for(failure)
+            await send_json(send, err.status, err.body())
+        else:
+            await send_json(send, 200, completion(trace))
+
+    async def _stream(self, chat: Chat, trace: Run, receive: Receive, send: Send) -> None:
+        pipe = Pipe()
+        failure: list[BaseException] = []
+        started = False
+
+        async def produce() -> None:
+            try:
+                if err := await self._execute(chat.request, trace, Hooks(pipe.put)):
+                    failure.append(err)
+            finally:
+                pipe.close()
+
+        async def write(body: bytes) -> None:
+            nonlocal started
+            if not started:
+                started = True
+                await _start(send, 200, "text/event-stream", [(b"cache-control", b"no-cache")])
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_until_disconnect, receive, tg.cancel_scope, trace)
+            tg.start_soon(produce)
+            first = True
+            while (deltas := await pipe.take(KEEPALIVE_S)) is not None:
+                if not deltas:
+                    await write(b": keep-alive\n\n")
+                    continue
+                await write(b"".join(chunk(trace, [delta(d, first and i == 0)])
+                                     for i, d in enumerate(deltas)))  # fmt: skip
+                first = False
+            tg.cancel_scope.cancel()
+        if trace.status == "running":
+            return
+        await self._stream_tail(chat, trace, failure, write, started, send)
+
+    async def _stream_tail(
+        self,
+        chat: Chat,
+        trace: Run,
+        failure: list[BaseException],
+        write: Callable[[bytes], Any],
+        started: bool,
+        send: Send,
+    ) -> None:
+        if failure and not started:
+            err = error_for(failure[0])
+            await send_json(send, err.status, err.body())
+            return
+        if failure:
+            err = error_for(failure[0])
+            body = b"data: " + json.dumps(err.body()).encode() + b"\n\n"
+        else:
+            stop = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+            body = chunk(trace, stop, tanglebrain=extension(trace))
+            if chat.include_usage:
+                body += chunk(trace, [], usage=usage(trace))
+            body += b"data: [DONE]\n\n"
+        await write(body)
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _record(self, trace: Run) -> None:
+        if self.config.on_done is not None:
+            self.config.on_done(trace)
+        if self.config.record is not None:
+            self.ledger = self.ledger or anyio.CapacityLimiter(1)
+            await anyio.to_thread.run_sync(self.config.record, trace, limiter=self.ledger)
+
+
+class _Auth:
+    """Bearer-token check in front of every route."""
+
+    def __init__(self, app: ASGIApp, token: str, limit: int) -> None:
+        self.app, self.token, self.limit = app, token.encode(), limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+                err = ApiError(401, "missing or wrong bearer token (Authorization: Bearer …)",
+                               "invalid_api_key", "authentication_error")  # fmt: skip
+                with contextlib.suppress(ApiError, ClientGone):  # drained: no reset
+                    await read_body(scope, receive, self.limit)
+                await send_json(send, 401, err.body(), {"www-authenticate": "Bearer"})
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(config: ServeConfig) -> ASGIApp:
+    """The ASGI application for ``config``."""
+    ids = ["auto", *(b.id for b in config.roster.enabled())]
+    created = int(time.time())
+
+    async def models(request: HttpRequest) -> Response:
+        data = [{"id": i, "object": "model", "created": created, "owned_by": "tanglebrain"}
+                for i in ids]  # fmt: skip
+        return JSONResponse({"object": "list", "data": data})
+
+    async def http_error(request: HttpRequest, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        code = {404: "unknown_url", 405: "method_not_allowed"}.get(status, "internal_error")
+        message = f"no route for {request.method} {request.url.path}"
+        return JSONResponse(ApiError(status, message, code).body(), status_code=status)
+
+    app: ASGIApp = Starlette(
+        routes=[
+            Route("/v1/chat/completions", _Completions(config), methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error},
+    )
+    if config.token:
+        app = _Auth(app, config.token, config.max_body_bytes)
+    return app
+
+
+# --- the server ----------------------------------------------------------------------
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0 picks a free one).
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only then, and
+    # without it every streamed event stalls ~40 ms (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        if sys.platform != "win32":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that reports readiness and ends quietly on SIGINT/SIGTERM.
+
+    The first signal starts the graceful shutdown (in-flight requests finish, up to
+    the timeout, then are cancelled); a second SIGINT forces it. Unlike plain uvicorn
+    the signal is not re-raised afterwards, so a stop by signal exits 0.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_ready()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        sigs = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in sigs}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+async def serve(
+    config: ServeConfig,
+    sock: socket.socket,
+    *,
+    shutdown_timeout: int = 30,
+    on_ready: Callable[[], None] = lambda: None,
+) -> None:
+    """Serve ``config`` on the bound ``sock`` until SIGINT/SIGTERM (or cancellation)."""
+    uv = uvicorn.Config(
+        create_app(config),
+        interface="asgi3",
+        backlog=2048,
+        access_log=False,
+        log_config=None,
+        log_level="warning",
+        lifespan="off",
+        ws="none",
+        server_header=False,
+        timeout_graceful_shutdown=shutdown_timeout,
+    )
+    await _Server(uv, on_ready).serve(sockets=[sock])

@@ -1,0 +1,243 @@
+"""The OpenAI wire format of ``tanglebrain serve``: request mapping, errors, responses.
+
+No I/O here; :mod:`tanglebrain.serve` does the HTTP.
+
+* **model** is a routing directive: ``auto`` is the full router (like ``tanglebrain
+  "…"``), an enabled backend id pins that backend, anything else is a 404
+  ``model_not_found``. The response's ``model`` names the backend that wrote the answer.
+* **messages**: the last message must be ``user`` text and is the request. Earlier
+  messages (``system``/``developer``/``user``/``assistant``) are rendered in order, each
+  in a ``<<<role>>> … <<<end role>>>`` block, under "Earlier conversation (oldest
+  first):" in front of "Current request:" and it; with no earlier message the prompt is
+  exactly the user's text. Content is a string or a list of ``text`` parts; any other
+  part (images, audio, files) is a 400 ``unsupported_content``. ``tools`` and ``n > 1``
+  are 400 ``unsupported_parameter``; sampling parameters are ignored.
+* **usage** counts every model call of the run (orchestrator and sub-tasks). The
+  ``tanglebrain`` field carries ``run_id``, ``subtasks``, ``cost_usd`` (None when a price
+  is unknown), ``degraded`` and ``warnings``.
+* **errors** are ``{"error": {message, type, code, param}}``: 400 ``invalid_json``,
+  ``invalid_request``, ``unsupported_content``, ``unsupported_parameter``,
+  ``unroutable_request`` (e.g. the request fits no context window); 401
+  ``invalid_api_key``; 402 ``budget_exceeded`` (OpenAI clients do not retry it); 404
+  ``model_not_found``, ``unknown_url``; 405 ``method_not_allowed``; 413
+  ``request_too_large``; 415 ``unsupported_media_type``; 502 ``backends_failed`` (every
+  candidate failed; one reason per backend); 503 ``backend_not_configured`` (an API key
+  is missing); 500 ``internal_error`` (a bug; details only in the server's log).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from tanglebrain.errors import (
+    BudgetExceeded,
+    ConfigError,
+    MissingKeyError,
+    NoAnswerError,
+    TanglebrainError,
+)
+from tanglebrain.orchestrator import Request
+from tanglebrain.roster import Roster
+from tanglebrain.trace import Run
+
+ROLES = ("system", "developer", "user", "assistant")
+
+
+class ApiError(Exception):
+    """An OpenAI-shaped HTTP error."""
+
+    def __init__(
+        self, status: int, message: str, code: str, type: str = "invalid_request_error"
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.type = status, message, code, type
+
+    def body(self) -> dict[str, Any]:
+        """The ``{"error": {...}}`` object."""
+        return {"error": {"message": self.message, "type": self.type, "code": self.code,
+                          "param": None}}  # fmt: skip
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read."""
+
+
+@dataclass(frozen=True)
+class Chat:
+    """A validated chat-completions request."""
+
+    request: Request
+    stream: bool = False
+    include_usage: bool = False
+
+
+# --- request mapping -----------------------------------------------------------------
+
+
+def parse_chat(body: Any, roster: Roster) -> Chat:
+    """Map a chat-completions body to a ``Chat``.
+
+    Raises:
+        ApiError: 400 for a malformed request, 404 for an unknown model.
+    """
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", "invalid_request")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "'model' is required: 'auto' or a backend id", "invalid_request")
+    if model != "auto" and not ((b := roster.get(model)) and b.enabled):
+        ids = ", ".join(["auto", *(b.id for b in roster.enabled())])
+        raise ApiError(404, f"model {model!r} does not exist; use one of: {ids}",
+                       "model_not_found")  # fmt: skip
+    if body.get("tools") or body.get("functions"):
+        raise ApiError(400, "tools are not supported: tanglebrain answers with text",
+                       "unsupported_parameter")  # fmt: skip
+    if body.get("n", 1) not in (1, None):
+        raise ApiError(400, "only n = 1 is supported", "unsupported_parameter")
+    stream = body.get("stream") or False
+    options = body.get("stream_options") or {}
+    if not isinstance(stream, bool) or not isinstance(options, dict):
+        raise ApiError(400, "'stream' must be a boolean, 'stream_options' an object",
+                       "invalid_request")  # fmt: skip
+    prompt = render_messages(body.get("messages"))
+    request = Request(prompt, backend=None if model == "auto" else model, origin="serve")
+    return Chat(request, stream, stream and options.get("include_usage") is True)
+
+
+def render_messages(messages: Any) -> str:
+    """The prompt for ``messages``: earlier turns in delimited blocks, then the last one.
+
+    Raises:
+        ApiError: 400 when the messages are malformed or not all text.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' must be a non-empty array", "invalid_request")
+    turns: list[tuple[str, str]] = []
+    for i, msg in enumerate(messages):
+        role = msg.get("role") if isinstance(msg, dict) else None
+        if role not in ROLES:
+            raise ApiError(400, f"messages[{i}]: role must be one of {', '.join(ROLES)}",
+                           "invalid_request")  # fmt: skip
+        turns.append((str(role), _text(msg.get("content"), i)))
+    role, last = turns[-1]
+    if role != "user" or not last.strip():
+        raise ApiError(400, "the last message must be a user message with text",
+                       "invalid_request")  # fmt: skip
+    earlier = [f"<<<{r}>>>\n{t}\n<<<end {r}>>>" for r, t in turns[:-1] if t.strip()]
+    if not earlier:
+        return last
+    return ("Earlier conversation (oldest first):\n" + "\n".join(earlier)
+            + "\n\nCurrent request:\n" + last)  # fmt: skip
+
+
+def _text(content: Any, i: int) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise ApiError(400, f"messages[{i}].content must be a string or an array of parts",
+                       "invalid_request")  # fmt: skip
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" or not isinstance(part.get("text"), str):
+            raise ApiError(400, f"messages[{i}].content[{j}]: content type {kind!r} is not "
+                           "supported; tanglebrain serve accepts text only",
+                           "unsupported_content")  # fmt: skip
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
+def error_for(exc: BaseException) -> ApiError:
+    """The HTTP error a failed run answers with."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, BudgetExceeded):
+        return ApiError(402, str(exc), "budget_exceeded", "insufficient_quota")
+    if isinstance(exc, NoAnswerError):
+        reasons = "; ".join(str(f) for f in exc.failures) or "no backend was tried"
+        return ApiError(502, f"no answer: every candidate backend failed: {reasons}",
+                        "backends_failed", "server_error")  # fmt: skip
+    if isinstance(exc, MissingKeyError):
+        return ApiError(503, str(exc), "backend_not_configured", "server_error")
+    if isinstance(exc, ConfigError):
+        return ApiError(400, str(exc), "unroutable_request")
+    if isinstance(exc, TanglebrainError):
+        return ApiError(500, str(exc), "tanglebrain_error", "server_error")
+    return ApiError(500, "internal error (see the server's log)", "internal_error", "server_error")
+
+
+# --- response shapes -----------------------------------------------------------------
+
+
+def extension(trace: Run) -> dict[str, Any]:
+    """The ``tanglebrain`` field: run id, sub-task count, cost, degradation."""
+    cost = trace.totals()[2]
+    return {"run_id": trace.id, "subtasks": len(trace.subtasks()), "cost_usd": cost,
+            "degraded": trace.degraded, "warnings": list(trace.warnings)}  # fmt: skip
+
+
+def usage(trace: Run) -> dict[str, int]:
+    """Tokens of every call of the run."""
+    prompt, completion, _ = trace.totals()
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}  # fmt: skip
+
+
+def completion(trace: Run) -> dict[str, Any]:
+    """The non-streamed ``chat.completion`` object."""
+    return {
+        "id": f"chatcmpl-{trace.id}", "object": "chat.completion",
+        "created": int(trace.started), "model": trace.orchestrator or "auto",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": trace.answer},
+                     "finish_reason": "stop"}],
+        "usage": usage(trace), "tanglebrain": extension(trace),
+    }  # fmt: skip
+
+
+def chunk(trace: Run, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+    """One SSE ``chat.completion.chunk`` event."""
+    event = {"id": f"chatcmpl-{trace.id}", "object": "chat.completion.chunk",
+             "created": int(trace.started), "model": trace.orchestrator or "auto",
+             "choices": choices, **extra}  # fmt: skip
+    return b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
+
+
+def delta(text: str, first: bool) -> dict[str, Any]:
+    """A streamed choice carrying ``text`` (the first one also says the role)."""
+    delta = {"role": "assistant", "content": text} if first else {"content": text}
+    return {"index": 0, "delta": delta, "finish_reason": None}
+
+
+class Pipe:
+    """Answer deltas from the run to the response writer (never loses one to a timeout)."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.done = False
+        self._ready = anyio.Event()
+
+    def put(self, text: str) -> None:
+        """Queue a delta (the run's ``on_text`` hook)."""
+        self.items.append(text)
+        self._ready.set()
+
+    def close(self) -> None:
+        """No more deltas will come."""
+        self.done = True
+        self._ready.set()
+
+    async def take(self, timeout: float) -> list[str] | None:
+        """The deltas queued now ([] after ``timeout`` s of quiet), None at the end."""
+        if not self.items and not self.done:
+            with anyio.move_on_after(timeout):
+                await self._ready.wait()
+        items, self.items = self.items, []
+        if not items and self.done:
+            return None
+        if not self.done:
+            self._ready = anyio.Event()
+        return items
