@@ -88,6 +88,8 @@ def roster_file(path: Path, base_url: str) -> Path:
         backend_toml("cutter", "cut:size=4000", base_url, good_at=("grunt",), cost=3),
         backend_toml("off", "worker", base_url, extra="enabled = false"),
         backend_toml("slow", "worker:latency=1.5", base_url, good_at=("grunt",), cost=4),
+        backend_toml("single", "worker:latency=0.2,id=single", base_url, good_at=("grunt",),
+                     cost=5, extra="max_concurrency = 1"),
     ]  # fmt: skip
     return write_roster(path, *entries, settings="max_attempts = 1\n")
 
@@ -116,7 +118,7 @@ def user(text: str) -> list[dict[str, Any]]:
 async def test_models_list(oai: openai.AsyncOpenAI) -> None:
     models = await oai.models.list()
     assert [m.id for m in models.data] == ["auto", "orch", "worker", "echo", "broken", "cutter",
-                                           "slow"]  # fmt: skip
+                                           "slow", "single"]  # fmt: skip
 
 
 async def test_auto_runs_the_full_router(oai: openai.AsyncOpenAI) -> None:
@@ -177,6 +179,20 @@ async def test_pinned_backend_and_message_mapping(
     assert resp.model == "echo"
     assert resp.choices[0].message.content == prompt
     assert (resp.model_extra or {})["tanglebrain"]["subtasks"] == 0
+
+
+async def test_max_concurrency_holds_across_requests(
+    oai: openai.AsyncOpenAI, sim_thread: Simulator
+) -> None:
+    async def one(i: int) -> None:
+        resp = await oai.chat.completions.create(model="single", messages=user(f"q{i}"))
+        assert resp.model == "single"
+
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            tg.start_soon(one, i)
+    assert sim_thread.count("worker:latency=0.2,id=single") == 4
+    assert sim_thread.in_flight_max("worker:latency=0.2,id=single") == 1
 
 
 async def test_100_concurrent_requests(oai: openai.AsyncOpenAI) -> None:

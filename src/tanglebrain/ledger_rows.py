@@ -85,7 +85,8 @@ def call_rows(run: Run) -> list[tuple[Any, ...]]:
     for turn in run.turns:
         t = rows.add(None, "turn", role="orchestrator", idx=turn.index,
                      backend=turn.call.backend, answer=turn.text)  # fmt: skip
-        rows.call(t, turn.call, failover=False)
+        if turn.call.attempts or run.origin != "mcp":  # over MCP the client orchestrated
+            rows.call(t, turn.call, failover=False)
         for tc in turn.tool_calls:
             extra = {"id": tc.id, "result_bytes": tc.result_bytes,
                      "context_bytes": tc.context_bytes}  # fmt: skip

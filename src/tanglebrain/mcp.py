@@ -39,7 +39,7 @@ from tanglebrain._version import __version__
 from tanglebrain.budget import Budget
 from tanglebrain.errors import ConfigError
 from tanglebrain.roster import LoadedRoster, discover, load
-from tanglebrain.runtime import RunContext
+from tanglebrain.runtime import Limits, RunContext
 from tanglebrain.trace import Call, Run, ToolCall, Turn
 
 TOOLS = ("delegate", "delegate_many", "backends")
@@ -68,6 +68,7 @@ class Bridge:
         self._loaded: LoadedRoster | None = None
         self._data: bytes | None = None
         self._ledger: anyio.CapacityLimiter | None = None
+        self.limits = Limits()
 
     def roster(self) -> LoadedRoster:
         """The roster, re-read whenever its file's content changed.
@@ -96,6 +97,7 @@ class Bridge:
             retry=llm.RetryPolicy(max_attempts=settings.max_attempts),
             timeout=settings.timeout_s,
             max_subtasks=settings.max_subtasks,
+            limits=self.limits,  # max_concurrency holds across calls, not just within one
         )
 
     def tools(self) -> list[mt.Tool]:

@@ -23,7 +23,13 @@ from tanglebrain import compress, delegation, llm, llm_digest, review, router
 from tanglebrain.budget import Budget
 from tanglebrain.errors import BackendError, ConfigError, NoAnswerError
 from tanglebrain.roster import Backend, Roster
-from tanglebrain.runtime import Attachment, RunContext, estimate_tokens, with_attachments
+from tanglebrain.runtime import (
+    Attachment,
+    Limits,
+    RunContext,
+    estimate_tokens,
+    with_attachments,
+)
 from tanglebrain.trace import Call, Digest, Run, ToolCall, Turn
 
 # A digested sub-task text never gets less than this many bytes.
@@ -122,6 +128,7 @@ async def run(
     roster_dir: Path | None = None,
     hooks: Hooks | None = None,
     trace: Run | None = None,
+    limits: Limits | None = None,
 ) -> Run:
     """Answer ``request`` with the backends of ``roster``.
 
@@ -138,6 +145,8 @@ async def run(
     for observer in hooks.observers:
         trace.subscribe(observer)
     ctx = _context(request, roster, env, trace)
+    if limits is not None:
+        ctx.limits = limits
     store = router.RotationStore(state_dir) if state_dir is not None else None
     plan = router.plan_orchestrator(
         roster,
@@ -255,7 +264,12 @@ async def _turns(
 
         try:
             reply = await ctx.call(
-                backend, convo, call, tools=schemas, on_text=emit if final else None
+                # Stream only when someone reads along: a whole reply is cheaper to parse.
+                backend,
+                convo,
+                call,
+                tools=schemas,
+                on_text=emit if final and hooks.on_text else None,
             )
             if not reply.text.strip() and not reply.tool_calls:
                 raise BackendError(backend.id, "empty answer")

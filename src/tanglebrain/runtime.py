@@ -61,6 +61,24 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
+class Limits:
+    """One ``CapacityLimiter`` per backend (its ``max_concurrency``).
+
+    A run makes its own; a long-lived front door (``serve``, ``mcp``) shares one across
+    its runs, so that a backend's limit holds for the whole process.
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, anyio.CapacityLimiter] = {}
+
+    def of(self, backend: Backend) -> anyio.CapacityLimiter:
+        """The limiter of ``backend``, created on first use."""
+        lim = self._by_id.get(backend.id)
+        if lim is None or lim.total_tokens != backend.max_concurrency:
+            lim = self._by_id[backend.id] = anyio.CapacityLimiter(backend.max_concurrency)
+        return lim
+
+
 @dataclass
 class RunContext:
     """Everything a run's calls share."""
@@ -75,14 +93,11 @@ class RunContext:
     max_subtasks: int = 32
     subtasks_used: int = 0
     load: LoadState = field(default_factory=LoadState)
-    _limiters: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
 
     def limiter(self, backend: Backend) -> anyio.CapacityLimiter:
         """The backend's ``max_concurrency`` slots, shared by every call of the run."""
-        lim = self._limiters.get(backend.id)
-        if lim is None:
-            lim = self._limiters[backend.id] = anyio.CapacityLimiter(backend.max_concurrency)
-        return lim
+        return self.limits.of(backend)
 
     def window_of(self, backend: Backend) -> int | None:
         """Context window of ``backend`` (roster, else litellm, else unknown)."""

@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from tanglebrain import render
 from tanglebrain.errors import BudgetExceeded, TanglebrainError
 from tanglebrain.orchestrator import Hooks, Request, run
 from tanglebrain.roster import Roster
+from tanglebrain.runtime import Limits
 from tanglebrain.serve_wire import (
     ApiError,
     Chat,
@@ -153,6 +154,8 @@ class _Completions:
 
     config: ServeConfig
     ledger: anyio.CapacityLimiter | None = None  # one writer at a time: no lock contention
+    # Shared by every request: a backend's max_concurrency holds for the whole server.
+    limits: Limits = field(default_factory=Limits)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -184,7 +187,8 @@ class _Completions:
         cfg = self.config
         try:
             await run(request, cfg.roster, env=cfg.env, state_dir=cfg.state_dir,
-                      roster_dir=cfg.roster_dir, hooks=hooks, trace=trace)  # fmt: skip
+                      roster_dir=cfg.roster_dir, hooks=hooks, trace=trace,
+                      limits=self.limits)  # fmt: skip
         except Exception as exc:
             if not isinstance(exc, TanglebrainError):
                 log.exception("run %s failed", trace.id)
