@@ -29,13 +29,7 @@ from pathlib import Path
 
 import anyio
 
-LATENCY = 0.3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from common import LATENCY, fanout_roster, free_port
 
 
 def start_sim() -> tuple[subprocess.Popen[bytes], str]:
@@ -56,32 +50,6 @@ def start_sim() -> tuple[subprocess.Popen[bytes], str]:
                 raise SystemExit("simulator did not start") from None
             time.sleep(0.05)
     return proc, f"http://127.0.0.1:{port}/v1"
-
-
-def roster_text(base: str, n: int) -> str:
-    return f"""
-[settings]
-max_subtasks = {max(n, 1)}
-max_turns = 3
-
-[[backend]]
-id = "orch"
-model = "openai/orchestrator:fanout={n}"
-api_base = "{base}"
-good_at = ["planning"]
-cost = 10
-can_orchestrate = true
-price = {{ input = 3.0, output = 15.0 }}
-
-[[backend]]
-id = "worker"
-model = "openai/worker:latency={LATENCY}"
-api_base = "{base}"
-good_at = ["work"]
-cost = 1
-max_concurrency = 512
-price = {{ input = 0.1, output = 0.4 }}
-"""
 
 
 async def baseline(base: str, n: int) -> None:
@@ -133,7 +101,7 @@ def rss_child(base: str, n: int) -> float:
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "roster.toml"
-        path.write_text(roster_text(base, n))
+        path.write_text(fanout_roster(base, n, concurrency=512))
         out = subprocess.run(
             [sys.executable, "-c", code, str(path)],
             capture_output=True,
@@ -159,7 +127,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for n in sizes:
                 path = Path(tmp) / f"roster{n}.toml"
-                path.write_text(roster_text(base, n))
+                path.write_text(fanout_roster(base, n, concurrency=512))
                 measure(baseline, base, n)  # warm connection pools
                 measure(ours, path, n)
                 b_wall, b_cpu, o_wall, o_cpu = [], [], [], []

@@ -27,6 +27,7 @@ from pathlib import Path
 import anyio
 from rich.console import Console
 
+from common import LATENCY, fanout_roster
 from tanglebrain.ledger import Ledger, default_path
 from tanglebrain.orchestrator import Hooks, Request, run
 from tanglebrain.render import LiveView
@@ -34,33 +35,9 @@ from tanglebrain.roster import Roster, parse
 from tanglebrain.sim import Simulator
 from tanglebrain.trace import Run
 
-LATENCY = 0.3
-
 
 def roster(base: str, n: int) -> Roster:
-    return parse(f"""
-[settings]
-max_subtasks = {n}
-max_turns = 3
-
-[[backend]]
-id = "orch"
-model = "openai/orchestrator:fanout={n}"
-api_base = "{base}"
-good_at = ["planning"]
-cost = 10
-can_orchestrate = true
-price = {{ input = 3.0, output = 15.0 }}
-
-[[backend]]
-id = "worker"
-model = "openai/worker:latency={LATENCY}"
-api_base = "{base}"
-good_at = ["work"]
-cost = 1
-max_concurrency = {n}
-price = {{ input = 0.1, output = 0.4 }}
-""")
+    return parse(fanout_roster(base, n, concurrency=n, max_subtasks=n))
 
 
 class Stats:

@@ -39,15 +39,10 @@ from pathlib import Path
 
 import anyio
 
-LATENCY = 0.3
+from common import LATENCY, fanout_roster, free_port
+
 WORKER = f"worker:latency={LATENCY}"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -70,30 +65,6 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         stderr=subprocess.PIPE,
         env=env,
     )
-
-
-def roster_text(base: str, fanout: int) -> str:
-    return f"""
-[settings]
-
-[[backend]]
-id = "orch"
-model = "openai/orchestrator:fanout={fanout}"
-api_base = "{base}"
-good_at = ["planning"]
-cost = 10
-can_orchestrate = true
-price = {{ input = 3.0, output = 15.0 }}
-
-[[backend]]
-id = "worker"
-model = "openai/worker:latency={LATENCY}"
-api_base = "{base}"
-good_at = ["work"]
-cost = 1
-max_concurrency = 64
-price = {{ input = 0.1, output = 0.4 }}
-"""
 
 
 async def post(url: str, model: str, text: str, *, stream: bool) -> float:
@@ -203,7 +174,7 @@ def main() -> None:
         wait_port(sim_port, sim)
         sim_base = f"http://127.0.0.1:{sim_port}/v1"
         roster = Path(tmp) / "roster.toml"
-        roster.write_text(roster_text(sim_base, args.fanout))
+        roster.write_text(fanout_roster(sim_base, args.fanout, concurrency=64))
         srv = start(["serve", "--port", str(srv_port), "--roster", str(roster)], env)
         rows = []
         try:

@@ -36,7 +36,6 @@ from starlette.types import Receive, Scope, Send
 from tanglebrain.errors import UsageError
 from tanglebrain.sim_http import (
     Server,
-    bind_socket,
     build_app,
     error_response,
     install_log_filter,
@@ -45,6 +44,7 @@ from tanglebrain.sim_http import (
 from tanglebrain.sim_protocol import FINGERPRINT
 from tanglebrain.sim_respond import Exchange, respond
 from tanglebrain.sim_scripts import SimError, SimReply, parse_spec
+from tanglebrain.sockets import bind_socket
 
 __all__ = ["FINGERPRINT", "RecordedRequest", "SimReply", "Simulator", "main"]
 

@@ -1,7 +1,7 @@
 """HTTP plumbing of the simulator: routes, a fast-stopping uvicorn server and raw ASGI writes.
 
 :func:`build_app` routes ``POST /v1/chat/completions`` to a handler and ``GET /v1/models``
-to the list of kinds; :func:`bind_socket`, :func:`server_config` and :class:`Server` run it
+to the list of kinds; :func:`server_config` and :class:`Server` run it
 on loopback. The writers (:func:`raw`, :func:`send_events`, :func:`drop`) send responses one
 ASGI message at a time, so a response can be cut or the connection dropped on purpose.
 """
@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import socket
-import sys
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
@@ -93,27 +92,6 @@ class Server(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         """Leave signal handling to the owner of the event loop."""
         yield
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host``:``port`` (0 picks a free port).
-
-    Raises:
-        OSError: the address cannot be bound.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto must be explicit: asyncio sets TCP_NODELAY on accepted sockets only when
-    # proto == IPPROTO_TCP, and without it every response stalls ~40 ms (Nagle).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        if sys.platform != "win32":  # on Windows it would allow stealing the port
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def server_config(app: ASGIApp) -> uvicorn.Config:

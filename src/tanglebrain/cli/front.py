@@ -140,12 +140,13 @@ def _serve(
     from tanglebrain import llm, render, serve
     from tanglebrain.cli.run import state_dir
     from tanglebrain.roster import load
+    from tanglebrain.sockets import bind_socket
 
     loaded = load(roster_path or (ctx.obj or {}).get("roster"), os.environ, Path.cwd())
     state = state_dir(os.environ)
     recorder = _recorder(state, no_log)
     try:
-        sock = serve.bind(host, port)
+        sock = bind_socket(host, port)
     except OSError as exc:
         raise UsageError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}", fix="pick another --port"
