@@ -163,6 +163,7 @@ def test_ctrl_c_exits_130(tmp_path: Path, sim_thread: Simulator) -> None:
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert stdout == b"" and b"Traceback" not in stderr
+    assert b"tanglebrain: interrupted" in stderr
 
 
 def test_env_roster_variable(tmp_path: Path, sim_thread: Simulator) -> None:
@@ -243,3 +244,91 @@ def test_ctrl_c_during_fan_out_stops_every_call(tmp_path: Path, sim_thread: Simu
     while sim_thread.in_flight("hang") > before:
         assert time.monotonic() < deadline, "calls still in flight after Ctrl-C"
         time.sleep(0.01)
+
+
+def test_closed_stdout_stops_quietly(tmp_path: Path, sim_thread: Simulator) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import GUARD
+
+    roster(tmp_path, sim_thread, ("big", "worker:size=2000000", 1, False))
+    proc = subprocess.Popen(
+        [sys.executable, str(GUARD), "a long answer please"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(10)  # like `| head -c 10`
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0
+    assert b"error" not in stderr and b"Traceback" not in stderr
+    shown = run_cli(["show", "latest", "--json"], tmp_path)
+    data = json.loads(shown.stdout)
+    assert data["status"] == "interrupted"
+    calls = data["extra_calls"] + [t["call"] for t in data["turns"]]
+    assert all(a["status"] != "error" for c in calls for a in c["attempts"])
+    stats = json.loads(run_cli(["stats", "--json"], tmp_path).stdout)
+    assert all(b["calls"] == b["ok"] for b in stats["backends"])  # no backend is blamed
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--budget", "nan", "x"], "--budget"),
+        (["--budget", "inf", "x"], "--budget"),
+        (["-t", "nosuchtag", "x"], "unknown task tag 'nosuchtag'"),
+        (["run", "--bogus", "x"], "No such option"),
+    ],
+)
+def test_more_usage_errors_are_one_line(
+    tmp_path: Path, sim_thread: Simulator, args: list[str], fragment: str
+) -> None:
+    roster(tmp_path, sim_thread, ("cheap", "echo", 1, False))
+    out = run_cli(args, tmp_path)
+    assert out.code == 2 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], out.stderr
+
+
+def test_keyless_specialist_is_named_and_skipped(tmp_path: Path, sim_thread: Simulator) -> None:
+    entries = [
+        backend_toml(
+            "orch",
+            "orchestrator:fanout=2",
+            sim_thread.base_url,
+            good_at=("planning",),
+            cost=30,
+            orchestrator=True,
+        ),
+        backend_toml(
+            "keyless",
+            "worker:id=keyless",
+            sim_thread.base_url,
+            good_at=("work",),
+            cost=1,
+            extra='api_key_env = "TB_SPECIALIST_KEY_UNSET"',
+        ),
+        backend_toml("w", "worker", sim_thread.base_url, good_at=("work",), cost=5),
+    ]
+    write_roster(tmp_path / "roster.toml", *entries)
+    out = run_cli(["--json", "do it"], tmp_path)
+    assert out.code == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert any("TB_SPECIALIST_KEY_UNSET" in w for w in data["warnings"])
+    assert "TB_SPECIALIST_KEY_UNSET" in out.stderr
+    assert all(s["backend"] == "w" and s["status"] == "ok" for s in data["subtasks"])
+    assert sim_thread.count("worker:id=keyless") == 0
+
+
+def test_rejected_tool_call_makes_the_run_degraded(tmp_path: Path, sim_thread: Simulator) -> None:
+    fan_roster(tmp_path, sim_thread, "worker", n=3)
+    out = run_cli(["--json", "--max-subtasks", "1", "do it"], tmp_path)
+    assert out.code == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["degraded"] is True and data["subtasks"] == []
+    assert "tool call(s) rejected" in out.stderr and "too many sub-tasks" in out.stderr

@@ -166,3 +166,33 @@ async def test_key_is_sent_but_never_recorded(sim: Simulator) -> None:
         backend, HELLO, call=node, env={"TB_CANARY": "sk-canary-123456789"}, timeout=5, retry=FAST
     )
     assert "sk-canary" not in repr(node)
+
+
+@pytest.mark.parametrize("status", [400, 403, 500])
+async def test_echoed_api_key_is_masked(sim: Simulator, status: int) -> None:
+    backend = make(sim, f"fail:status={status},echo_auth=1", 'api_key_env = "TB_CANARY"\n')
+    node = Call("subtask", backend.id, backend.model)
+    with pytest.raises(BackendError) as info:
+        await llm.complete(
+            backend,
+            HELLO,
+            call=node,
+            env={"TB_CANARY": "sk-canary-987654321"},
+            timeout=5,
+            retry=FAST,
+        )
+    assert "credentials sent" in str(info.value)  # the provider did echo them
+    assert "sk-canary" not in str(info.value) and "[redacted]" in str(info.value)
+    assert all("sk-canary" not in (a.error or "") for a in node.attempts)
+
+
+async def test_sink_failure_is_not_a_backend_failure(sim: Simulator) -> None:
+    backend = make(sim, "echo")
+    node = Call("subtask", backend.id, backend.model)
+
+    def closed(_: str) -> None:
+        raise BrokenPipeError
+
+    with pytest.raises(BrokenPipeError):
+        await llm.complete(backend, HELLO, call=node, env={}, timeout=5, retry=FAST, on_text=closed)
+    assert node.attempts == []

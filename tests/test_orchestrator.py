@@ -111,32 +111,33 @@ async def test_all_specialists_down_orchestrator_still_answers(sim: Simulator) -
     assert all("bad1" in r["error"] and "bad2" in r["error"] for r in results)
 
 
-async def test_no_fit_when_only_the_orchestrator_has_the_tag(sim: Simulator) -> None:
+async def test_no_fit_when_no_backend_can_take_the_sub_task(sim: Simulator) -> None:
     from tanglebrain.sim import SimReply
 
-    args = json.dumps(
-        {
-            "tasks": [
-                {"prompt": "plan it", "task": "planning"},
-                {"prompt": "work it", "task": "work"},
-            ]
-        }
-    )
+    big = "x" * 4000  # ~1000 tokens: more than w's context window
+    tasks = [
+        {"prompt": big, "task": "work"},
+        {"prompt": "small", "task": "work"},
+        {"prompt": "plan", "task": "planning"},
+    ]
     sim.script(
         "script",
         [
-            SimReply(text=None, tool_calls=[("delegate_many", args)]),
+            SimReply(text=None, tool_calls=[("delegate_many", json.dumps({"tasks": tasks}))]),
             SimReply(text="final answer", tool_calls=[]),
         ],
     )
     roster = make(
-        entry(sim, "orch", "script", "planning", 30, True), entry(sim, "w", "worker", "work")
+        entry(sim, "orch", "script", "planning", 30, True),
+        entry(sim, "w", "worker", "work", extra="context_window = 200"),
     )
     trace = await go(roster)
     assert trace.answer == "final answer"
     [results] = tool_results(sim, "script")
-    assert [r["status"] for r in results] == ["no_fit", "ok"]
+    assert [r["status"] for r in results] == ["no_fit", "ok", "error"]
     assert "do this part yourself" in results[0]["error"] and results[0]["backend"] is None
+    # the orchestrator's own tag is not on the menu: naming it is an invalid sub-task
+    assert "unknown task tag 'planning'" in results[2]["error"]
     assert trace.degraded
 
 
@@ -306,3 +307,18 @@ async def test_default_system_prompt_lists_menu_and_rules(sim: Simulator) -> Non
     task = first.tools[1]["function"]["parameters"]["properties"]["tasks"]["items"]
     assert task["properties"]["task"]["enum"] == ["work"]
     assert task["properties"]["backend"]["enum"] == ["w"]
+
+
+async def test_tight_budget_still_affords_the_synthesis(sim: Simulator) -> None:
+    # A fixed 4096-token reservation at $15/M would need $0.061 for the last turn alone;
+    # sizing max_tokens to the money left lets the run finish within the cap.
+    orch = entry(sim, "orch", "orchestrator:fanout=3", "planning", 30, True).replace(
+        "price = { input = 1.0, output = 2.0 }", "price = { input = 3.0, output = 15.0 }"
+    )
+    roster = make(orch, entry(sim, "w", "worker", "work"))
+    trace = await go(roster, budget_usd=0.065)
+    assert trace.answer.startswith("Simulated synthesis of 3")
+    spent = trace.totals()[2]
+    assert spent is not None and spent <= 0.065
+    last = [r for r in sim.requests if r.model == "orchestrator:fanout=3"][-1]
+    assert 256 <= last.body["max_tokens"] < 4096

@@ -50,7 +50,7 @@ def _task_schema(tags: list[str], ids: list[str], attachments: list[str]) -> dic
 def menu(ctx: RunContext, orchestrator_id: str | None) -> str:
     """One line per enabled backend: id, good_at, relative cost, context window."""
     lines = []
-    for b in ctx.roster.enabled():
+    for b in ctx.usable():
         if b.id == orchestrator_id:
             continue
         window = ctx.window_of(b)
@@ -63,7 +63,7 @@ def menu(ctx: RunContext, orchestrator_id: str | None) -> str:
 
 def tool_schemas(ctx: RunContext, orchestrator_id: str | None) -> list[dict[str, Any]]:
     """The OpenAI function-tool schemas the orchestrator sees (DESIGN.md §4)."""
-    enabled = [b for b in ctx.roster.enabled() if b.id != orchestrator_id]
+    enabled = [b for b in ctx.usable() if b.id != orchestrator_id]
     tags = sorted({t for b in enabled for t in b.good_at})
     ids = [b.id for b in enabled]
     names = sorted(ctx.attachments)
@@ -123,13 +123,12 @@ def _parse_spec(ctx: RunContext, raw: Any, orchestrator_id: str | None) -> Spec 
     )
     if not isinstance(prompt, str) or not prompt.strip():
         return "'prompt' must be a non-empty string"
-    if task is not None and (not isinstance(task, str) or task not in ctx.roster.tags()):
-        return f"unknown task tag {task!r}; valid tags: {', '.join(ctx.roster.tags())}"
-    if backend is not None:
-        found = ctx.roster.get(backend) if isinstance(backend, str) else None
-        if found is None or not found.enabled:
-            ids = [b.id for b in ctx.roster.enabled() if b.id != orchestrator_id]
-            return f"unknown backend {backend!r}; valid ids: {', '.join(ids)}"
+    menu_ = [b for b in ctx.usable() if b.id != orchestrator_id]
+    tags = sorted({t for b in menu_ for t in b.good_at})
+    if task is not None and (not isinstance(task, str) or task not in tags):
+        return f"unknown task tag {task!r}; valid tags: {', '.join(tags)}"
+    if backend is not None and backend not in [b.id for b in ctx.usable()]:
+        return f"unknown backend {backend!r}; valid ids: {', '.join(b.id for b in menu_)}"
     if not isinstance(attach, list) or not all(isinstance(a, str) for a in attach):
         return "'attach' must be a list of attachment names"
     missing = [a for a in attach if a not in ctx.attachments]
@@ -173,8 +172,9 @@ async def execute(
 
 
 def _error(node: ToolCall, message: str) -> dict[str, Any]:
+    """The result of a call rejected as a whole: one error object (no task ran)."""
     node.error = message
-    return {"status": "error", "error": message}
+    return {"status": "error", "backend": None, "error": message}
 
 
 async def fan_out(

@@ -10,6 +10,7 @@ writes its own one-line message, and carries the process exit code the CLI uses:
     ├── BackendError(backend, status, reason, retryable)     exit 1
     ├── NoAnswerError(failures)                              exit 1
     ├── BudgetExceeded(cap_usd, spent_usd, needed_usd, backend)  exit 3
+    ├── OutputClosed()                  exit 0 (the reader went away: ``| head``)
     └── LedgerError(msg)                                     (a warning, never fatal)
 
 The CLI catches only this tree; anything else is a bug and shows a traceback.
@@ -167,6 +168,15 @@ class BudgetExceeded(TanglebrainError):
                 f"the next call{who} may need {need} (raise --budget)"
             )
         super().__init__(text)
+
+
+class OutputClosed(TanglebrainError):
+    """Stdout was closed by its reader (``| head``): stop quietly, nobody is listening."""
+
+    exit_code = 0
+
+    def __init__(self) -> None:
+        super().__init__("stdout was closed by its reader; the run was stopped")
 
 
 class LedgerError(TanglebrainError):

@@ -85,8 +85,7 @@ def call_rows(run: Run) -> list[tuple[Any, ...]]:
     for turn in run.turns:
         t = rows.add(None, "turn", role="orchestrator", idx=turn.index,
                      backend=turn.call.backend, answer=turn.text)  # fmt: skip
-        if turn.call.attempts or run.origin != "mcp":  # over MCP the client orchestrated
-            rows.call(t, turn.call, failover=False)
+        rows.call(t, turn.call, failover=False)
         for tc in turn.tool_calls:
             extra = {"id": tc.id, "result_bytes": tc.result_bytes,
                      "context_bytes": tc.context_bytes}  # fmt: skip
@@ -118,6 +117,8 @@ class _Rows:
         return seq
 
     def call(self, parent: int | None, call: Call, *, failover: bool) -> None:
+        if not call.attempts:  # nothing was sent: over MCP, a missing key, a closed stdout
+            return
         prompt, completion = call.tokens
         atts = call.attempts
         seq = self.add(

@@ -48,6 +48,27 @@ def litellm() -> ModuleType:
     return _litellm
 
 
+class SinkError(Exception):
+    """Wraps an exception raised by an ``on_text`` callback (e.g. a closed stdout)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def scrub(err: BackendError, key: str | None) -> BackendError:
+    """``err`` with every occurrence of ``key`` masked: providers echo credentials."""
+    if not key or len(key) < 4 or key not in err.reason:
+        return err
+    return BackendError(
+        err.backend,
+        err.reason.replace(key, "[redacted]"),
+        status=err.status,
+        retryable=err.retryable,
+        retry_after=err.retry_after,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ToolCallRequest:
     """A tool call the model asked for."""
@@ -66,6 +87,7 @@ class Reply:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float | None
+    finish_reason: str | None = None  # "length": cut at max_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +218,11 @@ async def complete(
                     reply = await _once(backend, messages, kwargs)
                 else:
                     reply = await _stream(backend, messages, kwargs, on_text, streamed)
+        except SinkError as exc:
+            call.attempts.remove(attempt)  # we stopped it; the backend did not fail
+            raise exc.error from None
         except BaseException as exc:
-            err = to_backend_error(backend.id, exc, timeout)
+            err = scrub(to_backend_error(backend.id, exc, timeout), kwargs.get("api_key"))
             attempt.latency_ms = (time.perf_counter() - t0) * 1000
             attempt.status, attempt.error, attempt.http_status = "error", err.reason, err.status
             if on_attempt:
@@ -271,7 +296,7 @@ async def _once(backend: Backend, messages: Sequence[Message], kwargs: dict[str,
     )
     text = str(msg.content or "")
     usage = getattr(resp, "usage", None)
-    return _reply(backend, messages, text, calls, usage)
+    return _reply(backend, messages, text, calls, usage, choices[0].finish_reason)
 
 
 async def _stream(
@@ -285,15 +310,20 @@ async def _stream(
         messages=list(messages), stream=True, stream_options={"include_usage": True}, **kwargs
     )
     usage: Any = None
+    finish: str | None = None
     calls: dict[int, list[str]] = {}
     try:
         async for chunk in stream:
             usage = getattr(chunk, "usage", None) or usage
             for choice in getattr(chunk, "choices", None) or []:
+                finish = getattr(choice, "finish_reason", None) or finish
                 delta = choice.delta
                 if delta.content:
                     streamed.append(delta.content)
-                    on_text(delta.content)
+                    try:
+                        on_text(delta.content)
+                    except Exception as exc:  # the reader's failure, not the backend's
+                        raise SinkError(exc) from exc
                 for tc in getattr(delta, "tool_calls", None) or []:
                     slot = calls.setdefault(tc.index or 0, ["", "", ""])
                     slot[0] = tc.id or slot[0]
@@ -310,7 +340,7 @@ async def _stream(
         ToolCallRequest(id=c[0] or f"call_{i}", name=c[1], arguments=c[2])
         for i, c in sorted(calls.items())
     )
-    return _reply(backend, messages, text, tool_calls, usage)
+    return _reply(backend, messages, text, tool_calls, usage, finish)
 
 
 def _reply(
@@ -319,6 +349,7 @@ def _reply(
     text: str,
     calls: tuple[ToolCallRequest, ...],
     usage: Any,
+    finish_reason: Any,
 ) -> Reply:
     prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
     completion = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -326,7 +357,9 @@ def _reply(
         prompt = count_tokens(backend, messages)
     if not completion:
         completion = math.ceil((len(text) + sum(len(c.arguments) for c in calls)) / 4)
-    return Reply(text, calls, prompt, completion, cost_of(backend, prompt, completion))
+    cost = cost_of(backend, prompt, completion)
+    finish = str(finish_reason) if finish_reason else None
+    return Reply(text, calls, prompt, completion, cost, finish)
 
 
 # --- errors -------------------------------------------------------------------------

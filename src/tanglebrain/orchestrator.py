@@ -145,6 +145,12 @@ async def run(
     for observer in hooks.observers:
         trace.subscribe(observer)
     ctx = _context(request, roster, env, trace)
+    for b in roster.enabled():
+        if b.key_status(env) == "missing":  # said once, before anything is routed
+            trace.warn(
+                f"backend '{b.id}' is skipped: ${b.api_key_env} is not set "
+                f"(export {b.api_key_env}=… or disable the backend)"
+            )
     if limits is not None:
         ctx.limits = limits
     store = router.RotationStore(state_dir) if state_dir is not None else None

@@ -64,10 +64,13 @@ def first_words(text: str, limit: int = 60) -> str:
 def degraded_warning(run: Run) -> str:
     """The stderr line that says a run was degraded and why."""
     bad = [s for s in run.subtasks() if s.status in FAILED]
-    return (
-        f"degraded: {len(bad)} of {len(run.subtasks())} sub-task(s) failed; "
-        "the orchestrator covered for them"
-    )
+    parts = []
+    if bad:
+        parts.append(f"{len(bad)} of {len(run.subtasks())} sub-task(s) failed")
+    rejected = run.rejected_calls()
+    if rejected:
+        parts.append(f"{len(rejected)} tool call(s) rejected ({rejected[0].error})")
+    return f"degraded: {'; '.join(parts)}; the orchestrator covered for them"
 
 
 def summary_line(run: Run) -> str:

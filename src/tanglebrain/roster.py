@@ -26,7 +26,7 @@ ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 # Values that look like credentials rather than references to them.
 _SECRET_VALUE = re.compile(
-    r"^(sk-[A-Za-z0-9_-]{8,}|sk_[A-Za-z0-9_]{8,}|AIza[0-9A-Za-z_-]{20,}|"
+    r"(?<![A-Za-z0-9])(sk-[A-Za-z0-9_-]{8,}|sk_[A-Za-z0-9_]{8,}|AIza[0-9A-Za-z_-]{20,}|"
     r"xox[abp]-[A-Za-z0-9-]{8,}|gh[pousr]_[A-Za-z0-9]{20,}|Bearer\s+\S{8,}|"
     r"eyJ[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]+)"
 )
@@ -239,7 +239,7 @@ def check_key(backend: Backend, env: Mapping[str, str]) -> None:
 def _refuse_secrets(data: dict[str, Any], text: str, path: Path | str) -> None:
     for loc, key, value in _walk(data, ()):
         named_like_key = bool(_SECRET_KEY.search(key)) and key != "api_key_env"
-        looks_like_key = isinstance(value, str) and bool(_SECRET_VALUE.match(value.strip()))
+        looks_like_key = isinstance(value, str) and bool(_SECRET_VALUE.search(value))
         if named_like_key or looks_like_key:
             raise ConfigError(
                 "literal secrets are refused",

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tanglebrain.errors import ConfigError, MissingKeyError
+from tanglebrain.errors import ConfigError, MissingKeyError, UsageError
 from tanglebrain.roster import Backend, Roster
 
 WindowOf = Callable[[Backend], int | None]
@@ -73,6 +73,11 @@ def plan_orchestrator(
         ConfigError: unknown or disabled pin, no enabled backend, nothing fits.
         MissingKeyError: the only candidates lack their API key.
     """
+    if task is not None and task not in roster.tags():
+        raise UsageError(
+            f"unknown task tag {task!r} for -t/--task",
+            fix="known tags: " + (", ".join(roster.tags()) or "none"),
+        )
     if pin is not None:
         backend = _pinned(roster, pin)
         backend.api_key(env)

@@ -15,13 +15,16 @@ import anyio
 
 from tanglebrain import llm
 from tanglebrain.budget import Budget
+from tanglebrain.errors import BackendError, ConfigError
 from tanglebrain.roster import Backend, Roster
 from tanglebrain.router import LoadState
 from tanglebrain.trace import Call, Run
 
 # Output tokens reserved per call under a budget (and sent as max_tokens, so the
-# reservation is a true upper bound).
+# reservation is a true upper bound): at most BUDGET_MAX_TOKENS, fewer when the money
+# left cannot pay for that many, but never fewer than BUDGET_MIN_TOKENS.
 BUDGET_MAX_TOKENS = 4096
+BUDGET_MIN_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -99,9 +102,37 @@ class RunContext:
         """The backend's ``max_concurrency`` slots, shared by every call of the run."""
         return self.limits.of(backend)
 
+    def usable(self) -> list[Backend]:
+        """Enabled backends whose API key (if they need one) is set: the real menu."""
+        return [b for b in self.roster.enabled() if b.key_status(self.env) != "missing"]
+
     def window_of(self, backend: Backend) -> int | None:
         """Context window of ``backend`` (roster, else litellm, else unknown)."""
         return llm.context_window(backend)
+
+    def _worst_case(
+        self,
+        backend: Backend,
+        messages: Sequence[dict[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> tuple[int | None, float | None]:
+        """(max_tokens to send, worst-case USD) of a call; (None, None) without a budget."""
+        if not self.budget.limited:
+            return None, None
+        price = llm.price_per_token(backend)
+        if price is None:
+            return BUDGET_MAX_TOKENS, None
+        prompt = llm.count_tokens(backend, messages)
+        if tools:
+            prompt += estimate_tokens(str(tools))
+        # 10 % headroom: providers' tokenizers differ from litellm's counter.
+        prompt_usd = math.ceil(prompt * 1.1 + 16) * price[0]
+        max_tokens = BUDGET_MAX_TOKENS
+        left = self.budget.remaining
+        if price[1] > 0 and left is not None:
+            affordable = int((left - prompt_usd) / price[1])
+            max_tokens = max(BUDGET_MIN_TOKENS, min(BUDGET_MAX_TOKENS, affordable))
+        return max_tokens, prompt_usd + max_tokens * price[1]
 
     async def call(
         self,
@@ -118,20 +149,12 @@ class RunContext:
             BudgetExceeded: the call's worst case does not fit in the budget.
             BackendError: the backend failed after its retries.
         """
-        max_tokens = None
-        worst = None
-        if self.budget.limited:
-            max_tokens = BUDGET_MAX_TOKENS
-            price = llm.price_per_token(backend)
-            if price is not None:
-                prompt = llm.count_tokens(backend, messages)
-                if tools:
-                    prompt += estimate_tokens(str(tools))
-                # 10 % headroom: providers' tokenizers differ from litellm's counter.
-                worst = math.ceil(prompt * 1.1 + 16) * price[0] + max_tokens * price[1]
+        max_tokens, worst = self._worst_case(backend, messages, tools)
         reservation = await self.budget.acquire(backend.id, worst)
         self.load.in_flight[backend.id] = self.load.in_flight.get(backend.id, 0) + 1
-        actual: float | None = 0.0
+        # A failure without an HTTP status (timeout, cut stream) may still have been billed:
+        # under a cap it books its whole reservation (cost unknown), an HTTP error books 0.
+        actual: float | None = None
         try:
             async with self.limiter(backend):
                 reply = await llm.complete(
@@ -147,7 +170,19 @@ class RunContext:
                     on_attempt=self.run.changed,
                 )
             actual = reply.cost_usd
+            if reply.finish_reason == "length":
+                self.run.warn(
+                    f"{backend.id}: the reply was cut at its token limit"
+                    + (f" ({max_tokens}, set by the budget)" if max_tokens else "")
+                )
             return reply
+        except BackendError as exc:
+            if exc.status is not None:
+                actual = 0.0
+            raise
+        except ConfigError:  # e.g. the key variable is unset: nothing was sent
+            actual = 0.0
+            raise
         finally:
             self.load.in_flight[backend.id] -= 1
             self.budget.settle(reservation, actual)

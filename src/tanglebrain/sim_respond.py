@@ -119,7 +119,8 @@ async def respond(
     if kind == "fail":
         times = spec.int_opt("times")
         if times is None or ex.nth <= times:
-            raise failure(spec)
+            auth = dict(ex.scope.get("headers") or []).get(b"authorization", b"")
+            raise failure(spec, auth.decode("latin-1"))
         kind = spec.str_opt("then", "worker")
     if kind == "malformed":
         await _malformed(ex, stream)

@@ -55,7 +55,7 @@ _COMMON = frozenset({"latency", "tokens", "id"})
 _KIND_OPTIONS: dict[str, frozenset[str]] = {
     "worker": frozenset({"size"}),
     "cut": frozenset({"size"}),
-    "fail": frozenset({"status", "retry_after", "times", "then", "size"}),
+    "fail": frozenset({"status", "retry_after", "times", "then", "size", "echo_auth"}),
     "orchestrator": frozenset({"rounds", "fanout", "calls", "mode", "bad"}),
     "reviewer": frozenset({"verdict", "wrap"}),
 }
@@ -74,6 +74,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "rounds": (1, 100),
     "fanout": (1, 1000),
     "calls": (1, 1000),
+    "echo_auth": (0, 1),
 }
 _FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "latency": (0.0, 3600.0),
@@ -347,12 +348,19 @@ def review_text(spec: ModelSpec) -> str:
     return text
 
 
-def failure(spec: ModelSpec) -> SimError:
-    """The error a ``fail`` spec answers with (``Retry-After`` on 429 or when given)."""
+def failure(spec: ModelSpec, authorization: str = "") -> SimError:
+    """The error a ``fail`` spec answers with (``Retry-After`` on 429 or when given).
+
+    With ``echo_auth=1`` the message quotes the request's Authorization header, as some
+    providers do, so that tests can check credentials never leak further.
+    """
     status = spec.int_opt("status", 500) or 500
     retry = spec.opts.get("retry_after")
     headers: dict[str, str] = {}
     if status == 429 or retry is not None:
         seconds = float(retry or 0)
         headers["Retry-After"] = str(int(seconds)) if seconds.is_integer() else str(seconds)
-    return error_for_status(status, f"simulated failure: HTTP {status} from {spec.raw!r}", headers)
+    message = f"simulated failure: HTTP {status} from {spec.raw!r}"
+    if spec.int_opt("echo_auth", 0):
+        message += f" (credentials sent: {authorization or 'none'})"
+    return error_for_status(status, message, headers)

@@ -278,8 +278,14 @@ class Run:
 
     @property
     def degraded(self) -> bool:
-        """Whether some sub-task failed and the orchestrator had to cover for it."""
-        return any(s.status in ("error", "no_fit", "refused") for s in self.subtasks())
+        """Whether work was lost: a sub-task failed, or a whole tool call was rejected."""
+        return bool(self.rejected_calls()) or any(
+            s.status in ("error", "no_fit", "refused") for s in self.subtasks()
+        )
+
+    def rejected_calls(self) -> list[ToolCall]:
+        """Tool calls refused as a whole (bad JSON, too many sub-tasks, unknown tool)."""
+        return [tc for t in self.turns for tc in t.tool_calls if tc.error]
 
     @property
     def wall_ms(self) -> float:

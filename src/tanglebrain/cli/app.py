@@ -62,6 +62,13 @@ def error_line(message: str) -> None:
     sys.stderr.flush()
 
 
+def _command(argv: list[str]) -> str:
+    from tanglebrain.cli import COMMANDS
+
+    found = next((a for a in argv if a in COMMANDS), None)
+    return f"{found} " if found else ""
+
+
 def invoke(argv: list[str], *, debug: bool) -> int:
     """Run the app on ``argv`` and return the exit code; never lets a traceback out."""
     _register()
@@ -71,7 +78,8 @@ def invoke(argv: list[str], *, debug: bool) -> int:
     except TanglebrainError as exc:
         if debug:
             traceback.print_exc()
-        error_line(str(exc))
+        if exc.exit_code != 0:  # OutputClosed: the reader left, nothing to say
+            error_line(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("\ntanglebrain: interrupted\n")
@@ -82,8 +90,12 @@ def invoke(argv: list[str], *, debug: bool) -> int:
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except ClickException as exc:
-        exc.show()
+        # One line, like every other error, instead of click's usage block.
+        error_line(f"{exc.format_message()} (see `tanglebrain {_command(argv)}--help`)")
         return 2
     except BrokenPipeError:
         return 0  # the reader went away (``| head``): not our failure
-    return result if isinstance(result, int) else 0
+    code = result if isinstance(result, int) else 0
+    if code == 130:  # typer turns Ctrl-C into exit code 130 before we see it
+        sys.stderr.write("\ntanglebrain: interrupted\n")
+    return code

@@ -110,11 +110,15 @@ def init_command(
     sys.stdout.write(f"{dest}\n")
     _note(f"wrote a starter roster to {dest}" + (f" (old file kept as {backup})" if backup else ""))
     try:
-        in_use = discover(None, os.environ, Path.cwd())[0]
+        in_use, source = discover(None, os.environ, Path.cwd())
     except ConfigError as exc:  # $TANGLEBRAIN_ROSTER names a missing file
-        in_use = Path(exc.file or "?")
+        in_use, source = Path(exc.file or "?"), "env"
     if in_use.resolve() != dest.resolve():
-        _note(f"{in_use} takes precedence over it here; use --roster {dest} to use it")
+        if source == "packaged":  # nothing outranks it: it is just not where we look
+            _note(f"{dest} is not where tanglebrain looks for a roster; pass --roster {dest} "
+                  f"or set TANGLEBRAIN_ROSTER={dest}")
+        else:
+            _note(f"{in_use} takes precedence over it here; use --roster {dest} to use it")
     _note(
         "next: read it, enable backends (`tanglebrain backends enable ID`), then run "
         "`tanglebrain backends check`"

@@ -131,8 +131,8 @@ def compress_command(
     """Print a faithful (or budgeted) digest of bulky text: `make 2>&1 | tanglebrain compress`."""
     from tanglebrain import compress
 
-    if budget is not None and budget < 0:
-        raise UsageError("--budget must be a number of bytes >= 0")
+    if budget is not None and budget < 1:
+        raise UsageError("--budget must be a positive number of bytes", fix="e.g. --budget 6000")
     if file == "-":
         if sys.stdin.isatty():
             raise UsageError("no input", fix="pass a FILE or pipe text in")

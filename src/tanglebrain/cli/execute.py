@@ -12,7 +12,7 @@ import anyio
 
 from tanglebrain import render
 from tanglebrain.cli.run import StdoutSink
-from tanglebrain.errors import BudgetExceeded, TanglebrainError
+from tanglebrain.errors import BudgetExceeded, OutputClosed, TanglebrainError
 from tanglebrain.orchestrator import Hooks, Request, run
 from tanglebrain.roster import LoadedRoster, load
 from tanglebrain.runtime import Attachment
@@ -146,7 +146,7 @@ def execute_run(
     except (TanglebrainError, KeyboardInterrupt) as exc:
         status: Literal["budget", "interrupted", "error"] = (
             "budget" if isinstance(exc, BudgetExceeded)
-            else "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            else "interrupted" if isinstance(exc, KeyboardInterrupt | OutputClosed) else "error"
         )  # fmt: skip
         trace.error = str(exc) or type(exc).__name__
         trace.finish(status)

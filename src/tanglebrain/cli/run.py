@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from tanglebrain.errors import UsageError
+from tanglebrain.errors import OutputClosed, UsageError
 
 
 class StdoutSink:
@@ -19,17 +20,25 @@ class StdoutSink:
         self.last = ""
 
     def write(self, text: str) -> None:
-        """Write one delta and flush, so pipes see it at once."""
+        """Write one delta and flush, so pipes see it at once.
+
+        Raises:
+            OutputClosed: the reader closed the pipe (``| head``); the run should stop.
+        """
         if text:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                # Point stdout at /dev/null so the interpreter's final flush stays quiet.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise OutputClosed() from None
             self.last = text
 
     def finish(self) -> None:
         """End the answer with exactly one newline."""
         if self.last and not self.last.endswith("\n"):
-            sys.stdout.write("\n")
-            sys.stdout.flush()
+            self.write("\n")
 
 
 def read_input(prompt: str | None) -> tuple[str, str | None]:
@@ -121,7 +130,7 @@ def run_command(
     """Run one request."""
     from tanglebrain.cli.execute import execute_run
 
-    if budget is not None and budget <= 0:
+    if budget is not None and (not math.isfinite(budget) or budget <= 0):
         raise UsageError("--budget must be a positive number of USD", fix="e.g. --budget 0.50")
     if max_subtasks is not None and max_subtasks < 1:
         raise UsageError("--max-subtasks must be at least 1")
