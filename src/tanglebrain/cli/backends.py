@@ -115,8 +115,10 @@ def init_command(
         in_use, source = Path(exc.file or "?"), "env"
     if in_use.resolve() != dest.resolve():
         if source == "packaged":  # nothing outranks it: it is just not where we look
-            _note(f"{dest} is not where tanglebrain looks for a roster; pass --roster {dest} "
-                  f"or set TANGLEBRAIN_ROSTER={dest}")
+            _note(
+                f"{dest} is not where tanglebrain looks for a roster; pass --roster {dest} "
+                f"or set TANGLEBRAIN_ROSTER={dest}"
+            )
         else:
             _note(f"{in_use} takes precedence over it here; use --roster {dest} to use it")
     _note(
