@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tanglebrain.sim import Simulator
-from tests.helpers import backend_toml, cli_env, run_cli, start_cli, write_roster
+from tests.helpers import backend_toml, cli_env, run_cli, start_cli, wait_until, write_roster
 
 
 def roster(tmp_path: Path, sim: Simulator, *specs: tuple[str, str, float, bool]) -> Path:
@@ -153,12 +153,8 @@ def test_ctrl_c_exits_130(tmp_path: Path, sim_thread: Simulator) -> None:
     before = sim_thread.in_flight("hang")
     proc = start_cli(["wait forever"], tmp_path)
     # Wait (without sleeping) until the request is really in flight at the backend.
-    import time
 
-    deadline = time.monotonic() + 30
-    while sim_thread.in_flight("hang") <= before:
-        assert time.monotonic() < deadline, "request never reached the simulator"
-        time.sleep(0.01)
+    wait_until(lambda: sim_thread.in_flight("hang") > before, "request never reached the simulator")
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130
@@ -227,23 +223,22 @@ def test_all_orchestrators_down_exit_1_with_reasons(tmp_path: Path, sim_thread: 
 
 
 def test_ctrl_c_during_fan_out_stops_every_call(tmp_path: Path, sim_thread: Simulator) -> None:
-    import time
 
     fan_roster(tmp_path, sim_thread, "hang", n=8)
     before = sim_thread.in_flight("hang")
     proc = start_cli(["fan out and hang"], tmp_path)
-    deadline = time.monotonic() + 30
-    while sim_thread.in_flight("hang") < before + 8:
-        assert time.monotonic() < deadline, "fan-out never reached the simulator"
-        time.sleep(0.01)
+    wait_until(
+        lambda: sim_thread.in_flight("hang") >= before + 8, "fan-out never reached the simulator"
+    )
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130 and b"Traceback" not in stderr
     # every in-flight request was abandoned by the client: the server sees them all go
-    deadline = time.monotonic() + 10
-    while sim_thread.in_flight("hang") > before:
-        assert time.monotonic() < deadline, "calls still in flight after Ctrl-C"
-        time.sleep(0.01)
+    wait_until(
+        lambda: sim_thread.in_flight("hang") <= before,
+        "calls still in flight after Ctrl-C",
+        timeout=10,
+    )
 
 
 def test_closed_stdout_stops_quietly(tmp_path: Path, sim_thread: Simulator) -> None:

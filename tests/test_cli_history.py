@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 from tanglebrain.sim import Simulator
-from tests.helpers import backend_toml, cli_env, run_cli, start_cli, write_roster
+from tests.helpers import backend_toml, cli_env, run_cli, start_cli, wait_until, write_roster
 
 RUN_KEYS = {
     "id", "started", "orchestrator", "mode", "status", "subtasks", "subtasks_ok",
@@ -186,10 +185,7 @@ def test_failed_and_interrupted_runs_are_recorded(tmp_path: Path, sim_thread: Si
     write_roster(tmp_path / "roster.toml", backend_toml("slow", "hang", sim_thread.base_url))
     before = sim_thread.in_flight("hang")
     proc = start_cli(["wait forever"], tmp_path)
-    deadline = time.monotonic() + 30
-    while sim_thread.in_flight("hang") <= before:
-        assert time.monotonic() < deadline, "request never reached the simulator"
-        time.sleep(0.01)
+    wait_until(lambda: sim_thread.in_flight("hang") > before, "request never reached the simulator")
     proc.send_signal(2)
     proc.communicate(timeout=30)
     assert proc.returncode == 130
