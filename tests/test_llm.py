@@ -153,6 +153,30 @@ async def test_tool_calls_come_back(sim: Simulator) -> None:
     assert [(t.name, t.arguments) for t in reply.tool_calls] == [("delegate", '{"prompt": "x"}')]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_tool_calls_skip_litellms_mcp_gateway(sim: Simulator, stream: bool) -> None:
+    # Loading litellm's MCP gateway on a tool call costs ~0.4 s and, done in a worker
+    # thread, races other calls' timeouts on a half-imported module.
+    import sys
+
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    chunks: list[str] = []
+    await llm.complete(
+        make(sim, "echo"),
+        HELLO,
+        call=Call("orchestrator", "b", "openai/echo"),
+        env={},
+        timeout=5.0,
+        retry=FAST,
+        tools=[tool],
+        on_text=chunks.append if stream else None,
+    )
+    sent = sim.requests[-1].body
+    assert sent["tools"] == [tool]
+    assert not [k for k in sent if k.startswith("_")]  # our flag never reaches the provider
+    assert "litellm.responses.mcp.chat_completions_handler" not in sys.modules
+
+
 async def test_missing_key_names_the_variable(sim: Simulator) -> None:
     backend = make(sim, "echo", 'api_key_env = "TB_NOT_SET_ANYWHERE"\n')
     with pytest.raises(MissingKeyError, match="TB_NOT_SET_ANYWHERE"):

@@ -275,6 +275,11 @@ def _request_kwargs(
         kwargs["api_base"] = backend.api_base
     if tools:
         kwargs["tools"] = list(tools)
+        # Our tools are plain functions, never litellm's MCP gateway. Without this flag
+        # litellm imports that gateway (~0.4 s of CPU) inside a worker thread on the first
+        # call with tools, and a timeout raised meanwhile on another call crashes in the
+        # OpenAI SDK on the half-imported `httpx2` module.
+        kwargs["_skip_mcp_handler"] = True
     if max_tokens:
         kwargs["max_tokens"] = max_tokens
     return kwargs
