@@ -1,11 +1,15 @@
 """Latency ``tanglebrain serve`` adds over its backend, at 200 concurrent streamed requests.
 
-Three processes: the simulator, ``tanglebrain serve`` (ledger on, in a temp dir) and this
-client (raw asyncio HTTP/1.1, one connection per request). Every round fires C streamed requests at
-once and times each one to its last byte. Rounds alternate between
+Processes: the simulator, ``tanglebrain serve`` (ledger on, in a temp dir), two reference
+proxies (bench/serve_floor.py) and this client (raw asyncio HTTP/1.1, one connection per
+request). Every round fires C streamed requests at once and times each one to its last
+byte. Rounds alternate between the sides:
 
-* baseline: the same request straight to the simulator (what the backend costs here,
-  at the same concurrency, through the same client);
+* base: the same request straight to the simulator (what the backend costs here, at the
+  same concurrency, through the same client);
+* raw proxy: a bare ASGI proxy relaying bytes (the floor of any Python proxy here);
+* litellm proxy: a bare ASGI proxy making one streamed litellm call per request (the
+  floor of a proxy built on litellm);
 * served: through ``tanglebrain serve``.
 
 Paths: ``pinned`` (model = a 300 ms worker: one backend call per request) and ``auto``
@@ -13,11 +17,11 @@ Paths: ``pinned`` (model = a 300 ms worker: one backend call per request) and ``
 workers, then synthesizes; its baseline replays the same HTTP pattern: a plan call, F
 concurrent worker calls, a streamed synthesis call).
 
-Added latency = served percentile - baseline percentile. Target (pinned): p95 added
+Added latency = a side's percentile - the base percentile. Target (pinned): p95 added
 <= 50 ms at C = 200 on 2 cores.
 
 Usage: python bench/serve.py [--concurrency 200,20,1] [--rounds 3] [--fanout 4]
-       [--paths pinned,auto]
+       [--paths pinned,auto] [--no-floors]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -59,11 +64,12 @@ def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return start_raw(["-m", "tanglebrain", *args], env)
+
+
+def start_raw(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tanglebrain", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
+        [sys.executable, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
     )
 
 
@@ -135,29 +141,63 @@ def peak_rss_mb(pid: int) -> float:
     return int(found.group(1)) / 1024 if found else float("nan")
 
 
-Row = tuple[str, int, list[float], list[float], list[float], float]
+@dataclass
+class Side:
+    """One way of serving the request: its per-request coroutine and its server's pid."""
+
+    name: str
+    one: Callable[[int], Awaitable[float]]
+    pid: int | None = None
+    latencies: list[float] = field(default_factory=list)
+    walls: list[float] = field(default_factory=list)
+    cpu: float = 0.0
+
+    def p(self, q: float) -> float:
+        return pct(self.latencies, q)
+
+    def cpu_per_request(self) -> float:
+        return self.cpu / max(1, len(self.latencies))
 
 
-def measure(path: str, c: int, sim: str, srv: str, pid: int, args: argparse.Namespace) -> Row:
-    """Alternating rounds at concurrency ``c``: latencies, walls, server CPU per request."""
-    base_one: Callable[[int], Awaitable[float]]
+@dataclass
+class Row:
+    path: str
+    c: int
+    sides: list[Side]
+
+
+FLOORS = ("raw proxy", "litellm proxy")
+
+
+def streamed(url: str, model: str) -> Callable[[int], Awaitable[float]]:
+    """One streamed request to ``url`` for ``model``, numbered by the caller."""
+    return lambda i: post(url, model, f"request {i}", stream=True)
+
+
+def measure(
+    path: str, c: int, urls: dict[str, str], pids: dict[str, int], args: argparse.Namespace
+) -> Row:
+    """Alternating rounds at concurrency ``c``, one per side in turn."""
+    sim, srv = urls["base"], urls["served"]
     if path == "pinned":
-        base_one = lambda i: post(sim, WORKER, f"request {i}", stream=True)  # noqa: E731
-        ours_one = lambda i: post(srv, "worker", f"request {i}", stream=True)  # noqa: E731
+        sides = [Side("base", streamed(sim, WORKER))]
+        sides += [Side(n, streamed(urls[n], "floor"), pids[n]) for n in FLOORS if n in urls]
+        sides.append(Side("served", streamed(srv, "worker"), pids["served"]))
     else:
-        base_one = partial(auto_baseline, sim, args.fanout)
-        ours_one = lambda i: post(srv, "auto", f"request {i}", stream=True)  # noqa: E731
-    anyio.run(round_, base_one, c)  # warm-up both sides
-    anyio.run(round_, ours_one, c)
-    base, ours, walls, cpu = [], [], [], 0.0
+        sides = [
+            Side("base", partial(auto_baseline, sim, args.fanout)),
+            Side("served", streamed(srv, "auto"), pids["served"]),
+        ]
+    for side in sides:  # warm-up
+        anyio.run(round_, side.one, c)
     for _ in range(args.rounds if c >= 50 else min(30, max(args.rounds, 60 // c))):
-        base += anyio.run(round_, base_one, c)[0]
-        cpu0 = cpu_seconds(pid)
-        lat, wall = anyio.run(round_, ours_one, c)
-        cpu += cpu_seconds(pid) - cpu0
-        ours += lat
-        walls.append(wall)
-    return path, c, base, ours, walls, cpu / len(ours)
+        for side in sides:
+            cpu0 = cpu_seconds(side.pid) if side.pid else 0.0
+            lat, wall = anyio.run(round_, side.one, c)
+            side.cpu += cpu_seconds(side.pid) - cpu0 if side.pid else 0.0
+            side.latencies += lat
+            side.walls.append(wall)
+    return Row(path, c, sides)
 
 
 def main() -> None:
@@ -166,26 +206,39 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--fanout", type=int, default=4)
     parser.add_argument("--paths", default="pinned,auto")
+    parser.add_argument("--no-floors", action="store_true", help="skip the reference proxies")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "TANGLEBRAIN_HOME": tmp, "PYTHONPATH": str(ROOT / "src")}
         sim_port, srv_port = free_port(), free_port()
-        sim = start(["sim", "--port", str(sim_port)], env)
-        wait_port(sim_port, sim)
+        procs = [start(["sim", "--port", str(sim_port)], env)]
+        wait_port(sim_port, procs[0])
         sim_base = f"http://127.0.0.1:{sim_port}/v1"
         roster = Path(tmp) / "roster.toml"
-        roster.write_text(fanout_roster(sim_base, args.fanout, concurrency=64))
-        srv = start(["serve", "--port", str(srv_port), "--roster", str(roster)], env)
-        rows = []
+        # Concurrency above C: the server's own cost is measured, not a backend's throttle.
+        roster.write_text(fanout_roster(sim_base, args.fanout, concurrency=256))
+        urls, pids = {"base": sim_base}, {}
         try:
-            wait_port(srv_port, srv)
-            srv_base = f"http://127.0.0.1:{srv_port}/v1"
+            servers = [("served", ["-m", "tanglebrain", "serve", "--port", str(srv_port),
+                                   "--roster", str(roster)])]  # fmt: skip
+            if not args.no_floors:
+                for mode in ("raw", "litellm"):
+                    servers.append((f"{mode} proxy", [str(ROOT / "bench" / "serve_floor.py"),
+                                    "--mode", mode, "--port", str(free_port()),
+                                    "--upstream", sim_base, "--model", WORKER]))  # fmt: skip
+            for name, argv in servers:
+                port = int(argv[argv.index("--port") + 1])
+                proc = start_raw(argv, env)
+                procs.append(proc)
+                wait_port(port, proc)
+                urls[name], pids[name] = f"http://127.0.0.1:{port}/v1", proc.pid
+            rows = []
             for path in args.paths.split(","):
                 for c in [int(x) for x in args.concurrency.split(",")]:
-                    rows.append(measure(path, c, sim_base, srv_base, srv.pid, args))
-            rss = peak_rss_mb(srv.pid)
+                    rows.append(measure(path, c, urls, pids, args))
+            rss = peak_rss_mb(pids["served"])
         finally:
-            for proc in (srv, sim):
+            for proc in reversed(procs):
                 proc.terminate()
                 proc.wait(timeout=30)
     report(rows, rss, args)
@@ -196,23 +249,35 @@ def report(rows: list[Row], rss: float, args: argparse.Namespace) -> None:
         f"C concurrent streamed requests fired at once per round, >= {args.rounds} rounds per "
         f"side (alternating), backend latency {LATENCY * 1000:.0f} ms, {os.cpu_count()} cores"
     )
-    head = ("path", "C", "ok", "req/s", "base p50", "base p95", "serve p50", "serve p95",
-            "added p50", "added p95", "CPU/req")  # fmt: skip
-    print("".join(f"{h:>10}" for h in head))
+    head = ("path", "C", "side", "ok", "req/s", "p50", "p95", "added p50", "added p95",
+            "CPU/req")  # fmt: skip
+    widths = (8, 5, 15, 9, 7, 9, 9, 11, 11, 9)
+    print("".join(f"{h:>{w}}" for h, w in zip(head, widths, strict=True)))
     verdict = ""
-    for path, c, base, ours, walls, cpu in rows:
-        b50, b95, o50, o95 = pct(base, 0.5), pct(base, 0.95), pct(ours, 0.5), pct(ours, 0.95)
-        rps = c / statistics.median(walls)
-        cells = [path, str(c), f"{len(ours)}/{len(ours)}", f"{rps:.0f}"]
-        cells += [f"{v * 1000:.0f} ms" for v in (b50, b95, o50, o95, o50 - b50, o95 - b95)]
-        cells.append(f"{cpu * 1000:.1f} ms")
-        print("".join(f"{x:>10}" for x in cells))
-        if path == "pinned" and c == 200:
-            added = (o95 - b95) * 1000
+    for row in rows:
+        base = row.sides[0]
+        for side in row.sides:
+            rps = row.c / statistics.median(side.walls)
+            n = len(side.latencies)
+            cells = [row.path, str(row.c), side.name, f"{n}/{n}", f"{rps:.0f}"]
+            cells += [f"{side.p(q) * 1000:.0f} ms" for q in (0.5, 0.95)]
+            if side is base:
+                cells += ["-", "-", "-"]
+            else:
+                cells += [f"{(side.p(q) - base.p(q)) * 1000:.0f} ms" for q in (0.5, 0.95)]
+                cells.append(f"{side.cpu_per_request() * 1000:.1f} ms")
+            print("".join(f"{x:>{w}}" for x, w in zip(cells, widths, strict=True)))
+        served = row.sides[-1]
+        if row.path == "pinned" and row.c == 200:
+            added = (served.p(0.95) - base.p(0.95)) * 1000
             verdict = (
                 f"p95 added {added:.0f} ms (target <= 50 ms: {'ok' if added <= 50 else 'MISS'})"
             )
-    print(f"peak RSS of the server process: {rss:.0f} MB; CPU/req = server CPU per request")
+            floor = next((s for s in row.sides if s.name == "litellm proxy"), None)
+            if floor is not None:
+                beyond = (served.p(0.95) - floor.p(0.95)) * 1000
+                verdict += f"; beyond a bare litellm proxy: {beyond:.0f} ms"
+    print(f"peak RSS of the server process: {rss:.0f} MB; CPU/req = that server's CPU per request")
     if verdict:
         print("target (pinned, C = 200):", verdict)
 
