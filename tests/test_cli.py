@@ -272,6 +272,40 @@ def test_closed_stdout_stops_quietly(tmp_path: Path, sim_thread: Simulator) -> N
 
 
 @pytest.mark.parametrize(
+    "args",
+    [["backends"], ["backends", "list", "--json"], ["runs"], ["stats", "--json"], ["--help"]],
+    ids=" ".join,
+)
+def test_listing_into_a_closed_pipe_exits_0(
+    tmp_path: Path, sim_thread: Simulator, args: list[str]
+) -> None:
+    # `tanglebrain backends | head -0`: the reader is gone before the first write.
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import GUARD
+
+    roster(tmp_path, sim_thread, ("w", "worker", 1, False))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(GUARD), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
+            env=cli_env(tmp_path),
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b""
+
+
+@pytest.mark.parametrize(
     ("args", "fragment"),
     [
         (["--budget", "nan", "x"], "--budget"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -69,6 +70,20 @@ def _command(argv: list[str]) -> str:
     return f"{found} " if found else ""
 
 
+def _stdout_abandoned() -> bool:
+    """Whether click or rich has just given up on a closed stdout.
+
+    Both catch EPIPE themselves and exit 1: click after swapping ``sys.stdout`` for a
+    wrapper, rich after pointing fd 1 at /dev/null.
+    """
+    if sys.stdout is not sys.__stdout__:
+        return True
+    try:
+        return os.path.samestat(os.fstat(1), os.stat(os.devnull))
+    except OSError:
+        return False
+
+
 def invoke(argv: list[str], *, debug: bool) -> int:
     """Run the app on ``argv`` and return the exit code; never lets a traceback out."""
     _register()
@@ -95,6 +110,10 @@ def invoke(argv: list[str], *, debug: bool) -> int:
         return 2
     except BrokenPipeError:
         return 0  # the reader went away (``| head``): not our failure
+    except SystemExit as exc:
+        if exc.code == 1 and _stdout_abandoned():
+            return 0  # the same, caught by click or rich before us
+        raise
     code = result if isinstance(result, int) else 0
     if code == 130:  # typer turns Ctrl-C into exit code 130 before we see it
         sys.stderr.write("\ntanglebrain: interrupted\n")
