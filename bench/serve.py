@@ -96,7 +96,7 @@ async def post(url: str, model: str, text: str, *, stream: bool) -> float:
     writer.close()
     ok = reply.startswith(b"HTTP/1.1 200") and (not stream or b"data: [DONE]" in reply)
     if not ok:
-        raise RuntimeError(f"request failed: {reply[:60]!r} ... {reply[-300:]!r}")
+        raise RuntimeError(f"{url} {model}: request failed: {reply[:60]!r} ... {reply[-300:]!r}")
     return time.perf_counter() - t0
 
 

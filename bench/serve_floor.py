@@ -59,16 +59,22 @@ def build(mode: str, upstream: str, model: str) -> Any:
         await send({"type": "http.response.body", "body": b""})
 
     async def via_litellm(body: dict[str, Any], send: Any) -> None:
-        stream = await lib.acompletion(
-            model=f"openai/{model}",
-            api_base=upstream,
-            api_key="no-key-needed",
-            messages=body["messages"],
-            stream=True,
-            stream_options={"include_usage": True},
-            num_retries=0,
-            max_retries=0,
-        )
+        for attempt in range(3):  # like tanglebrain, retry a pooled connection gone stale
+            try:
+                stream = await lib.acompletion(
+                    model=f"openai/{model}",
+                    api_base=upstream,
+                    api_key="no-key-needed",
+                    messages=body["messages"],
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    num_retries=0,
+                    max_retries=0,
+                )
+                break
+            except lib.InternalServerError:
+                if attempt == 2:
+                    raise
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})  # fmt: skip
         async for chunk in stream:
@@ -78,7 +84,13 @@ def build(mode: str, upstream: str, model: str) -> Any:
 
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         body = json.loads(await read(receive))
-        await (raw if mode == "raw" else via_litellm)(body, send)
+        try:
+            await (raw if mode == "raw" else via_litellm)(body, send)
+        except Exception as exc:  # say what broke (uvicorn's bare 500 would not)
+            text = f"{mode} proxy: {type(exc).__name__}: {exc}".encode()
+            await send({"type": "http.response.start", "status": 502,
+                        "headers": [(b"content-type", b"text/plain")]})  # fmt: skip
+            await send({"type": "http.response.body", "body": text})
 
     return app
 
