@@ -1,8 +1,8 @@
 """Reference proxies for bench/serve.py: what the cheapest possible server costs here.
 
-Each is a bare ASGI app on the same uvicorn settings as ``tanglebrain serve``: it reads
-the chat request, forwards it to one upstream model and relays the streamed answer, with
-no routing, no trace and no ledger.
+Each is a bare ASGI app on the same socket and uvicorn settings as ``tanglebrain serve``:
+it reads the chat request, forwards it to one upstream model and relays the streamed
+answer, with no routing, no trace and no ledger.
 
 * ``raw``: forwards over a plain asyncio socket and relays the upstream bytes: the floor
   of any Python HTTP proxy on this machine.
@@ -21,6 +21,9 @@ import re
 from typing import Any
 
 import uvicorn
+
+from tanglebrain.serve import uvicorn_config
+from tanglebrain.sockets import bind_socket
 
 Scope = dict[str, Any]
 
@@ -102,20 +105,9 @@ def main() -> None:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--model", required=True)
     args = parser.parse_args()
-    config = uvicorn.Config(
-        build(args.mode, args.upstream, args.model),
-        host="127.0.0.1",
-        port=args.port,
-        interface="asgi3",
-        backlog=2048,
-        access_log=False,
-        log_config=None,
-        log_level="warning",
-        lifespan="off",
-        ws="none",
-        server_header=False,
-    )
-    uvicorn.Server(config).run()
+    app = build(args.mode, args.upstream, args.model)
+    # The same socket and uvicorn settings as `tanglebrain serve`.
+    uvicorn.Server(uvicorn_config(app)).run(sockets=[bind_socket("127.0.0.1", args.port)])
 
 
 if __name__ == "__main__":

@@ -370,8 +370,14 @@ async def serve(
     on_ready: Callable[[], None] = lambda: None,
 ) -> None:
     """Serve ``config`` on the bound ``sock`` until SIGINT/SIGTERM (or cancellation)."""
-    uv = uvicorn.Config(
-        create_app(config),
+    uv = uvicorn_config(create_app(config), shutdown_timeout=shutdown_timeout)
+    await _Server(uv, on_ready).serve(sockets=[sock])
+
+
+def uvicorn_config(app: ASGIApp, *, shutdown_timeout: int = 30) -> uvicorn.Config:
+    """The uvicorn settings of ``serve``: no access log, lifespan or websockets; deep backlog."""
+    return uvicorn.Config(
+        app,
         interface="asgi3",
         backlog=2048,
         access_log=False,
@@ -382,4 +388,3 @@ async def serve(
         server_header=False,
         timeout_graceful_shutdown=shutdown_timeout,
     )
-    await _Server(uv, on_ready).serve(sockets=[sock])
