@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tanglebrain import llm
@@ -21,7 +23,11 @@ def make(sim: Simulator, spec: str, extra: str = "", cost: float = 1) -> Backend
 
 
 async def call(
-    backend: Backend, *, stream: bool = False, timeout: float = 5.0
+    backend: Backend,
+    *,
+    stream: bool = False,
+    timeout: float = 5.0,
+    tools: list[dict[str, Any]] | None = None,
 ) -> tuple[llm.Reply, Call]:
     node = Call("subtask", backend.id, backend.model)
     chunks: list[str] = []
@@ -32,6 +38,7 @@ async def call(
         env={},
         timeout=timeout,
         retry=FAST,
+        tools=tools,
         on_text=chunks.append if stream else None,
     )
     if stream:
@@ -160,17 +167,7 @@ async def test_tool_calls_skip_litellms_mcp_gateway(sim: Simulator, stream: bool
     import sys
 
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-    chunks: list[str] = []
-    await llm.complete(
-        make(sim, "echo"),
-        HELLO,
-        call=Call("orchestrator", "b", "openai/echo"),
-        env={},
-        timeout=5.0,
-        retry=FAST,
-        tools=[tool],
-        on_text=chunks.append if stream else None,
-    )
+    await call(make(sim, "echo"), stream=stream, tools=[tool])
     sent = sim.requests[-1].body
     assert sent["tools"] == [tool]
     assert not [k for k in sent if k.startswith("_")]  # our flag never reaches the provider
