@@ -10,7 +10,8 @@ byte. Rounds alternate between the sides:
 * raw proxy: a bare ASGI proxy relaying bytes (the floor of any Python proxy here);
 * litellm proxy: a bare ASGI proxy making one streamed litellm call per request (the
   floor of a proxy built on litellm);
-* served: through ``tanglebrain serve``.
+* served: through ``tanglebrain serve``;
+* served wN: through ``tanglebrain serve --workers N`` (one port, N processes).
 
 Paths: ``pinned`` (model = a 300 ms worker: one backend call per request) and ``auto``
 (the scripted orchestrator issues one ``delegate_many`` of F sub-tasks to 300 ms
@@ -21,7 +22,7 @@ Added latency = a side's percentile - the base percentile. Target (pinned): p95 
 <= 50 ms at C = 200 on 2 cores.
 
 Usage: python bench/serve.py [--concurrency 200,20,1] [--rounds 3] [--fanout 4]
-       [--paths pinned,auto] [--no-floors]
+       [--paths pinned,auto] [--no-floors] [--workers 2]
 """
 
 from __future__ import annotations
@@ -130,15 +131,29 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and its live children (a server's workers)."""
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, kids)]
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of ``pid`` and its workers."""
+    total = 0
+    for p in family(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    found = re.search(r"VmHWM:\s+(\d+) kB", status)
-    return int(found.group(1)) / 1024 if found else float("nan")
+    """Peak RSS of ``pid``, or the sum over its workers (shared pages counted in each)."""
+    pids = family(pid)
+    total = 0.0
+    for p in pids[1:] or pids:
+        found = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{p}/status").read_text())
+        total += int(found.group(1)) / 1024 if found else float("nan")
+    return total
 
 
 @dataclass
@@ -178,16 +193,15 @@ def measure(
     path: str, c: int, urls: dict[str, str], pids: dict[str, int], args: argparse.Namespace
 ) -> Row:
     """Alternating rounds at concurrency ``c``, one per side in turn."""
-    sim, srv = urls["base"], urls["served"]
+    sim = urls["base"]
+    served = [name for name in urls if name.startswith("served")]
     if path == "pinned":
         sides = [Side("base", streamed(sim, WORKER))]
         sides += [Side(n, streamed(urls[n], "floor"), pids[n]) for n in FLOORS if n in urls]
-        sides.append(Side("served", streamed(srv, "worker"), pids["served"]))
+        sides += [Side(n, streamed(urls[n], "worker"), pids[n]) for n in served]
     else:
-        sides = [
-            Side("base", partial(auto_baseline, sim, args.fanout)),
-            Side("served", streamed(srv, "auto"), pids["served"]),
-        ]
+        sides = [Side("base", partial(auto_baseline, sim, args.fanout))]
+        sides += [Side(n, streamed(urls[n], "auto"), pids[n]) for n in served]
     for side in sides:  # warm-up
         anyio.run(round_, side.one, c)
     for _ in range(args.rounds if c >= 50 else min(30, max(args.rounds, 60 // c))):
@@ -207,6 +221,8 @@ def main() -> None:
     parser.add_argument("--fanout", type=int, default=4)
     parser.add_argument("--paths", default="pinned,auto")
     parser.add_argument("--no-floors", action="store_true", help="skip the reference proxies")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="also measure `serve --workers N` (1: skip)")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "TANGLEBRAIN_HOME": tmp, "PYTHONPATH": str(ROOT / "src")}
@@ -219,8 +235,11 @@ def main() -> None:
         roster.write_text(fanout_roster(sim_base, args.fanout, concurrency=256))
         urls, pids = {"base": sim_base}, {}
         try:
-            servers = [("served", ["-m", "tanglebrain", "serve", "--port", str(srv_port),
-                                   "--roster", str(roster)])]  # fmt: skip
+            served = ["-m", "tanglebrain", "serve", "--roster", str(roster), "--port"]
+            servers = [("served", [*served, str(srv_port)])]
+            if args.workers > 1:
+                servers.append((f"served w{args.workers}", [*served, str(free_port()),
+                                "--workers", str(args.workers)]))  # fmt: skip
             if not args.no_floors:
                 for mode in ("raw", "litellm"):
                     servers.append((f"{mode} proxy", [str(ROOT / "bench" / "serve_floor.py"),
@@ -236,7 +255,7 @@ def main() -> None:
             for path in args.paths.split(","):
                 for c in [int(x) for x in args.concurrency.split(",")]:
                     rows.append(measure(path, c, urls, pids, args))
-            rss = peak_rss_mb(pids["served"])
+            rss = {n: peak_rss_mb(pid) for n, pid in pids.items() if n.startswith("served")}
         finally:
             for proc in reversed(procs):
                 proc.terminate()
@@ -244,16 +263,16 @@ def main() -> None:
     report(rows, rss, args)
 
 
-def report(rows: list[Row], rss: float, args: argparse.Namespace) -> None:
+def report(rows: list[Row], rss: dict[str, float], args: argparse.Namespace) -> None:
     print(
         f"C concurrent streamed requests fired at once per round, >= {args.rounds} rounds per "
         f"side (alternating), backend latency {LATENCY * 1000:.0f} ms, {os.cpu_count()} cores"
     )
     head = ("path", "C", "side", "ok", "req/s", "p50", "p95", "added p50", "added p95",
             "CPU/req")  # fmt: skip
-    widths = (8, 5, 15, 9, 7, 9, 9, 11, 11, 9)
+    widths = (8, 5, 16, 9, 7, 9, 9, 11, 11, 9)
     print("".join(f"{h:>{w}}" for h, w in zip(head, widths, strict=True)))
-    verdict = ""
+    verdicts = []
     for row in rows:
         base = row.sides[0]
         for side in row.sides:
@@ -267,18 +286,21 @@ def report(rows: list[Row], rss: float, args: argparse.Namespace) -> None:
                 cells += [f"{(side.p(q) - base.p(q)) * 1000:.0f} ms" for q in (0.5, 0.95)]
                 cells.append(f"{side.cpu_per_request() * 1000:.1f} ms")
             print("".join(f"{x:>{w}}" for x, w in zip(cells, widths, strict=True)))
-        served = row.sides[-1]
-        if row.path == "pinned" and row.c == 200:
+        if row.path != "pinned" or row.c != 200:
+            continue
+        floor = next((s for s in row.sides if s.name == "litellm proxy"), None)
+        for served in (s for s in row.sides if s.name.startswith("served")):
             added = (served.p(0.95) - base.p(0.95)) * 1000
-            verdict = (
-                f"p95 added {added:.0f} ms (target <= 50 ms: {'ok' if added <= 50 else 'MISS'})"
-            )
-            floor = next((s for s in row.sides if s.name == "litellm proxy"), None)
+            verdict = f"{served.name}: p95 added {added:.0f} ms "
+            verdict += f"(target <= 50 ms: {'ok' if added <= 50 else 'MISS'})"
             if floor is not None:
                 beyond = (served.p(0.95) - floor.p(0.95)) * 1000
                 verdict += f"; beyond a bare litellm proxy: {beyond:.0f} ms"
-    print(f"peak RSS of the server process: {rss:.0f} MB; CPU/req = that server's CPU per request")
-    if verdict:
+            verdicts.append(verdict)
+    peaks = ", ".join(f"{name} {mb:.0f} MB" for name, mb in rss.items())
+    print(f"peak RSS: {peaks} (workers: the sum over them, shared pages counted in each)")
+    print("CPU/req = that server's CPU (all its processes) per request")
+    for verdict in verdicts:
         print("target (pinned, C = 200):", verdict)
 
 

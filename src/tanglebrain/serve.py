@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import anyio
@@ -44,7 +45,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tanglebrain import render
 from tanglebrain.errors import BudgetExceeded, TanglebrainError
@@ -104,6 +105,17 @@ async def send_json(send: Send, status: int, obj: Any, headers: Mapping[str, str
     extra += [(k.encode(), v.encode()) for k, v in headers.items()]
     await _start(send, status, "application/json", extra)
     await send({"type": "http.response.body", "body": body})
+
+
+async def _stopped(send: Send, started: bool) -> None:
+    err = ApiError(503, "the server stopped before this run finished", "server_shutting_down",
+                   "server_error")  # fmt: skip
+    if not started:
+        await send_json(send, err.status, err.body())
+        return
+    event = b"data: " + json.dumps(err.body()).encode() + b"\n\n"  # and no [DONE]
+    await send({"type": "http.response.body", "body": event, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -170,11 +182,24 @@ class _Completions:
         except ClientGone:
             return
         trace = Run(prompt=chat.request.prompt, origin="serve")
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
             if chat.stream:
-                await self._stream(chat, trace, receive, send)
+                await self._stream(chat, trace, receive, tracked)
             else:
-                await self._complete(chat, trace, receive, send)
+                await self._complete(chat, trace, receive, tracked)
+        except anyio.get_cancelled_exc_class():
+            # Only a stopping server cancels a request from outside (a forced stop, or the
+            # shutdown timeout ran out). Tell the client so, rather than let uvicorn log a
+            # traceback and send a bare 500; the run is recorded as interrupted below.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                await _stopped(send, started)
         finally:
             if trace.status == "running":
                 trace.finish("interrupted")
@@ -339,9 +364,19 @@ class _Server(uvicorn.Server):
     the signal is not re-raised afterwards, so a stop by signal exits 0.
     """
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, on_ready: Callable[[], None], *, relayed: bool = False
+    ) -> None:
         super().__init__(config)
         self._on_ready = on_ready
+        self._relayed = relayed
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._relayed and self.should_exit:
+            # A supervisor sends one signal to stop and another only to force (as
+            # SIGTERM then SIGINT, which may be handled in either order).
+            self.force_exit = True
+        super().handle_exit(sig, frame)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -368,10 +403,30 @@ async def serve(
     *,
     shutdown_timeout: int = 30,
     on_ready: Callable[[], None] = lambda: None,
+    lifeline: int | None = None,
 ) -> None:
-    """Serve ``config`` on the bound ``sock`` until SIGINT/SIGTERM (or cancellation)."""
+    """Serve ``config`` on the bound ``sock`` until SIGINT/SIGTERM (or cancellation).
+
+    Args:
+        config: what to serve.
+        sock: a bound, listening socket.
+        shutdown_timeout: seconds in-flight requests get to finish once stopping.
+        on_ready: called once the server accepts connections.
+        lifeline: a worker's end of its supervisor's pipe: EOF on it stops the server
+            gracefully, and a second stop signal forces the stop (see ``serve_workers``).
+    """
     uv = uvicorn_config(create_app(config), shutdown_timeout=shutdown_timeout)
-    await _Server(uv, on_ready).serve(sockets=[sock])
+    server = _Server(uv, on_ready, relayed=lifeline is not None)
+    async with anyio.create_task_group() as tg:
+        if lifeline is not None:
+            tg.start_soon(_watch_lifeline, lifeline, server)
+        await server.serve(sockets=[sock])
+        tg.cancel_scope.cancel()
+
+
+async def _watch_lifeline(fd: int, server: uvicorn.Server) -> None:
+    await anyio.wait_readable(fd)  # only ever EOF: nobody writes to it
+    server.should_exit = True  # graceful, like the supervisor's SIGTERM
 
 
 def uvicorn_config(app: ASGIApp, *, shutdown_timeout: int = 30) -> uvicorn.Config:

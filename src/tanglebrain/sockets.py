@@ -6,12 +6,14 @@ import socket
 import sys
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A listening TCP socket on ``host``:``port`` (port 0 picks a free one).
 
     Args:
         host: an address or name; IPv6 addresses may be given in brackets.
         port: the port, or 0.
+        reuse_port: set ``SO_REUSEPORT`` so that several sockets share the port and the
+            kernel spreads new connections across them (Linux).
 
     Raises:
         OSError: the address cannot be bound.
@@ -24,6 +26,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     try:
         if sys.platform != "win32":  # on Windows it would allow stealing the port
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(2048)
     except OSError:

@@ -6,11 +6,13 @@ every run in the ledger unless ``--no-log``/``TANGLEBRAIN_NO_LOG=1``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,6 +21,7 @@ import typer
 from tanglebrain.errors import TanglebrainError, UsageError
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable
 
     from tanglebrain.roster import LoadedRoster
@@ -102,6 +105,13 @@ def serve_command(
         int,
         typer.Option("--shutdown-timeout", help="Seconds in-flight runs get to finish on stop."),
     ] = 30,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="Server processes on the one port, each using up to a core (not on Windows).",
+        ),
+    ] = 1,
     no_log: Annotated[
         bool, typer.Option("--no-log", help="Do not record runs (also TANGLEBRAIN_NO_LOG=1).")
     ] = False,
@@ -121,52 +131,69 @@ def serve_command(
         raise UsageError("--port must be between 0 and 65535")
     if max_body_bytes < 1024 or shutdown_timeout < 0:
         raise UsageError("--max-body-bytes must be >= 1024 and --shutdown-timeout >= 0")
-    _serve(ctx, host, port, token, roster, max_body_bytes, shutdown_timeout, no_log, verbose)
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(f"--workers must be between 1 and {MAX_WORKERS}")
+    if workers > 1 and not hasattr(os, "fork"):
+        raise UsageError("--workers above 1 needs fork(), which this platform lacks")
+    _serve(ctx, _ServeOptions(host, port, token, roster, max_body_bytes, shutdown_timeout,
+                              workers, no_log, verbose))  # fmt: skip
 
 
-def _serve(
-    ctx: typer.Context,
-    host: str,
-    port: int,
-    token: str | None,
-    roster_path: Path | None,
-    max_body_bytes: int,
-    shutdown_timeout: int,
-    no_log: bool,
-    verbose: bool,
-) -> None:
+MAX_WORKERS = 64
+
+
+@dataclass(frozen=True)
+class _ServeOptions:
+    host: str
+    port: int
+    token: str | None
+    roster: Path | None
+    max_body_bytes: int
+    shutdown_timeout: int
+    workers: int
+    no_log: bool
+    verbose: bool
+
+
+def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
+    import dataclasses
+
     import anyio
 
-    from tanglebrain import llm, render, serve
+    from tanglebrain import llm, render, serve, serve_workers
     from tanglebrain.cli.run import state_dir
     from tanglebrain.roster import load
-    from tanglebrain.sockets import bind_socket
 
-    loaded = load(roster_path or (ctx.obj or {}).get("roster"), os.environ, Path.cwd())
+    loaded = load(opts.roster or (ctx.obj or {}).get("roster"), os.environ, Path.cwd())
     state = state_dir(os.environ)
-    recorder = _recorder(state, no_log)
+    recorder = _recorder(state, opts.no_log)
+    host, port, token, workers = opts.host, opts.port, opts.token, opts.workers
     try:
-        sock = bind_socket(host, port)
+        socks = serve_workers.listen(host, port, workers)
     except OSError as exc:
         raise UsageError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}", fix="pick another --port"
         ) from None
-    llm.litellm()  # import it now (connections wait in the backlog), not in a request
+    # Import litellm now (connections wait in the backlog), not in a request; with
+    # --workers, before the fork, so that the workers share it.
+    llm.litellm()
     _stderr_logging(("tanglebrain.serve", "uvicorn.error"), logging.WARNING, "serve")
-    bound = sock.getsockname()
+    bound = socks[0].getsockname()
     url_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     models = ", ".join(["auto", *(b.id for b in loaded.roster.enabled())])
 
     def ready() -> None:
         render.note(
             f"serving on http://{url_host}:{bound[1]}/v1 (models: {models}; "
-            f"{'bearer token required' if token else 'no token'}; Ctrl-C stops)",
+            f"{'bearer token required' if token else 'no token'}; "
+            f"{f'{workers} workers; ' if workers > 1 else ''}Ctrl-C stops)",
             prefix="serve",
         )
 
-    def done(trace: Run) -> None:
-        if verbose:
-            render.note(f"{trace.status}: {render.summary_line(trace)}", prefix=trace.id)
+    def done(trace: Run, worker: int | None = None) -> None:
+        if opts.verbose:
+            where = f" (worker {worker + 1})" if worker is not None else ""
+            render.note(f"{trace.status}: {render.summary_line(trace)}{where}", prefix=trace.id)
 
     config = serve.ServeConfig(
         roster=loaded.roster,
@@ -174,18 +201,38 @@ def _serve(
         state_dir=state,
         roster_dir=loaded.path.parent,
         token=token,
-        max_body_bytes=max_body_bytes,
+        max_body_bytes=opts.max_body_bytes,
         record=(lambda trace: recorder(trace, loaded)) if recorder else None,
         on_done=done,
     )
+    timeout = opts.shutdown_timeout
     try:
-        anyio.run(
-            lambda: serve.serve(config, sock, shutdown_timeout=shutdown_timeout, on_ready=ready)
-        )
+        if workers == 1:
+            anyio.run(
+                lambda: serve.serve(config, socks[0], shutdown_timeout=timeout, on_ready=ready)
+            )
+            code = 0
+        else:
+
+            def child(
+                sock: socket.socket, index: int, on_ready: Callable[[], None], lifeline: int
+            ) -> None:
+                mine = dataclasses.replace(config, on_done=lambda trace: done(trace, index))
+
+                async def main() -> None:
+                    await serve.serve(
+                        mine, sock, shutdown_timeout=timeout, on_ready=on_ready, lifeline=lifeline
+                    )
+
+                anyio.run(main)
+
+            note = functools.partial(render.note, prefix="serve")
+            code = serve_workers.Supervisor(socks, workers, child, note).run(ready)
     finally:
-        sock.close()
+        for sock in socks:
+            sock.close()
     render.note("stopped", prefix="serve")
-    raise typer.Exit(0)
+    raise typer.Exit(code)
 
 
 def mcp_command(
