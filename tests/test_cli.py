@@ -361,3 +361,24 @@ def test_rejected_tool_call_makes_the_run_degraded(tmp_path: Path, sim_thread: S
     data = json.loads(out.stdout)
     assert data["degraded"] is True and data["subtasks"] == []
     assert "tool call(s) rejected" in out.stderr and "too many sub-tasks" in out.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["--json"], ["--review"]])
+def test_demo_runs_the_real_path_against_the_simulator(tmp_path: Path, args: list[str]) -> None:
+    out = run_cli(["demo", *args], tmp_path)
+    assert out.code == 0, out.stderr
+    if args == ["--json"]:
+        data = json.loads(out.stdout)
+        assert data["simulated"] is True and data["orchestrator"] == "orchestrator"
+        assert data["answer"].startswith("Simulated synthesis of 4 sub-task results.")
+        assert len(data["subtasks"]) == 4 and all(s["status"] == "ok" for s in data["subtasks"])
+    else:
+        assert out.stdout.startswith("Simulated synthesis of 4 sub-task results.")
+        assert out.stdout.rstrip().endswith("no model was called.]")  # always labelled
+    if args == ["--review"]:
+        assert "tanglebrain: review:" in out.stderr
+    done = out.stderr.splitlines()[-1]
+    assert done.startswith("tanglebrain: done: delegated by orchestrator · sub-tasks 4 ok/0 failed")
+    # A simulated run stays out of the ledger, and the summary says so.
+    assert done.endswith("(not recorded)")
+    assert not list(tmp_path.rglob("runs.db*"))

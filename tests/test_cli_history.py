@@ -228,6 +228,7 @@ def test_no_log_writes_nothing(
     write_roster(tmp_path / "roster.toml", backend_toml("cheap", "echo", sim_thread.base_url))
     out = run_cli([*args, "forget me"], tmp_path, env=cli_env(tmp_path, **extra))
     assert out.code == 0 and out.stdout == "forget me\n"
+    assert out.stderr.rstrip().endswith("(not recorded)")  # `show` would not find its id
     assert ledger_files(tmp_path / "state") == []
     assert cli_json(["runs", "--json"], tmp_path) == []
 

@@ -67,8 +67,9 @@ def test_summary_line() -> None:
     line = render.summary_line(run)
     assert line.startswith("delegated by orch · sub-tasks 2 ok/3 failed (1 failed over)")
     assert (
-        "backends w1" in line and f"run {run.id}" in line and "tokens 6+9" in line
+        "backends w1" in line and line.endswith(f"run {run.id}") and "tokens 6+9" in line
     )  # the same ok attempt, three times
+    assert render.summary_line(run, recorded=False).endswith(f"run {run.id} (not recorded)")
 
 
 def test_live_tree_shows_every_state() -> None:

@@ -73,8 +73,14 @@ def degraded_warning(run: Run) -> str:
     return f"degraded: {'; '.join(parts)}; the orchestrator covered for them"
 
 
-def summary_line(run: Run) -> str:
-    """One line after every run: who answered, sub-tasks, backends, tokens, money, time."""
+def summary_line(run: Run, *, recorded: bool = True) -> str:
+    """One line after every run: who answered, sub-tasks, backends, tokens, money, time.
+
+    Args:
+        run: the finished run.
+        recorded: whether the run goes to the ledger; if not, its id is marked so, since
+            ``tanglebrain show`` will not find it.
+    """
     subs = run.subtasks()
     ok = sum(1 for s in subs if s.status == "ok")
     over = sum(1 for s in subs if s.failed_over)
@@ -88,7 +94,7 @@ def summary_line(run: Run) -> str:
         f"tokens {prompt}+{completion}",
         money(cost),
         f"{run.wall_ms / 1000:.2f}s",
-        f"run {run.id}",
+        f"run {run.id}" if recorded else f"run {run.id} (not recorded)",
     ]
     return " · ".join(parts)
 

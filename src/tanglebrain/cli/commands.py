@@ -88,7 +88,7 @@ def demo_command(
             with tempfile.TemporaryDirectory(prefix="tanglebrain-demo-") as tmp:
                 path = Path(tmp) / "roster.toml"
                 path.write_text(demo_roster(sim.base_url))
-                render.note(f"demo roster at {path}; backends simulated at {sim.base_url}")
+                render.note(f"backends simulated at {sim.base_url}; the run is not recorded")
                 await run(
                     request,
                     load_file(path),
@@ -108,7 +108,7 @@ def demo_command(
         sys.stdout.write(f"\n[{SIMULATED}]\n")
     for line in render.review_lines(trace.review) if trace.review else []:
         render.note(line, prefix="review")
-    render.note(render.summary_line(trace), prefix="done")
+    render.note(render.summary_line(trace, recorded=False), prefix="done")
 
 
 def sim_command(

@@ -152,7 +152,7 @@ def execute_run(
         trace.finish(status)
         _keep(trace, loaded, state, log=log)
         if not quiet and status != "interrupted" and (trace.turns or trace.extra_calls):
-            render.note(render.summary_line(trace), prefix="summary")
+            render.note(render.summary_line(trace, recorded=log), prefix="summary")
         raise
     trace.finish("ok")
     sink.finish()
@@ -167,5 +167,5 @@ def execute_run(
             render.note(line, prefix="review")
         for warning in trace.warnings:
             render.note(warning, prefix="warning")
-        render.note(render.summary_line(trace), prefix="done")
+        render.note(render.summary_line(trace, recorded=log), prefix="done")
     return 0

@@ -193,7 +193,8 @@ def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
     def done(trace: Run, worker: int | None = None) -> None:
         if opts.verbose:
             where = f" (worker {worker + 1})" if worker is not None else ""
-            render.note(f"{trace.status}: {render.summary_line(trace)}{where}", prefix=trace.id)
+            line = render.summary_line(trace, recorded=recorder is not None)
+            render.note(f"{trace.status}: {line}{where}", prefix=trace.id)
 
     config = serve.ServeConfig(
         roster=loaded.roster,
