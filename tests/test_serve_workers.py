@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tanglebrain.sim import Simulator
-from tests.helpers import ROOT, run_cli, wait_until
+from tests.helpers import ROOT, backend_toml, run_cli, wait_until, write_roster
 from tests.test_serve import Served, roster_file, start_serve, user
 
 
@@ -141,6 +141,59 @@ async def test_ctrl_c_drains_in_flight_runs_and_a_second_one_forces(
     assert "Traceback" not in "".join(server.stderr)
 
 
+async def test_sigterm_to_every_process_still_drains(tmp_path: Path, sim: Simulator) -> None:
+    # A service manager (systemd's KillMode=control-group) signals the workers too.
+    server, workers = await anyio.to_thread.run_sync(start_workers, tmp_path, sim)
+    answers: list[str] = []
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0) as oai:
+
+        async def in_flight() -> None:
+            resp = await oai.chat.completions.create(model="slow", messages=user("drain"))
+            answers.append(resp.choices[0].message.content or "")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(in_flight)
+            await sim.wait_in_flight(1, "worker:latency=1.5")
+            server.proc.send_signal(signal.SIGTERM)  # relayed to the workers: they stop
+            await anyio.to_thread.run_sync(
+                lambda: wait_until(lambda: refused(server.base_url), "still listening")
+            )
+            for pid in workers:  # and then the manager's own SIGTERM reaches them
+                os.kill(pid, signal.SIGTERM)
+    assert answers == ["simulated worker:latency=1.5 result for: drain"]
+    assert await anyio.to_thread.run_sync(lambda: server.proc.wait(timeout=60)) == 0
+
+
+async def test_the_shutdown_timeout_cuts_runs_and_records_them(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # Each worker has its own max_concurrency: above 6, however the kernel spreads them.
+    stuck = backend_toml("stuck", "worker:latency=30", sim.base_url, extra="max_concurrency = 8")
+    roster = write_roster(tmp_path / "roster.toml", stuck)
+    server = await anyio.to_thread.run_sync(
+        lambda: start_serve(tmp_path, roster, "--workers", "2", "--shutdown-timeout", "1")
+    )
+    codes: list[str] = []
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0) as oai:
+
+        async def in_flight(i: int) -> None:
+            try:
+                await oai.chat.completions.create(model="stuck", messages=user(f"s{i}"))
+                codes.append("answered")
+            except openai.APIStatusError as exc:
+                codes.append(str(exc.code))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(in_flight, i)
+            await sim.wait_in_flight(6, "worker:latency=30")
+            server.proc.send_signal(signal.SIGTERM)
+    assert codes == ["server_shutting_down"] * 6, "".join(server.stderr)
+    assert await anyio.to_thread.run_sync(lambda: server.proc.wait(timeout=60)) == 0
+    assert server.runs() == [("serve", "interrupted", "stuck")] * 6
+    assert "Traceback" not in "".join(server.stderr)
+
+
 def test_workers_stop_when_the_parent_dies(tmp_path: Path, sim: Simulator) -> None:
     server, workers = start_workers(tmp_path, sim)
     server.proc.kill()  # no chance to stop them: their lifeline breaks
@@ -149,7 +202,7 @@ def test_workers_stop_when_the_parent_dies(tmp_path: Path, sim: Simulator) -> No
 
 
 SUPERVISE = """
-import os, sys
+import os, signal, sys
 from tanglebrain.serve_workers import Supervisor, listen
 
 def child(sock, index, ready, lifeline):
@@ -178,8 +231,7 @@ def supervise(tmp: Path, body: str) -> subprocess.Popen[str]:
         # One dies before it is ready: the other is stopped too, exit 1.
         (
             "ready() if index == 0 else os._exit(3)\n    os.read(lifeline, 1)",
-            ["1 of 2 workers failed to start", "worker 1 was killed by SIGTERM",
-             "worker 2 exited with code 3", "exit 1"],
+            ["1 of 2 workers failed to start", "worker 2 exited with code 3", "exit 1"],
         ),
         # A crash inside a worker is one line each, not a traceback.
         ("raise RuntimeError('boom')", ["worker 1 failed: RuntimeError: boom",
@@ -203,6 +255,29 @@ def test_supervisor_clean_stop(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)  # relayed: both workers return normally
     out, err = proc.communicate(timeout=60)
     assert out == "exit 0\n" and "Traceback" not in err
+
+
+def test_a_stop_during_startup_forks_no_more_and_exits_0(tmp_path: Path) -> None:
+    # The first worker stops the supervisor while the others may not be forked yet.
+    body = "if index == 0: os.kill(os.getppid(), signal.SIGTERM)\n    ready(); os.read(lifeline, 1)"
+    script = tmp_path / "supervise.py"
+    script.write_text(SUPERVISE.format(body=body).replace(", 2, child", ", 6, child"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=env, timeout=60)  # fmt: skip
+    assert out.stdout == "exit 0\n" and out.stderr == ""  # not "ready": it stopped first
+
+
+def test_a_port_served_already_is_refused(tmp_path: Path, sim: Simulator) -> None:
+    server, _ = start_workers(tmp_path, sim)
+    try:
+        port = server.base_url.rsplit(":", 1)[1].split("/")[0]
+        for n in ("1", "2"):  # SO_REUSEPORT must not let a second server share it
+            out = run_cli(["serve", "--port", port, "--workers", n,
+                           "--roster", str(tmp_path / "roster.toml")], tmp_path)  # fmt: skip
+            assert out.code == 2 and "cannot listen" in out.stderr, out.stderr
+    finally:
+        assert server.stop() == 0
 
 
 def test_workers_out_of_range_exit_2(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ The mapping (model, messages, usage, the ``tanglebrain`` field, error codes) liv
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -68,6 +69,7 @@ from tanglebrain.trace import Run
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 KEEPALIVE_S = 15.0
+SETTLE_S = 10.0  # for runs cut by a stop to answer 503 and be recorded
 _DRAIN_CAP = 64 << 20  # an oversized body is read (and dropped) up to this, then cut
 log = logging.getLogger("tanglebrain.serve")
 
@@ -362,6 +364,13 @@ class _Server(uvicorn.Server):
     The first signal starts the graceful shutdown (in-flight requests finish, up to
     the timeout, then are cancelled); a second SIGINT forces it. Unlike plain uvicorn
     the signal is not re-raised afterwards, so a stop by signal exits 0.
+
+    ``relayed``: a ``--workers`` worker, whose signals come from its supervisor: a stop
+    as SIGTERM and a force as SIGINT, in either order, and possibly a service manager's
+    own SIGTERM to every process. It forces only when a SIGINT comes with another signal.
+    The worker starts with both signals blocked; they are unblocked while they are
+    handled here, and blocked again after (a late one must not kill the worker while it
+    records its last runs).
     """
 
     def __init__(
@@ -370,13 +379,16 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self._on_ready = on_ready
         self._relayed = relayed
+        self._stops: list[int] = []
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._relayed and self.should_exit:
-            # A supervisor sends one signal to stop and another only to force (as
-            # SIGTERM then SIGINT, which may be handled in either order).
+        if not self._relayed:
+            super().handle_exit(sig, frame)
+            return
+        self._stops.append(sig)
+        self.should_exit = True
+        if len(self._stops) > 1 and signal.SIGINT in self._stops:
             self.force_exit = True
-        super().handle_exit(sig, frame)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -388,11 +400,15 @@ class _Server(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        sigs = (signal.SIGINT, signal.SIGTERM)
+        sigs = {signal.SIGINT, signal.SIGTERM}
         previous = {sig: signal.signal(sig, self.handle_exit) for sig in sigs}
+        if self._relayed:  # a stop that came during startup is delivered now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
         try:
             yield
         finally:
+            if self._relayed:
+                signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -422,6 +438,21 @@ async def serve(
             tg.start_soon(_watch_lifeline, lifeline, server)
         await server.serve(sockets=[sock])
         tg.cancel_scope.cancel()
+    await _settle(server)
+
+
+async def _settle(server: uvicorn.Server) -> None:
+    """Cancel the requests uvicorn left running and let them answer 503 and be recorded.
+
+    On a forced stop uvicorn abandons in-flight requests, and past the shutdown timeout
+    it cancels them; either way it returns without waiting, and the event loop's
+    teardown would cancel them again in the middle of recording their runs.
+    """
+    tasks = [task for task in server.server_state.tasks if not task.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=SETTLE_S)
 
 
 async def _watch_lifeline(fd: int, server: uvicorn.Server) -> None:
