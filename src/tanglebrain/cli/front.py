@@ -206,29 +206,32 @@ def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
         record=(lambda trace: recorder(trace, loaded)) if recorder else None,
         on_done=done,
     )
-    timeout = opts.shutdown_timeout
+
+    def serve_on(
+        sock: socket.socket, on_ready: Callable[[], None], lifeline: int | None, worker: int | None
+    ) -> None:
+        mine = (
+            config
+            if worker is None
+            else dataclasses.replace(config, on_done=lambda trace: done(trace, worker))
+        )
+
+        async def main() -> None:
+            await serve.serve(mine, sock, shutdown_timeout=opts.shutdown_timeout,
+                              on_ready=on_ready, lifeline=lifeline)  # fmt: skip
+
+        anyio.run(main)
+
     try:
         if workers == 1:
-            anyio.run(
-                lambda: serve.serve(config, socks[0], shutdown_timeout=timeout, on_ready=ready)
-            )
+            serve_on(socks[0], ready, None, None)
             code = 0
         else:
-
-            def child(
-                sock: socket.socket, index: int, on_ready: Callable[[], None], lifeline: int
-            ) -> None:
-                mine = dataclasses.replace(config, on_done=lambda trace: done(trace, index))
-
-                async def main() -> None:
-                    await serve.serve(
-                        mine, sock, shutdown_timeout=timeout, on_ready=on_ready, lifeline=lifeline
-                    )
-
-                anyio.run(main)
-
             note = functools.partial(render.note, prefix="serve")
-            code = serve_workers.Supervisor(socks, workers, child, note).run(ready)
+            supervisor = serve_workers.Supervisor(
+                socks, workers, lambda sock, i, up, line: serve_on(sock, up, line, i), note
+            )
+            code = supervisor.run(ready)
     finally:
         for sock in socks:
             sock.close()
