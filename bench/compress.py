@@ -1,4 +1,4 @@
-"""Benchmark deterministic compression on the shared fidelity corpus.
+"""Benchmark deterministic compression on the fidelity corpus in tests/corpus.
 
 Usage: python bench/compress.py [--corpus DIR] [--repeat N] [--budget BYTES]
 
@@ -30,7 +30,7 @@ except ImportError:  # not installed: run from the checkout
     sys.path.insert(0, str(ROOT / "src"))
     from tanglebrain.compress import budgeted, decode, faithful
 
-DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
+DEFAULT_CORPUS = ROOT / "tests" / "corpus"
 BASELINE_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 REPEAT_REGEX = r"\[[x×](\d+)\]|\([x×](\d+)\)|(?<![\w.])[x×](\d+)\s*$"
 

@@ -1,7 +1,7 @@
 """Tests for tanglebrain.compress: deterministic compression of bulky text.
 
-Corpus tests need the shared fidelity corpus (``shared/corpus`` beside the checkout) and its
-``extract_keys.py``; they are skipped with a reason when it is absent.
+Corpus tests run on the fidelity corpus in ``tests/corpus`` (real third-party logs, with their
+sources and licenses) and its own key extractor, ``tests/corpus/extract_keys.py``.
 """
 
 from __future__ import annotations
@@ -24,30 +24,26 @@ from tanglebrain.compress_masks import fold_keys, kinds, volatile_masked
 from tanglebrain.compress_render import render
 from tanglebrain.compress_select import HEAD, TAIL
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-NO_CORPUS = f"fidelity corpus not found at {CORPUS} (expected shared/corpus beside the checkout)"
+CORPUS = Path(__file__).resolve().parent / "corpus"
 
 
-def _load_extract_keys() -> ModuleType | None:
-    path = CORPUS / "extract_keys.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("corpus_extract_keys", path)
-    if spec is None or spec.loader is None:
-        return None
+def _load_extract_keys() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("corpus_extract_keys", CORPUS / "extract_keys.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 EK = _load_extract_keys()
-needs_keys = pytest.mark.skipif(EK is None, reason=NO_CORPUS)
-CORPUS_FILES = sorted(p.name for p in CORPUS.glob("*.log")) if EK is not None else []
+CORPUS_FILES = sorted(p.name for p in CORPUS.glob("*.log"))
 GHA_FILES = [n for n in CORPUS_FILES if n.startswith("cidiff_gha_")]
 
 
-def _corpus_params(names: list[str]) -> list[Any]:
-    return names or [pytest.param(None, marks=pytest.mark.skip(reason=NO_CORPUS))]
+def test_the_corpus_is_complete() -> None:
+    # A partial checkout must fail loudly, not shrink the parametrized tests below.
+    assert len(CORPUS_FILES) == 17 and len(GHA_FILES) == 2
+    assert all((CORPUS / "keys" / f"{name}.json").is_file() for name in CORPUS_FILES)
 
 
 @cache
@@ -67,13 +63,11 @@ def _faithful(name: str) -> str:
 
 
 def _squashed(text: str) -> str:
-    assert EK is not None
     return "\n".join(EK.squash(line) for line in EK.clean_lines(text))
 
 
 def _key_for(text: str) -> dict[str, Any]:
     """A fidelity key for arbitrary text, built by the corpus tool itself."""
-    assert EK is not None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "input.log"
         path.write_bytes(text.encode("utf-8", "surrogatepass"))
@@ -88,7 +82,6 @@ def _groundtruth_lines(raw: str, spec: str) -> list[str]:
     ``\\n`` and ``\\r\\n`` all end a line). Only ``E`` rows (error lines) are returned, squashed,
     without lines that carry fewer than three letters or digits besides a level tag.
     """
-    assert EK is not None
     rows = [r.split() for r in spec.splitlines()[1:] if r.strip()]
     lines = re.split(r"\r\n|\r|\n", raw)
     out: list[str] = []
@@ -107,17 +100,14 @@ def _groundtruth_lines(raw: str, spec: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-@needs_keys
-@pytest.mark.parametrize("name", _corpus_params(CORPUS_FILES))
+@pytest.mark.parametrize("name", CORPUS_FILES)
 def test_faithful_digest_verifies_against_fidelity_key(name: str) -> None:
-    assert EK is not None
     report = EK.verify(_key(name), _faithful(name), None, False)
     assert report["ok"], report["missing"]
     assert len(_faithful(name).encode()) < len(_text(name).encode())
 
 
-@needs_keys
-@pytest.mark.parametrize("name", _corpus_params(CORPUS_FILES))
+@pytest.mark.parametrize("name", CORPUS_FILES)
 @pytest.mark.parametrize("budget", [0, 9, 100, 6000])
 def test_budgeted_digest_of_corpus_file_never_exceeds_budget(name: str, budget: int) -> None:
     out = budgeted(_text(name), budget)
@@ -126,14 +116,12 @@ def test_budgeted_digest_of_corpus_file_never_exceeds_budget(name: str, budget: 
         assert "attachment" in out or out == _faithful(name)
 
 
-@needs_keys
-@pytest.mark.parametrize("name", _corpus_params(CORPUS_FILES))
+@pytest.mark.parametrize("name", CORPUS_FILES)
 def test_faithful_is_idempotent_on_corpus(name: str) -> None:
     assert faithful(_faithful(name)) == _faithful(name)
 
 
-@needs_keys
-@pytest.mark.parametrize("name", _corpus_params([n for n in CORPUS_FILES if "cidiff" in n]))
+@pytest.mark.parametrize("name", [n for n in CORPUS_FILES if "cidiff" in n])
 def test_groundtruth_parser_agrees_with_key(name: str) -> None:
     spec = (CORPUS / "keys" / name.replace(".log", ".groundtruth")).read_text("utf-8")
     mine = _groundtruth_lines(_text(name), spec)
@@ -141,8 +129,7 @@ def test_groundtruth_parser_agrees_with_key(name: str) -> None:
     assert mine == _key(name)["must_keep"]["groundtruth_lines"]
 
 
-@needs_keys
-@pytest.mark.parametrize("name", _corpus_params(GHA_FILES))
+@pytest.mark.parametrize("name", GHA_FILES)
 def test_budgeted_6000_keeps_every_groundtruth_line_of_github_actions_logs(name: str) -> None:
     truth = _key(name)["must_keep"]["groundtruth_lines"]
     out = budgeted(_text(name), 6000)
@@ -548,20 +535,16 @@ LOG_LINE = st.one_of(
 LOGS = st.lists(LOG_LINE, min_size=1, max_size=120).map("\n".join)
 
 
-@needs_keys
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(LOGS)
 def test_faithful_keeps_every_fact_of_generated_logs(text: str) -> None:
-    assert EK is not None
     report = EK.verify(_key_for(text), faithful(text), None, False)
     assert report["ok"], report["missing"]
 
 
-@needs_keys
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(LOGS)
 def test_compressing_a_digest_again_changes_nothing(text: str) -> None:
-    assert EK is not None
     once = faithful(text)
     twice = faithful(once)
     assert twice == once
@@ -572,19 +555,15 @@ def test_compressing_a_digest_again_changes_nothing(text: str) -> None:
 MASKABLE = st.text(alphabet="0123456789abcdefABCDEFxX-:.,T Z+_g/@<>\t", max_size=40)
 
 
-@needs_keys
 @settings(max_examples=300, deadline=None)
 @given(MASKABLE)
 def test_kinds_equal_the_fidelity_key_mask(line: str) -> None:
-    assert EK is not None
     assert kinds(volatile_masked([line])) == [EK.mask(line)]
 
 
-@needs_keys
 @settings(max_examples=300, deadline=None)
 @given(MASKABLE, st.lists(st.integers(min_value=0, max_value=10**7), min_size=1))
 def test_equal_fold_keys_imply_equal_kinds(line: str, numbers: list[int]) -> None:
-    assert EK is not None
     numbers_iter = iter(numbers * (len(line) + 1))
     other = re.sub(r"\d+", lambda _: str(next(numbers_iter)), line)
     a, b = fold_keys(volatile_masked([line, other]))
