@@ -1,7 +1,8 @@
-"""Shared test helpers: rosters pointing at the simulator, CLI subprocesses."""
+"""Shared test helpers: rosters pointing at the simulator, the CLI in-process and as a process."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -12,6 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GUARD = ROOT / "tests" / "netguard.py"
+# How long a test waits for a child process or for state to change before calling it a hang.
+# Generous on purpose: a cold start on a loaded 2-core machine must never trip it.
+WAIT = 300.0
 
 
 def backend_toml(
@@ -67,8 +71,46 @@ def run_cli(
     *,
     stdin: str | None = None,
     env: dict[str, str] | None = None,
-    timeout: float = 60,
 ) -> Result:
+    """Run the CLI's real entry point in this process: argv in, exit code and output out.
+
+    The process-wide state a command reads (environment, working directory, standard
+    streams) is swapped for the call and restored after it, so each call sees what a fresh
+    ``tanglebrain`` process in ``tmp_path`` would, without paying for a new interpreter.
+    Stdin and stdout are pipes, not terminals, as under ``subprocess.run``.
+    """
+    from tanglebrain.cli import run_argv
+
+    out, err = io.BytesIO(), io.BytesIO()
+    saved_streams = sys.stdin, sys.stdout, sys.stderr
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    sys.stdin = io.TextIOWrapper(io.BytesIO((stdin or "").encode()), encoding="utf-8")
+    sys.stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+    sys.stderr = io.TextIOWrapper(err, encoding="utf-8", write_through=True)
+    os.environ.clear()
+    os.environ.update(env or cli_env(tmp_path))
+    os.chdir(tmp_path)
+    try:
+        code = run_argv(args)
+    except SystemExit as exc:  # shell completion exits the way click does
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+    return Result(code, stdout, stderr)
+
+
+def run_process(
+    args: list[str],
+    tmp_path: Path,
+    *,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Result:
+    """Run ``tanglebrain ARGS`` as a real process, for what only a process shows."""
     proc = subprocess.run(
         [sys.executable, str(GUARD), *args],
         input=stdin.encode() if stdin is not None else None,
@@ -76,7 +118,7 @@ def run_cli(
         capture_output=True,
         cwd=tmp_path,
         env=env or cli_env(tmp_path),
-        timeout=timeout,
+        timeout=WAIT,
     )
     return Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
@@ -94,7 +136,7 @@ def start_cli(
     )
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
     """Poll real state (not a fixed sleep) until ``condition()`` holds, or fail with ``what``."""
     deadline = time.monotonic() + timeout
     while not condition():

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+from pathlib import Path
 
 import anyio
 import pytest
@@ -66,7 +68,7 @@ price = {{ input = {p_in}, output = {p_out} }}
 
 
 @settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     p_in=st.floats(0.01, 200.0),
@@ -90,3 +92,89 @@ def test_budget_never_exceeded_under_64_way_fan_out(
     subs = trace.subtasks()
     if subs:  # the cap bit: some ran, the rest were refused, none half-counted
         assert all(s.status in ("ok", "refused") for s in subs)
+
+
+# Prose and log lines whose token count by litellm (tiktoken) is within 2 % of the
+# simulator's chars/4, so that ``prompt_x`` alone sets how far our estimate is off.
+LOG = (
+    "The service answered slowly during the night because the cache was cold and every "
+    "request went to the database. 2024-05-01 svc=api path=/v1/items status=200 took 583 "
+    "ms; the cache was cold and the database slow. "
+) * 150
+
+
+def under_count_roster(base: str, prompt_x: float) -> str:
+    return f"""
+[settings]
+max_subtasks = 64
+max_attempts = 1
+[[backend]]
+id = "orch"
+model = "openai/orchestrator:fanout=8"
+api_base = "{base}"
+good_at = ["planning"]
+cost = 30
+can_orchestrate = true
+price = {{ input = 1.0, output = 2.0 }}
+[[backend]]
+id = "w"
+model = "openai/worker:prompt_x={prompt_x}"
+api_base = "{base}"
+good_at = ["summarize"]
+cost = 1
+max_concurrency = 8
+price = {{ input = 3.0, output = 1.0 }}
+"""
+
+
+async def under_counted_run(sim: Simulator, prompt_x: float, cap: float) -> Run:
+    from tanglebrain.runtime import Attachment
+
+    trace = Run(prompt="summarize")
+    request = Request(
+        prompt="summarize the log", budget_usd=cap, attachments=[Attachment("stdin", LOG)]
+    )
+    with contextlib.suppress(BudgetExceeded):
+        await run(request, parse(under_count_roster(sim.base_url, prompt_x)), env={}, trace=trace)
+    return trace
+
+
+@pytest.mark.parametrize(("prompt_x", "cap"), [(1.5, 0.1), (5, 0.2)])
+async def test_a_backend_counting_more_prompt_tokens_stays_under_the_cap(
+    sim: Simulator, prompt_x: float, cap: float
+) -> None:
+    # Eight sub-tasks each carry the log (~8k tokens). Reserved on our own count they
+    # overran the cap (111 % at 1.5x, 362 % at 5x); the first call now goes alone and
+    # the rest are reserved at what the backend reported.
+    trace = await under_counted_run(sim, prompt_x, cap)
+    spent = trace.totals()[2]
+    assert spent is not None and 0 < spent <= cap
+    assert any(s.status == "ok" for s in trace.subtasks())
+    assert not [w for w in trace.warnings if "budget exceeded" in w]
+
+
+def test_an_overrun_is_said_on_stderr_in_json_and_in_the_ledger(
+    sim_thread: Simulator, tmp_path: Path
+) -> None:
+    from tanglebrain.ledger import Ledger, default_path
+    from tests.helpers import run_cli
+
+    # One direct call that alone costs more than the cap (the backend counts 5x our
+    # estimate): nothing could have known before it, so it must at least be said.
+    roster = tmp_path / "roster.toml"
+    roster.write_text(
+        under_count_roster(sim_thread.base_url, 5).split("[[backend]]", 1)[0]
+        + "[[backend]]\n"
+        + under_count_roster(sim_thread.base_url, 5).split("[[backend]]")[2]
+    )
+    out = run_cli(
+        ["--roster", str(roster), "--budget", "0.05", "--json", "summarize the log"],
+        tmp_path,
+        stdin=LOG,
+    )
+    assert out.code == 0, out
+    said = "budget exceeded: $0.1196 spent of the $0.0500 cap (239%)"
+    assert f"warning: {said}" in out.stderr
+    assert any(said in w for w in json.loads(out.stdout)["warnings"])
+    stored = Ledger(default_path(tmp_path / "state")).recent(1)
+    assert any(said in w for w in json.loads(stored[0]["warnings"]))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tanglebrain.sim import Simulator
-from tests.helpers import backend_toml, cli_env, run_cli, start_cli, wait_until, write_roster
+from tests.helpers import WAIT, backend_toml, cli_env, run_cli, start_cli, wait_until, write_roster
 
 
 def roster(tmp_path: Path, sim: Simulator, *specs: tuple[str, str, float, bool]) -> Path:
@@ -156,7 +156,7 @@ def test_ctrl_c_exits_130(tmp_path: Path, sim_thread: Simulator) -> None:
 
     wait_until(lambda: sim_thread.in_flight("hang") > before, "request never reached the simulator")
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=30)
+    stdout, stderr = proc.communicate(timeout=WAIT)
     assert proc.returncode == 130
     assert stdout == b"" and b"Traceback" not in stderr
     assert b"tanglebrain: interrupted" in stderr
@@ -231,14 +231,24 @@ def test_ctrl_c_during_fan_out_stops_every_call(tmp_path: Path, sim_thread: Simu
         lambda: sim_thread.in_flight("hang") >= before + 8, "fan-out never reached the simulator"
     )
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=30)
+    _, stderr = proc.communicate(timeout=WAIT)
     assert proc.returncode == 130 and b"Traceback" not in stderr
     # every in-flight request was abandoned by the client: the server sees them all go
     wait_until(
         lambda: sim_thread.in_flight("hang") <= before,
         "calls still in flight after Ctrl-C",
-        timeout=10,
     )
+    # The ledger says what happened: interrupted, not failed; no backend is blamed.
+    data = json.loads(run_cli(["show", "latest", "--json"], tmp_path).stdout)
+    assert data["status"] == "interrupted"
+    subs = [s for t in data["turns"] for c in t["tool_calls"] for s in c["subtasks"]]
+    assert len(subs) == 8 and {s["status"] for s in subs} == {"cancelled"}
+    attempts = [a for s in subs for c in s["calls"] for a in c["attempts"]]
+    assert attempts and {a["status"] for a in attempts} == {"cancelled"}
+    assert not any("CancelledError" in (a["error"] or "") for a in attempts)
+    stats = json.loads(run_cli(["stats", "--json"], tmp_path).stdout)
+    [w] = [b for b in stats["backends"] if b["backend"] == "w"]
+    assert (w["calls"], w["cancelled"]) == (0, 8)
 
 
 def test_closed_stdout_stops_quietly(tmp_path: Path, sim_thread: Simulator) -> None:
@@ -260,7 +270,7 @@ def test_closed_stdout_stops_quietly(tmp_path: Path, sim_thread: Simulator) -> N
     assert proc.stdout.read(10)  # like `| head -c 10`
     proc.stdout.close()
     stderr = proc.stderr.read()
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=WAIT) == 0
     assert b"error" not in stderr and b"Traceback" not in stderr
     shown = run_cli(["show", "latest", "--json"], tmp_path)
     data = json.loads(shown.stdout)
@@ -297,7 +307,7 @@ def test_listing_into_a_closed_pipe_exits_0(
             stderr=subprocess.PIPE,
             cwd=tmp_path,
             env=cli_env(tmp_path),
-            timeout=60,
+            timeout=WAIT,
         )
     finally:
         os.close(write_end)
@@ -382,3 +392,96 @@ def test_demo_runs_the_real_path_against_the_simulator(tmp_path: Path, args: lis
     # A simulated run stays out of the ledger, and the summary says so.
     assert done.endswith("(not recorded)")
     assert not list(tmp_path.rglob("runs.db*"))
+
+
+def _head_c(args: list[str], tmp_path: Path, size: int) -> tuple[int, bytes]:
+    """``tanglebrain ARGS | head -c 10`` where head leaves once ``size`` bytes are written.
+
+    Stdout is a pipe of exactly ``size`` bytes (one page), so the process blocks on
+    whatever it writes past them (the newline that ends the answer, the rest of the
+    ``--json`` object) until the reader has read 10 bytes and closed the pipe: the
+    write that follows the whole answer is the one that fails, every time.
+    """
+    import array
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    import termios
+
+    from tests.helpers import GUARD
+
+    r, w = os.pipe()
+    assert fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, size) == size
+    proc = subprocess.Popen(
+        [sys.executable, str(GUARD), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=w,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+    )
+    os.close(w)
+
+    def buffered() -> int:
+        n = array.array("i", [0])
+        fcntl.ioctl(r, termios.FIONREAD, n)
+        return n[0]
+
+    try:
+        wait_until(lambda: buffered() >= size, "the answer never filled the pipe")
+        assert os.read(r, 10)
+    finally:
+        os.close(r)
+    _, stderr = proc.communicate(timeout=WAIT)
+    return proc.returncode, stderr
+
+
+@pytest.mark.parametrize("how", ["streamed", "whole", "json"])
+def test_reader_leaving_after_the_whole_answer_is_recorded(
+    tmp_path: Path, sim_thread: Simulator, how: str
+) -> None:
+    # `tanglebrain "…" | head -c 10`: the answer's calls were paid, so the run is in the
+    # ledger (as interrupted) even when the reader left only after the whole answer.
+    import mmap
+
+    size = mmap.PAGESIZE
+    orchestrates = how == "whole"  # offered tools, the reply is read and printed whole
+    roster(tmp_path, sim_thread, ("big", f"worker:size={size}", 1, orchestrates))
+    code, stderr = _head_c(["--json", "x"] if how == "json" else ["x"], tmp_path, size)
+    assert code == 0 and b"error" not in stderr and b"Traceback" not in stderr
+    data = json.loads(run_cli(["show", "latest", "--json"], tmp_path).stdout)
+    assert data["status"] == "interrupted" and data["usage"]["completion_tokens"] > 0
+    assert data["mode"] == ("delegated" if orchestrates else "direct")
+
+
+def test_sigterm_is_an_interrupt(tmp_path: Path, sim_thread: Simulator) -> None:
+    # `timeout`, CI and service managers stop with SIGTERM: like Ctrl-C, every call is
+    # stopped and the run recorded, with the exit code a shell shows for SIGTERM.
+    fan_roster(tmp_path, sim_thread, "hang", n=4)
+    before = sim_thread.in_flight("hang")
+    proc = start_cli(["fan out and hang"], tmp_path)
+    wait_until(
+        lambda: sim_thread.in_flight("hang") >= before + 4, "fan-out never reached the simulator"
+    )
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 143 and stdout == b""
+    assert stderr.decode().splitlines() == ["tanglebrain: terminated (SIGTERM)"]
+    wait_until(lambda: sim_thread.in_flight("hang") <= before, "calls still in flight")
+    data = json.loads(run_cli(["show", "latest", "--json"], tmp_path).stdout)
+    assert data["status"] == "interrupted" and data["error"] == "stopped by SIGTERM"
+    subs = [s for t in data["turns"] for c in t["tool_calls"] for s in c["subtasks"]]
+    assert len(subs) == 4 and {s["status"] for s in subs} == {"cancelled"}
+    assert {c["status"] for s in subs for c in s["calls"]} == {"cancelled"}
+    shown = run_cli(["show", "latest"], tmp_path).stdout
+    assert "· cancelled ·" in shown and "· error" not in shown
+
+
+def test_sigterm_handler_belongs_to_run_alone(tmp_path: Path, sim_thread: Simulator) -> None:
+    # serve, mcp and sim handle SIGTERM their own way: `run` must not leave its handler.
+    roster(tmp_path, sim_thread, ("cheap", "echo", 1, False))
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_cli(["hello"], tmp_path).code == 0
+    assert run_cli(["hello", "--budget", "-1"], tmp_path).code == 2
+    assert signal.getsignal(signal.SIGTERM) is before

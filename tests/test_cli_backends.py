@@ -14,7 +14,7 @@ import pytest
 
 from tanglebrain.roster import load_file, packaged_path
 from tanglebrain.sim import Simulator
-from tests.helpers import ROOT, backend_toml, cli_env, run_cli, start_cli, write_roster
+from tests.helpers import ROOT, WAIT, backend_toml, cli_env, run_cli, start_cli, write_roster
 from tests.test_roster_edit import CURATED
 
 CANARY = "sk-canary-0123456789abcdefXYZ"
@@ -336,11 +336,11 @@ def test_concurrent_adds_lose_nothing(tmp_path: Path) -> None:
     path = curated(tmp_path)
     ids = [f"worker{i}" for i in range(6)]
     procs = [
-        start_cli(["backends", "add", i, "--model", f"openai/{i}", "--good-at", "grunt",
+        start_cli(["backends", "add", i, "--model", f"ollama_chat/{i}", "--good-at", "grunt",
                    "--cost", "1"], tmp_path)
         for i in ids
     ]  # fmt: skip
-    results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else b"") for p in procs]
+    results = [(p.wait(timeout=WAIT), p.stderr.read() if p.stderr else b"") for p in procs]
     for proc in procs:
         for stream in (proc.stdout, proc.stderr):
             if stream:
@@ -378,14 +378,15 @@ def test_completion_of_ids_and_tags(tmp_path: Path) -> None:
     assert complete(tmp_path, "tanglebrain backends enable ") == []
 
 
-def test_help_does_not_import_litellm(tmp_path: Path) -> None:
+def test_help_and_listing_do_not_import_litellm(tmp_path: Path) -> None:
     code = (
         "import sys\nfrom tanglebrain.cli.app import invoke\n"
         "for argv in (['--help'], ['backends', '--help'], ['backends', 'check', '--help'], "
-        "['init', '--help']):\n    assert invoke(argv, debug=False) == 0\n"
+        "['init', '--help'], ['backends', 'list', '--json']):\n"
+        "    assert invoke(argv, debug=False) == 0\n"
         "assert 'litellm' not in sys.modules\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=tmp_path, env=cli_env(tmp_path), timeout=60)  # fmt: skip
+                          cwd=tmp_path, env=cli_env(tmp_path), timeout=WAIT)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "add" in proc.stdout and "--offline" in proc.stdout

@@ -19,10 +19,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tanglebrain.compress import Digest, budgeted, decode, digest, faithful
+from tanglebrain.compress import (
+    Digest,
+    binary_kind,
+    binary_note,
+    budgeted,
+    decode,
+    digest,
+    faithful,
+)
+from tanglebrain.compress_fields import describe
 from tanglebrain.compress_masks import fold_keys, kinds, volatile_masked
-from tanglebrain.compress_render import render
-from tanglebrain.compress_select import HEAD, TAIL
+from tanglebrain.compress_render import narrow, render
+from tanglebrain.compress_select import HEAD, TAIL, is_note
+from tanglebrain.runtime import Attachment
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
@@ -35,15 +45,53 @@ def _load_extract_keys() -> ModuleType:
     return module
 
 
+def _load_generator() -> ModuleType:
+    path = CORPUS / "generate_service_logs.py"
+    spec = importlib.util.spec_from_file_location("corpus_generate_service_logs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 EK = _load_extract_keys()
 CORPUS_FILES = sorted(p.name for p in CORPUS.glob("*.log"))
 GHA_FILES = [n for n in CORPUS_FILES if n.startswith("cidiff_gha_")]
+SYNTHETIC_FILES = [n for n in CORPUS_FILES if n.startswith("synthetic_")]
 
 
 def test_the_corpus_is_complete() -> None:
     # A partial checkout must fail loudly, not shrink the parametrized tests below.
-    assert len(CORPUS_FILES) == 17 and len(GHA_FILES) == 2
+    assert len(CORPUS_FILES) == 19 and len(GHA_FILES) == 2 and len(SYNTHETIC_FILES) == 2
     assert all((CORPUS / "keys" / f"{name}.json").is_file() for name in CORPUS_FILES)
+
+
+def test_synthetic_logs_are_what_their_generator_writes(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    assert _load_generator().main(["generate", str(tmp_path)]) == 0
+    for name in SYNTHETIC_FILES:
+        assert (tmp_path / name).read_bytes() == (CORPUS / name).read_bytes(), name
+        stem = name.removesuffix(".log")
+        fields = (tmp_path / "keys" / f"{stem}.fields").read_text()
+        assert fields == (CORPUS / "keys" / f"{stem}.fields").read_text()
+    # The key is what the extractor builds from the log (the smaller one: ~5x faster).
+    stem = "synthetic_service_json"
+    key = EK.build_key(str(CORPUS / f"{stem}.log"), None, str(CORPUS / "keys" / f"{stem}.fields"))
+    assert key == _key(f"{stem}.log")
+
+
+def test_service_log_key_checks_the_incident() -> None:
+    # what the issue reported: 4,018 failures, the first of them, the slowest request
+    must = _key("synthetic_service_kv.log")["must_keep"]
+    assert {"field": "status", "value": "500", "count": 4018, "first_line": 8001} in must[
+        "field_counts"
+    ]
+    assert {"field": "latency_ms", "max": "9874", "line": 13577} in must["field_maxima"]
+    folded = "INFO request method=GET path=/api/v1/users status=200 latency_ms=583 [×20,000]"
+    assert EK.verify(_key("synthetic_service_kv.log"), folded, None, False)["missing_counts"] == {
+        "field_counts": 11,
+        "field_maxima": 2,
+    }
 
 
 @cache
@@ -569,3 +617,202 @@ def test_equal_fold_keys_imply_equal_kinds(line: str, numbers: list[int]) -> Non
     a, b = fold_keys(volatile_masked([line, other]))
     if a == b:
         assert EK.mask(line) == EK.mask(other)
+
+
+# --------------------------------------------------------------------------------------------
+# Fields of repeated line shapes (service logs)
+# --------------------------------------------------------------------------------------------
+
+
+def _service_log(n: int = 400) -> str:
+    lines = []
+    for i in range(n):
+        status = 500 if i % 10 == 7 else 404 if i == 123 else 200
+        latency = 9000 if i == 321 else 10 + (i * 37) % 90
+        lines.append(f"INFO request path=/api/{'ab'[i % 2]} status={status} latency_ms={latency}")
+    return "\n".join(lines)
+
+
+def test_a_varying_status_field_keeps_its_distribution_and_first_lines() -> None:
+    out = faithful(_service_log()).split("\n")
+    assert "[… status: 200 ×359; 500 ×40 (first lines 8, 18, 28); 404 ×1 (first line 124) …]" in out
+    assert "[… path: /api/a ×200; /api/b ×200 (first lines 2, 4, 6) …]" in out
+
+
+def test_a_numeric_field_names_its_extremes_and_the_line_of_its_max() -> None:
+    out = faithful(_service_log()).split("\n")
+    assert "[… latency_ms: 400 values, min 10, median 55, max 9000 at line 322 …]" in out
+
+
+def test_json_and_positional_fields_are_described() -> None:
+    json_lines = [
+        f'{{"level":"{"error" if i % 50 == 9 else "info"}","status":{500 if i % 50 == 9 else 200}}}'
+        for i in range(200)
+    ]
+    out = faithful("\n".join(json_lines))
+    assert "[… status: 200 ×196; 500 ×4 (first lines 10, 60, 110) …]" in out
+    access = [
+        f'GET /x HTTP/1.1" {503 if i == 37 else 200} {100 + i * 37 % 500} host=a' for i in range(60)
+    ]
+    out = faithful("\n".join(access))
+    assert "[… field 4: 200 ×59; 503 ×1 (first line 38) …]" in out
+    assert "[… field 5: 60 values, min 100, median 339, max 599 at line 28 …]" in out
+
+
+@pytest.mark.parametrize(
+    ("values", "note"),
+    [
+        (["1", "1", "1"], None),  # constant
+        ([str(i) for i in range(50)], None),  # a counter
+        ([f"u{i}" for i in range(50)], None),  # identifiers
+        (
+            [f"{i}.5ms" for i in (3, 1, 12, 9, 4, 7, 2, 8, 5)],
+            "[… t: 9 values, min 1.5ms, median 5.5ms, max 12.5ms at line 3 …]",
+        ),
+        (["5ms", "7s"] * 5 + [str(i) for i in range(8)], None),  # mixed units
+        (["nan", "inf"] * 3 + [str(i) for i in range(8)], None),
+    ],
+)
+def test_field_notes_say_nothing_about_constants_counters_and_ids(
+    values: list[str], note: str | None
+) -> None:
+    assert describe("t", values, list(range(len(values)))) == note
+
+
+def test_field_notes_are_left_out_when_the_lines_are_shown() -> None:
+    lines = [f"request status={200 + i % 2}" for i in range(12)]
+    assert "status:" not in faithful("\n".join(lines))
+
+
+@pytest.mark.parametrize("name", SYNTHETIC_FILES)
+@pytest.mark.parametrize("budget", [6000, 3000])
+def test_budgeted_digest_of_service_log_keeps_the_failing_statuses(name: str, budget: int) -> None:
+    out = budgeted(_text(name), budget)
+    assert len(out.encode()) <= budget
+    failing = [f for f in _key(name)["must_keep"]["field_counts"] if f["field"] == "status"]
+    assert [f for f in failing if EK.field_missing(f, out.split("\n"))] == []
+
+
+# --------------------------------------------------------------------------------------------
+# Budgeted: errors before frames, whole lines
+# --------------------------------------------------------------------------------------------
+
+JAVA_ERROR = (
+    "2024-05-01 12:05:00.123 [http-nio-8080-exec-7] ERROR c.a.orders.OrderController - Request"
+    " processing failed; nested exception is org.springframework.dao."
+    "DataAccessResourceFailureException: Unable to acquire JDBC Connection"
+)
+JAVA_CAUSE = (
+    "Caused by: java.sql.SQLTransientConnectionException: HikariPool-1 - Connection is not"
+    " available, request timed out after 30000ms."
+)
+JAVA_LOG = "\n".join(
+    [f"2024-05-01 12:00:{i % 60:02d} INFO worker {i} processed batch ok" for i in range(300)]
+    + [
+        JAVA_ERROR,
+        "org.springframework.dao.DataAccessResourceFailureException: Unable to acquire JDBC",
+        "\tat org.springframework.orm.jpa.vendor.HibernateJpaDialect.convert(Dialect.java:275)",
+        "\tat com.acme.db.Pool.acquire(Pool.java:88)",
+        "\tat com.acme.db.Repo.save(Repo.java:41)",
+        "\tat com.acme.orders.OrderService.place(OrderService.java:120)",
+        JAVA_CAUSE,
+        "\tat com.zaxxer.hikari.pool.HikariPool.createTimeoutException(HikariPool.java:696)",
+        "\tat java.base/java.lang.Thread.run(Thread.java:833)",
+    ]
+    + [f"2024-05-01 12:06:{i % 60:02d} INFO worker {i} processed batch ok" for i in range(300)]
+)
+
+
+def _has(out: list[str], line: str) -> bool:
+    """Whether ``line`` is in ``out``, whole or with its middle clipped."""
+    return any(x == line or (x[:20] == line[:20] and x[-20:] == line[-20:]) for x in out)
+
+
+@pytest.mark.parametrize("budget", range(380, 1300, 40))
+def test_budgeted_keeps_errors_before_stack_frames(budget: int) -> None:
+    out = budgeted(JAVA_LOG, budget).split("\n")
+    assert len("\n".join(out).encode()) <= budget
+    assert _has(out, JAVA_CAUSE), out  # the last error always, clipped if need be
+    frames = [line for line in out if line.startswith("\tat ")]
+    if JAVA_CAUSE not in out:  # clipped: no room was left for any frame
+        assert frames == [], out
+
+
+def test_budgeted_at_400_bytes_keeps_the_error_not_a_frame() -> None:
+    out = budgeted(JAVA_LOG, 400)
+    assert "Caused by: java.sql.SQLTransientConn" in out
+    assert "\tat " not in out
+
+
+@pytest.mark.parametrize("budget", [1, 8, 9, 20, 30, 50, 79, 90])
+def test_tiny_budgets_end_on_a_whole_note(budget: int) -> None:
+    out = budgeted(JAVA_LOG, budget)
+    assert len(out.encode()) <= budget
+    assert out == "" or all(is_note(line) for line in out.split("\n")), out
+
+
+def _whole_lines(text: str, out: str) -> list[str]:
+    """Lines of ``out`` that are neither a whole note nor a whole line of ``text``."""
+    rendered = render(text).lines
+    allowed = {x for line in rendered for x in (line, narrow(line), line.strip())}
+    marker = re.compile(r" (?:\[×[\d,]+\]|\(×[\d,]+\))$")
+    bad = []
+    for line in out.split("\n") if out else []:
+        body = marker.sub("", line)
+        if not (is_note(line) or body in allowed or "…" in body or " chars elided" in body):
+            bad.append(line)
+    return bad
+
+
+JAVA_SOUP = st.lists(st.sampled_from(JAVA_LOG.split("\n")[295:315]), max_size=40).map("\n".join)
+SMALL_OR_ANY_BUDGET = st.one_of(st.integers(0, 120), st.integers(0, 2000))
+
+
+@FAST
+@given(st.one_of(JAVA_SOUP, LOGS, st.text(max_size=400)), SMALL_OR_ANY_BUDGET)
+def test_budgeted_output_is_always_whole_lines(text: str, budget: int) -> None:
+    out = budgeted(text, budget)
+    assert len(out.encode()) <= max(budget, 0)
+    assert _whole_lines(text, out) == []
+    assert not out.endswith("\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Binary input
+# --------------------------------------------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8
+ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 9 + bytes(range(256)) * 4
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (PNG, "PNG image"),
+        (ELF, "ELF executable"),
+        (b"\x1f\x8b\x08\x00" + bytes(range(255, -1, -1)) * 4, "gzip data"),
+        (bytes(range(256)) * 16, "binary data"),
+        (b"plain log line\n" * 50, None),
+        ("caf\u00e9 cr\u00e8me, na\u00efve\n".encode("latin-1") * 30, None),  # latin-1 text
+        ("error: boom\n".encode("utf-16"), None),  # UTF-16 with its byte-order mark
+        (b"\x1b[31mred\x1b[0m\r\nprogress 10%\r" * 20, None),  # terminal output is text
+        (b"", None),
+    ],
+)
+def test_binary_data_is_told_from_text(data: bytes, kind: str | None) -> None:
+    assert binary_kind(decode(data)) == kind
+
+
+def test_utf16_input_is_decoded() -> None:
+    assert faithful(decode("error: boom\n".encode("utf-16"))) == "error: boom"
+
+
+def test_a_binary_attachment_becomes_a_note() -> None:
+    att = Attachment("stdin", decode(PNG))
+    assert (
+        att.text
+        == binary_note(decode(PNG))
+        == (f"[… PNG image, {len(decode(PNG)):,} bytes: binary, not shown …]")
+    )
+    assert "\ufffd" not in att.block() and "\x00" not in att.block()
+    assert Attachment("log", "error: boom\n").text == "error: boom\n"

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ async def test_stats_of_a_fanout(sim: Simulator, tmp_path: Path) -> None:
     data = ledger_stats.summarize(*ledger.rows_since(None))
     per = {b["backend"]: b for b in data["backends"]}
     assert (per["bad"]["calls"], per["bad"]["ok"], per["bad"]["failovers"]) == (2, 0, 2)
-    assert per["bad"]["retries"] == 2 and per["bad"]["success_rate"] == 0.0
+    assert per["bad"]["retries"] == 0 and per["bad"]["success_rate"] == 0.0  # failed over
     assert (per["w1"]["calls"], per["w1"]["ok"], per["w2"]["calls"]) == (2, 2, 2)
     assert per["orch"]["calls"] == 2 and per["w1"]["p50_ms"] <= per["w1"]["p95_ms"]
     assert data["specialist"]["calls"] == 6 and data["specialist"]["ok"] == 4
@@ -223,6 +224,28 @@ def test_secrets_never_reach_the_file(tmp_path: Path) -> None:
     assert secret.encode() not in raw
     stored = Ledger(path).load(run.id)
     assert stored is not None and stored.run.answer == "the key is [redacted]"
+
+
+@pytest.mark.parametrize(
+    "quoted",
+    [
+        lambda k: k[:13] + "…",  # cut by a shortened message
+        lambda k: "…" + k[-9:],
+        lambda k: k[5:30],
+    ],
+    ids=["head", "tail", "middle"],
+)
+def test_a_cut_key_never_reaches_the_file(tmp_path: Path, quoted: Callable[[str], str]) -> None:
+    secret = "sk-canary-ledger-0123456789abcdefghijklmnop"
+    run = small_run(error=f"403: Incorrect API key provided: {quoted(secret)}")
+    run.turns[0].call.attempts[0].error = f"Incorrect API key provided: {quoted(secret)}"
+    path = default_path(tmp_path)
+    Ledger(path).record(run, secrets=[secret])
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("runs.db"))
+    text = raw.decode("utf-8", "replace")
+    assert not any(secret[i : i + 8] in text for i in range(len(secret) - 7))
+    stored = Ledger(path).load(run.id)
+    assert stored is not None and "[redacted]" in (stored.run.error or "")
 
 
 def _writer(path: str, worker: int, barrier: Any, count: int) -> None:

@@ -57,6 +57,7 @@ FAILURES = [
     ("drop", None, "connection failed", True, 3),
     ("malformed", None, "malformed response", False, 1),
     ("empty", None, "empty response", False, 1),
+    ("empty:choice=1", None, "empty response", False, 1),  # content null, no tool calls
     ("hang", None, "timed out after 0.5s", False, 1),
 ]
 
@@ -82,7 +83,8 @@ async def test_failure_modes_map_to_backend_error(
             HELLO,
             call=node,
             env={},
-            timeout=0.5,
+            # Short only where a hang is what is tested: a cold first call can take ~0.5 s.
+            timeout=0.5 if spec == "hang" else 30,
             retry=FAST,
             on_text=(lambda t: None) if stream else None,
         )
@@ -95,6 +97,50 @@ async def test_failure_modes_map_to_backend_error(
     assert all(a.status == "error" and a.error for a in node.attempts)
     # short, one line, never a raw body
     assert "\n" not in str(err) and len(str(err)) < 240 and "{" not in err.reason
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("body", ["html", "page", "utf8", "charset", "nochoices"])
+async def test_a_garbled_200_is_one_unusable_attempt_not_a_server_error(
+    sim: Simulator, body: str, stream: bool
+) -> None:
+    # HTML for JSON, an HTML page, invalid UTF-8, a wrong charset, JSON without choices:
+    # the server said 200, so no "HTTP 500", and no retries on the same backend.
+    backend = make(sim, f"malformed:body={body}")
+    node = Call("subtask", backend.id, backend.model)
+    with pytest.raises(BackendError) as info:
+        await llm.complete(
+            backend, HELLO, call=node, env={}, timeout=30, retry=FAST,
+            on_text=(lambda t: None) if stream else None,
+        )  # fmt: skip
+    err = info.value
+    assert err.reason.startswith(("malformed response", "empty response")), err.reason
+    assert err.status is None and not err.retryable and len(node.attempts) == 1
+
+
+async def test_a_slow_healthy_stream_is_not_cut(sim: Simulator) -> None:
+    # 36 events 0.2 s apart: ~7 s in all, far past timeout + any grace, but never 1 s silent.
+    backend = make(sim, "worker:gap=0.2,pieces=32,size=320")
+    reply, node = await call(backend, stream=True, timeout=1.0)
+    assert len(reply.text) == 320 and reply.finish_reason == "stop"
+    assert [a.status for a in node.attempts] == ["ok"]
+
+
+async def test_a_silent_stream_times_out_between_chunks(sim: Simulator) -> None:
+    with pytest.raises(BackendError, match=r"timed out after 0\.5s"):
+        await call(make(sim, "worker:gap=30"), stream=True, timeout=0.5)
+
+
+async def test_a_stream_without_a_finish_reason_is_cut_not_complete(sim: Simulator) -> None:
+    backend = make(sim, "worker:finish=none")
+    node = Call("subtask", backend.id, backend.model)
+    with pytest.raises(BackendError) as info:
+        await llm.complete(
+            backend, HELLO, call=node, env={}, timeout=30, retry=FAST, on_text=lambda t: None
+        )
+    assert "stream cut after" in info.value.reason and "finish reason" in info.value.reason
+    assert info.value.status is None  # no HTTP status: a budget books the whole reservation
+    assert [a.status for a in node.attempts] == ["error"]  # text reached the reader: no retry
 
 
 @pytest.mark.parametrize("spec", ["fail:status=429,times=1", "fail:status=500,times=2"])
@@ -147,7 +193,8 @@ async def test_free_backend_costs_zero(sim: Simulator) -> None:
 
 
 def test_known_model_price_from_litellm_map() -> None:
-    b = parse('[[backend]]\nid="g"\nmodel="openai/gpt-4o"\ngood_at=["x"]\ncost=5\n').backends[0]
+    text = '[[backend]]\nid="g"\nmodel="openai/gpt-4o"\napi_key_env="OPENAI_API_KEY"\n'
+    b = parse(text + 'good_at=["x"]\ncost=5\n').backends[0]
     price = llm.price_per_token(b)
     assert price is not None and price[0] > 0 and price[1] > 0
 

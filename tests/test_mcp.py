@@ -180,3 +180,97 @@ def test_cli_usage(tmp_path: Path, args: list[str]) -> None:
     )  # fmt: skip
     assert proc.returncode == (0 if args == ["--help"] else 2)
     assert b"Traceback" not in proc.stderr
+
+
+BAD_LINES = [
+    ('{"jsonrpc": "2.0", "id": 1, "method": "ping"', None, -32700, "not valid JSON"),
+    ("", None, -32700, "not valid JSON"),  # a bare newline is not a message either
+    ('{"jsonrpc": "1.0", "id": 10, "method": "ping"}', 10, -32600, "'jsonrpc' must be \"2.0\""),
+    ('{"jsonrpc": "2.0", "id": "no-method"}', "no-method", -32600, "needs a 'method'"),
+    ('{"jsonrpc": "2.0", "id": 12, "method": "tools/list", "params": [1]}', 12, -32600,
+     "'params' must be an object"),
+    ('{"jsonrpc": "2.0", "id": 13, "method": 5}', 13, -32600, "'method' must be a string"),
+    ('{"jsonrpc": "1.0", "id": true, "method": "ping"}', None, -32600, "'jsonrpc'"),
+    ("[]", None, -32600, "must be a JSON object"),
+    ("42", None, -32600, "must be a JSON object"),
+]  # fmt: skip
+
+
+def test_unreadable_lines_are_answered_per_json_rpc(tmp_path: Path, sim_thread: Simulator) -> None:
+    roster = roster_file(tmp_path / "roster.toml", sim_thread.base_url)
+    proc = subprocess.Popen(
+        [sys.executable, *command(roster)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, cwd=tmp_path, env=cli_env(tmp_path),
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def send(line: str) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(line.encode() + b"\n")
+        proc.stdin.flush()
+
+    def replies_until(rid: object) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        while not out or out[-1].get("id") != rid:
+            line = proc.stdout.readline() if proc.stdout else b""
+            assert line, "the server closed stdout"
+            out.append(json.loads(line))
+        return out
+
+    init = {"protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw-test", "version": "0"}}  # fmt: skip
+    send(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}))
+    replies_until(0)
+    send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    for i, (line, rid, code, words) in enumerate(BAD_LINES):
+        # A ping after each bad line: its reply proves that nothing more is coming for it.
+        send(line)
+        send(json.dumps({"jsonrpc": "2.0", "id": f"ping-{i}", "method": "ping"}))
+        *errors, pong = replies_until(f"ping-{i}")
+        assert pong.get("result") == {}, pong
+        assert len(errors) == 1, (line, errors)
+        assert errors[0]["jsonrpc"] == "2.0" and errors[0]["id"] == rid, (line, errors[0])
+        assert errors[0]["error"]["code"] == code and words in errors[0]["error"]["message"]
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0
+
+
+async def test_a_delegate_that_produced_nothing_is_a_failed_run(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # The ledger tells the truth: a `delegate` whose only sub-task failed, or a
+    # `delegate_many` whose every sub-task failed, is a failed run; one with a success
+    # among failures is ok (its failed sub-tasks are recorded as such).
+    from tanglebrain.cli.execute import record
+    from tanglebrain.mcp import Bridge
+
+    url = sim.base_url
+    dark = backend_toml("dark", "fail:status=503", url, good_at=("dark",))
+    roster = write_roster(
+        tmp_path / "roster.toml",
+        backend_toml("flaky", "fail:status=500", url, good_at=("shaky",)),
+        backend_toml("echo", "echo", url, good_at=("echo",)),
+        dark.replace("price = {", "# price = {"),  # no price: its cost is unknown
+        settings="max_attempts = 1\n",
+    )
+    state = tmp_path / "state"
+    bridge = Bridge(roster, cli_env(tmp_path), tmp_path, record=lambda t, r: record(t, r, state))
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("delegate", {"prompt": "one", "backend": "flaky"}),
+        ("delegate_many", {"tasks": [{"prompt": "a", "backend": "flaky"},
+                                     {"prompt": "b", "backend": "dark"}]}),
+        ("delegate_many", {"tasks": [{"prompt": "c", "backend": "flaky"},
+                                     {"prompt": "d", "backend": "echo"}]}),
+        ("delegate", {"prompt": "two", "backend": "dark"}),
+    ]  # fmt: skip
+    for name, arguments in calls:
+        await bridge.call(name, arguments)
+    with sqlite3.connect(state / "runs.db") as db:
+        runs = db.execute("SELECT status, error, cost_usd FROM runs ORDER BY started").fetchall()
+    assert [r[0] for r in runs] == ["error", "error", "ok", "error"]
+    assert runs[0][1].startswith("the sub-task failed\n  #0 error: ") and "HTTP 500" in runs[0][1]
+    assert runs[1][1].startswith("all 2 sub-tasks failed\n  #0 error: ")
+    assert "HTTP 500" in runs[1][1] and "\n  #1 error: " in runs[1][1]
+    assert runs[2][1] is None
+    # what failed on a backend without a price cost an unknown amount, not $0
+    assert runs[0][2] == 0.0 and runs[2][2] > 0 and runs[1][2] is runs[3][2] is None

@@ -71,6 +71,30 @@ async def test_fan_out_order_and_concurrency(sim: Simulator, n: int) -> None:
     assert trace.orchestrator == "orch" and not trace.degraded
 
 
+async def test_queued_sub_tasks_are_not_running_and_their_wait_is_not_latency(
+    sim: Simulator,
+) -> None:
+    roster = make(
+        entry(sim, "orch", "orchestrator:fanout=16", "planning", 30, True),
+        entry(sim, "w", "worker:latency=0.1", "work", extra="max_concurrency = 6"),
+        settings="max_subtasks = 16\n",
+    )
+    trace = Run(prompt="do the work")
+    running: list[int] = []
+    trace.subscribe(lambda r: running.append(sum(s.status == "running" for s in r.subtasks())))
+    await run(Request(prompt="do the work"), roster, env={}, trace=trace)
+    subs = trace.subtasks()
+    assert max(running) == 6  # never more "running" than the backend's slots
+    first_end = min(s.ended or 0.0 for s in subs)
+    waited = [s for s in subs if s.started is not None and s.started >= first_end]
+    assert len(waited) >= 10  # 16 sub-tasks, 6 slots: the rest started after a slot freed
+    for s in subs:
+        assert s.started is not None and s.queued <= s.started
+        # latency runs from the slot, the queue wait before it is counted apart
+        assert s.latency_ms == pytest.approx(((s.ended or 0.0) - s.started) * 1000)
+        assert s.queue_ms == pytest.approx((s.started - s.queued) * 1000)
+
+
 async def test_multiple_tool_calls_in_one_turn_run_concurrently(sim: Simulator) -> None:
     roster = make(
         entry(sim, "orch", "orchestrator:fanout=6,calls=3", "planning", 30, True),
@@ -82,7 +106,13 @@ async def test_multiple_tool_calls_in_one_turn_run_concurrently(sim: Simulator) 
     assert sim.in_flight_max("worker:latency=0.2") == 6
 
 
-@pytest.mark.parametrize("bad_spec", ["fail:status=500", "fail:status=429", "hang", "drop"])
+@pytest.mark.parametrize(
+    "bad_spec",
+    [
+        "fail:status=500", "fail:status=429", "hang", "drop", "empty", "empty:choice=1",
+        "malformed:body=page", "malformed:body=nochoices",
+    ],
+)  # fmt: skip
 async def test_subtask_fails_over(sim: Simulator, bad_spec: str) -> None:
     roster = make(
         entry(sim, "orch", "orchestrator:fanout=2", "planning", 30, True),
@@ -94,7 +124,52 @@ async def test_subtask_fails_over(sim: Simulator, bad_spec: str) -> None:
     subs = trace.subtasks()
     assert all(s.status == "ok" and s.backend == "good" for s in subs)
     assert all(s.failed_over and s.calls[0].backend == "bad" for s in subs)
+    assert all(a.status == "error" and a.error for s in subs for a in s.calls[0].attempts)
     assert not trace.degraded
+
+
+async def test_a_dead_backend_is_failed_over_at_once_and_then_skipped(sim: Simulator) -> None:
+    # 64 sub-tasks, the cheapest worker answers 500 to everything, a healthy one exists.
+    roster = make(
+        entry(sim, "orch", "orchestrator:fanout=64", "planning", 30, True),
+        entry(sim, "dead", "fail:status=500", "work", cost=1, extra="max_concurrency = 4"),
+        entry(sim, "good", "worker", "work", cost=5, extra="max_concurrency = 64"),
+        settings="max_subtasks = 64\n",
+    )
+    trace = await go(roster)
+    subs = trace.subtasks()
+    assert len(subs) == 64 and all(s.status == "ok" and s.backend == "good" for s in subs)
+    # No retries on the dead one while "good" can take the call, and once its circuit is
+    # open (2 failures) the sub-tasks still queued for it skip it: at most its 4 slots'
+    # worth of calls, plus one that took a slot freed by the first failure (192 before).
+    assert sim.count("fail:status=500") <= 5
+    tried = [s for s in subs if s.calls[0].backend == "dead"]
+    assert all(len(s.calls[0].attempts) == 1 for s in tried)
+    assert all(c.attempts for s in subs for c in s.calls)  # skipped backends leave no empty call
+
+
+async def test_the_last_candidate_is_still_retried(sim: Simulator) -> None:
+    roster = make(
+        entry(sim, "orch", "orchestrator:fanout=1", "planning", 30, True),
+        entry(sim, "flaky", "fail:status=500,times=1", "work"),
+    )
+    trace = await go(roster)
+    [sub] = trace.subtasks()
+    assert sub.status == "ok" and [a.status for a in sub.calls[0].attempts] == ["error", "ok"]
+
+
+async def test_an_empty_orchestrator_reply_fails_over_and_is_recorded(sim: Simulator) -> None:
+    roster = make(
+        entry(sim, "o1", "empty:choice=1", "planning", 10, True),
+        entry(sim, "o2", "orchestrator", "planning", 20, True),
+        entry(sim, "w", "worker", "work"),
+    )
+    trace = await go(roster)
+    assert trace.orchestrator == "o2" and trace.answer
+    first = trace.turns[0].call
+    assert first.backend == "o1"
+    assert [a.status for a in first.attempts] == ["error"]
+    assert "empty response" in (first.attempts[0].error or "")
 
 
 async def test_all_specialists_down_orchestrator_still_answers(sim: Simulator) -> None:
@@ -191,7 +266,7 @@ async def test_invalid_tool_calls_become_error_results(
     assert len(sim.requests) <= 3  # nothing ran 500 sub-tasks
 
 
-async def test_max_turns_forces_an_answer_without_tools(sim: Simulator) -> None:
+async def test_max_turns_forces_an_answer_with_tools_on_offer(sim: Simulator) -> None:
     spec = "orchestrator:rounds=10,fanout=1"
     roster = make(
         entry(sim, "orch", spec, "planning", 30, True),
@@ -201,8 +276,33 @@ async def test_max_turns_forces_an_answer_without_tools(sim: Simulator) -> None:
     trace = await go(roster)
     orch = [r for r in sim.requests if r.model == spec]
     assert len(orch) == 3
-    assert orch[-1].tools is None and orch[0].tools
+    # The same tools on every turn (one prompt prefix), but the last may not call them.
+    assert orch[-1].tools == orch[0].tools and orch[0].tools
+    assert orch[-1].body.get("tool_choice") == "none"
+    assert "tool_choice" not in orch[0].body
     assert trace.answer.startswith("Simulated synthesis")
+
+
+@pytest.mark.parametrize("preamble", ["I'll delegate the parts.", None])
+async def test_a_model_that_never_stops_calling_tools_is_cut_at_max_turns(
+    sim: Simulator, preamble: str | None
+) -> None:
+    from tanglebrain.sim import SimReply
+
+    # Like a model calling a placeholder tool on every turn, tool_choice or not.
+    sim.script("script", [SimReply(text=preamble, tool_calls=[("dummy_tool", "{}")])] * 50)
+    roster = make(
+        entry(sim, "orch", "script", "planning", 30, True),
+        entry(sim, "w", "worker", "work"),
+        settings="max_turns = 3\n",
+    )
+    if preamble is None:
+        with pytest.raises(NoAnswerError, match="called tools on its last turn"):
+            await go(roster)
+    else:
+        trace = await go(roster)
+        assert trace.answer == preamble  # once, from the last turn
+    assert len([r for r in sim.requests if r.model == "script"]) == 3
 
 
 async def test_no_delegate_sends_no_tools_and_full_input(sim: Simulator) -> None:
@@ -322,3 +422,27 @@ async def test_tight_budget_still_affords_the_synthesis(sim: Simulator) -> None:
     assert spent is not None and spent <= 0.065
     last = [r for r in sim.requests if r.model == "orchestrator:fanout=3"][-1]
     assert 256 <= last.body["max_tokens"] < 4096
+
+
+@pytest.mark.parametrize(
+    ("mid_cost", "spills"), [(2, True), (3, False)], ids=["within-2x", "beyond-2x"]
+)
+async def test_a_saturated_cheapest_spills_over_to_an_idle_backend(
+    sim: Simulator, mid_cost: float, spills: bool
+) -> None:
+    # 16 sub-tasks, `cheap` takes 6 at a time: the rest used to queue on it while `mid`,
+    # good at the same tag, sat idle.
+    roster = make(
+        entry(sim, "orch", "orchestrator:fanout=16", "planning", 30, True),
+        entry(sim, "cheap", "worker:latency=0.2", "work", 1, extra="max_concurrency = 6"),
+        entry(sim, "mid", "worker:id=mid", "work", mid_cost, extra="max_concurrency = 6"),
+        settings="max_subtasks = 16\n",
+    )
+    trace = await go(roster)
+    by = [s.backend for s in trace.subtasks()]
+    assert all(s.status == "ok" for s in trace.subtasks()) and len(by) == 16
+    assert sim.in_flight_max("worker:latency=0.2") <= 6
+    if spills:
+        assert by.count("mid") >= 6 and by.count("cheap") >= 6
+    else:
+        assert by.count("cheap") == 16

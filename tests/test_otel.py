@@ -14,7 +14,7 @@ import pytest
 from tanglebrain import otel
 from tanglebrain.sim import Simulator
 from tanglebrain.trace import Run
-from tests.helpers import backend_toml, cli_env, run_cli, write_roster
+from tests.helpers import backend_toml, cli_env, run_cli, run_process, write_roster
 from tests.test_trace import fanout_run
 
 try:
@@ -181,7 +181,8 @@ def test_missing_sdk_is_one_warning(tmp_path: Path, sim_thread: Simulator) -> No
     echo_roster(tmp_path, sim_thread)
     env = cli_env(tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9")
     env["PYTHONPATH"] = f"{tmp_path / 'shadow'}:{env['PYTHONPATH']}"
-    out = run_cli(["no sdk here"], tmp_path, env=env)
+    # A process of its own: the import shadowing needs a fresh interpreter.
+    out = run_process(["no sdk here"], tmp_path, env=env)
     assert out.code == 0 and out.stdout == "no sdk here\n"
     warnings = [line for line in out.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "tanglebrain[otel]" in warnings[0], out.stderr

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import time
+from typing import Any
 
+import pytest
 from rich.console import Console
 
 from tanglebrain import ledger_stats, render, render_history
@@ -110,7 +112,7 @@ async def test_history_views_of_a_fanout(sim: Simulator) -> None:
     stored = StoredRun(trace, (1e-6, 2e-6))
     tree = text_of(render_history.show_tree(stored))
     assert f"run {trace.id} · delegated by orch · ok" in tree
-    assert tree.count("attempt 1 · error") == 2 and tree.count("attempt 2 · error") == 2
+    assert tree.count("attempt 1 · error") == 2 and "attempt 2 · error" not in tree  # failed over
     assert "#0 code → w1 · ok · failed over" in tree and "answer: Simulated synthesis" in tree
     data = render_history.show_json(stored)
     assert data["orchestrator_price"] == {"input_per_token": 1e-6, "output_per_token": 2e-6}
@@ -126,3 +128,33 @@ def test_stats_view_with_unknown_prices() -> None:
     out = text_of(render_history.stats_view(data))
     assert "solo" in out and "unknown" in out and "$0.0000" not in out.split("run kinds")[1]
     assert "specialist success: - of 0 call(s) (target > 95 %)" in out
+
+
+def _run_row(i: int, status: str, cost: float | None) -> dict[str, Any]:
+    return {"id": f"{i:012x}", "started": 1.7e9, "ended": 1.7e9 + 2.5, "orchestrator":
+            "orchestrator-with-a-long-name", "mode": "delegated", "subtasks": 12,
+            "subtasks_ok": 11, "status": status, "prompt_tokens": 123456,
+            "completion_tokens": 7890, "cost_usd": cost,
+            "prompt": "summarize the incident log and list every failing endpoint"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("width", "present", "absent"),
+    [
+        (200, ["kind", "tokens", "wall", "orchestrator", "prompt"], []),
+        (100, ["time", "sub-tasks", "prompt"], ["kind", "tokens"]),
+        (80, ["time", "prompt"], ["kind", "tokens", "wall", "orchestrator"]),
+        (60, ["prompt"], ["time", "kind", "tokens", "wall", "orchestrator"]),
+    ],
+)  # fmt: skip
+def test_runs_table_fits_the_width_and_keeps_what_matters(
+    width: int, present: list[str], absent: list[str]
+) -> None:
+    rows = [_run_row(1, "ok", 0.0123), _run_row(2, "interrupted", None)]
+    lines = text_of(render_history.runs_table(rows, width), width).splitlines()
+    header = lines[0].split()
+    assert all(len(line.rstrip()) <= width for line in lines), lines
+    assert header[0] == "id" and {"status", "cost"} <= set(header)
+    assert set(present) <= set(header) and not set(absent) & set(header)
+    assert lines[1].startswith("000000000001 ") and " ok " in lines[1] and "$0.0123" in lines[1]
+    assert " interrupted " in lines[2] and "unknown" in lines[2]

@@ -11,7 +11,10 @@ from tanglebrain.errors import ConfigError, MissingKeyError
 from tanglebrain.roster import discover, load_file, packaged_path, parse
 from tests.helpers import run_cli
 
-OK = 'id = "a"\nmodel = "openai/x"\ngood_at = ["grunt"]\ncost = 1\n'
+OK = 'id = "a"\nmodel = "ollama_chat/x"\ngood_at = ["grunt"]\ncost = 1\n'
+
+
+SK = "sk-proj-abcdefghijklmnop1234"
 
 
 def backend(body: str = OK) -> str:
@@ -64,9 +67,61 @@ BAD = [
     ("backend-table", "[backend]\nid = 'a'\n", "array of tables", None),
     ("settings-type", "[settings]\nmax_turns = 'eight'\n" + backend(), "settings.max_turns", 2),
     ("settings-budget", "[settings]\nbudget_usd = 0\n" + backend(), "settings.budget_usd", 2),
+    ("spill-below-1", "[settings]\nspill_cost_factor = 0.5\n" + backend(),
+     "settings.spill_cost_factor': Input should be greater than or equal to 1", 2),
+    ("spill-inf", "[settings]\nspill_cost_factor = inf\n" + backend(), "(use a finite", 2),
+    ("output-cap-zero", "[settings]\nmax_output_tokens = 0\n" + backend(),
+     "settings.max_output_tokens", 2),
+    ("orchestrator-cap-float", "[settings]\norchestrator_max_output_tokens = 1.5\n" + backend(),
+     "settings.orchestrator_max_output_tokens", 2),
+    ("backend-output-cap", backend(OK + "max_output_tokens = -1\n"),
+     "field 'max_output_tokens'", 6),
     ("bad-env-name", backend(OK + 'api_key_env = "MY KEY"\n'), "field 'api_key_env'", 6),
-    ("empty-model", backend(OK.replace('"openai/x"', '""')), "field 'model'", 3),
-]
+    ("empty-model", backend(OK.replace('"ollama_chat/x"', '""')), "field 'model'", 3),
+    # literal secrets anywhere: list items, tables, key names
+    ("secret-in-list", backend(OK.replace('["grunt"]', f'["work", "{SK}"]')),
+     "field 'good_at': literal secrets are refused", 4),
+    ("secret-in-nested-list", backend(OK.replace('["grunt"]', f'["work", ["{SK}"]]')),
+     "field 'good_at': literal secrets are refused", 4),
+    ("secret-in-table", backend(OK + f'price = {{ input = 1, output = "{SK}" }}\n'),
+     "field 'output': literal secrets are refused", 6),
+    ("secret-in-settings-list", f'[settings]\nreviewers = ["{SK}"]\n' + backend(),
+     "field 'reviewers': literal secrets are refused", 2),
+    ("secret-as-key-name", backend(OK + f'"{SK}" = 1\n'), "literal secrets are refused (in a", 6),
+    # values that used to load and then break every call
+    ("timeout-inf", "[settings]\ntimeout_s = inf\n" + backend(),
+     "field 'settings.timeout_s': Input should be a finite number (got inf) (use a finite", 2),
+    ("timeout-nan", "[settings]\ntimeout_s = nan\n" + backend(), "(use a finite number)", 2),
+    ("timeout-huge", "[settings]\ntimeout_s = 1e300\n" + backend(), "(use a number <= 86400)", 2),
+    ("cost-inf", backend(OK.replace("cost = 1", "cost = inf")), "field 'cost'", 5),
+    ("model-10mb", backend(OK.replace("ollama_chat/x", "openai/" + "x" * 10_000_000)),
+     "field 'model': String should have at most 256 characters (use at most 256", 3),
+    ("model-spaces", backend(OK.replace("ollama_chat/x", "openai/ a b")),
+     "field 'model': model must be a non-empty litellm model string without spaces "
+     "(got 'openai/ a b') (use the litellm model string", 3),
+    ("model-no-name", backend(OK.replace("ollama_chat/x", "openai/")), "field 'model'", 3),
+    ("api-base-not-url", backend(OK + 'api_base = "not a url at all"\n'),
+     "field 'api_base': api_base must be an http:// or https:// URL (got 'not a url at all') "
+     "(use the server's URL", 6),
+    ("api-base-no-host", backend(OK + 'api_base = "http:///v1"\n'), "field 'api_base'", 6),
+    ("api-base-bad-port", backend(OK + 'api_base = "http://h:port/v1"\n'), "field 'api_base'", 6),
+    ("backends-plural", "[[backends]]\n" + OK, "field 'backends': unknown key (did you mean "
+     "'backend'?)", 1),
+    ("hosted-without-key", backend(OK.replace("ollama_chat/x", "openai/x")),
+     "backend 'a', field 'api_key_env': openai needs an API key, but neither api_key_env nor "
+     'api_base is set (add api_key_env = "OPENAI_API_KEY"', 1),
+    ("hosted-without-key-2nd", backend() + backend(OK.replace('"a"', '"b"').replace(
+        "ollama_chat/x", "anthropic/claude")), 'add api_key_env = "ANTHROPIC_API_KEY"', 6),
+    # nesting: one clean line, not a traceback
+    ("nested-arrays", "x = " + "[" * 50_000 + "]" * 50_000 + "\n" + backend(),
+     "nested more than 16 levels deep (a roster needs only", 1),
+    ("nested-inline-tables", "x = " + "{a = " * 50_000 + "1" + "}" * 50_000 + "\n" + backend(),
+     "nested more than 16 levels deep", 1),
+    ("nested-headers", "[" + ".".join(["a"] * 50_000) + "]\nb = 1\n" + backend(),
+     "nested more than 16 levels deep", 1),
+    ("nested-in-backend", backend(OK + "extra = " + "[" * 40 + "]" * 40 + "\n"),
+     "backend 'a', field 'extra': nested more than 16 levels deep", 6),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "text", "expect", "line"), BAD, ids=[b[0] for b in BAD])
@@ -95,6 +150,29 @@ def test_bad_roster_cli(
     assert expect in lines[0]
     assert str(roster) in lines[0]
     assert "Traceback" not in result.stderr
+
+
+GOOD = [
+    ("local-openai-server", 'model = "openai/qwen"\napi_base = "http://127.0.0.1:8080/v1"\n'),
+    ("hosted-with-key", 'model = "openai/gpt-4.1"\napi_key_env = "OPENAI_API_KEY"\n'),
+    ("hosted-disabled-draft", 'model = "anthropic/claude"\nenabled = false\n'),
+    ("unprefixed-model", 'model = "gpt-4o"\n'),
+    ("cloud-credentials", 'model = "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0"\n'),
+    ("https-base-with-port", 'model = "ollama_chat/x"\napi_base = "https://gpu.lan:11434"\n'),
+    ("dotted-keys", 'model = "ollama_chat/x"\nprice.input = 1.0\nprice.output = 2.0\n'),
+]
+
+
+@pytest.mark.parametrize(("name", "body"), GOOD, ids=[g[0] for g in GOOD])
+def test_legitimate_backends_still_load(name: str, body: str) -> None:
+    roster = parse(backend(f'id = "a"\n{body}good_at = ["work"]\ncost = 1\n'))
+    assert roster.backends[0].id == "a"
+
+
+def test_every_string_is_checked_for_secrets_but_none_is_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(backend(OK.replace('["grunt"]', f'["work", "{SK}"]')), "r.toml")
+    assert SK not in str(info.value) and "sk-proj" not in str(info.value)
 
 
 def test_packaged_roster_is_valid_and_safe() -> None:
@@ -200,3 +278,14 @@ def test_random_documents_never_crash(doc: dict[str, object]) -> None:
         parse(text)
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+def test_output_caps_and_spill_factor_defaults_and_overrides() -> None:
+    roster = parse(backend() + backend(OK.replace('"a"', '"b"') + "max_output_tokens = 512\n"))
+    settings_ = roster.settings
+    assert (settings_.max_output_tokens, settings_.orchestrator_max_output_tokens) == (4096, 8192)
+    assert settings_.spill_cost_factor == 2.0
+    assert [b.max_output_tokens for b in roster.backends] == [None, 512]
+    text = "[settings]\nspill_cost_factor = 3\nmax_output_tokens = 1000\n" + backend()
+    assert parse(text).settings.spill_cost_factor == 3.0
+    assert parse(text).settings.max_output_tokens == 1000

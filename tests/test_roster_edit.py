@@ -24,7 +24,9 @@ from tanglebrain.roster_edit import (
     set_field,
     write_starter,
 )
+from tests.helpers import run_cli
 
+SK = "sk-proj-abcdefghijklmnop1234"
 CURATED = """\
 # My roster. Hand-written; keep these comments.
 
@@ -138,7 +140,7 @@ def test_insertions_land_inside_their_entry(tmp_path: Path) -> None:
     path = tmp_path / "roster.toml"
     path.write_text(CURATED)
     set_field(path, "local", "enabled", False)
-    add_backend(path, {"id": "x", "model": "openai/x", "good_at": ["a"], "cost": 1})
+    add_backend(path, {"id": "x", "model": "ollama_chat/x", "good_at": ["a"], "cost": 1})
     lines = path.read_text().splitlines()
     assert lines[lines.index("cost = 0") + 1] == "enabled = false"
     assert lines[-9:-6] == ["price = { input = 0.3, output = 2.5 }", "", "[[backend]]"]
@@ -179,11 +181,13 @@ def test_settings_after_the_backends(tmp_path: Path) -> None:
 
 
 def test_line_endings_indentation_and_missing_final_newline(tmp_path: Path) -> None:
-    text = '[[backend]]\r\n  id = "a"\r\n  model = "openai/a"\r\n  good_at = ["x"]\r\n  cost = 1'
+    text = (
+        '[[backend]]\r\n  id = "a"\r\n  model = "ollama_chat/a"\r\n  good_at = ["x"]\r\n  cost = 1'
+    )
     path = tmp_path / "roster.toml"
     path.write_bytes(text.encode())
     set_field(path, "a", "enabled", False)
-    add_backend(path, {"id": "b", "model": "openai/b", "good_at": ["y"], "cost": 2})
+    add_backend(path, {"id": "b", "model": "ollama_chat/b", "good_at": ["y"], "cost": 2})
     data = path.read_bytes().decode()
     assert data.count("\r\n") == data.count("\n")
     assert '  cost = 1\r\n  enabled = false\r\n\r\n[[backend]]\r\n  id = "b"\r\n' in data
@@ -203,6 +207,16 @@ REFUSED: list[tuple[str, Edit, str]] = [
      "cost": 1}), "already exists"),
     ("unknown id", lambda p: remove_backend(p, "nope"), "known ids: local, claude, flash"),
     ("unknown field", lambda p: set_field(p, "local", "colour", "red"), "valid fields: id,"),
+    ("secret among tags", lambda p: add_backend(p, {"id": "x", "model": "ollama_chat/x",
+     "good_at": ["work", SK], "cost": 1}), "field 'good_at': literal secrets are refused"),
+    ("secret set as tags", lambda p: set_field(p, "flash", "good_at", ["work", SK]),
+     "literal secrets are refused"),
+    ("hosted model, no key", lambda p: add_backend(p, {"id": "x", "model": "openai/x",
+     "good_at": ["a"], "cost": 1}), 'add api_key_env = "OPENAI_API_KEY"'),
+    ("drop the key of a hosted model", lambda p: set_field(p, "flash", "api_key_env", None),
+     'add api_key_env = "GEMINI_API_KEY"'),
+    ("api_base not a URL", lambda p: set_field(p, "local", "api_base", "not a url at all"),
+     "field 'api_base'"),
 ]  # fmt: skip
 
 
@@ -221,6 +235,23 @@ def test_refused_edit_leaves_file_and_backup_untouched(
     assert path.read_text() == CURATED
     assert bak.read_bytes() == b"an older version\n"
     assert sorted(set(os.listdir(tmp_path)) - {"roster.toml.lock"}) == before  # no temp files
+
+
+def test_backends_add_refuses_a_secret_among_its_tags(tmp_path: Path) -> None:
+    path = tmp_path / "roster.toml"
+    path.write_text(CURATED)
+    args = ["backends", "add", "x", "--model", "ollama_chat/x", "--good-at", f"work,{SK}",
+            "--cost", "1", "--roster", str(path)]  # fmt: skip
+    out = run_cli(args, tmp_path)
+    assert out.code == 2 and "literal secrets are refused" in out.stderr, out
+    assert SK not in out.stderr + out.stdout and path.read_text() == CURATED
+
+
+def test_a_deeply_nested_file_is_one_clean_error(tmp_path: Path) -> None:
+    path = tmp_path / "roster.toml"
+    path.write_text(CURATED + "x = " + "[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(ConfigError, match="nested more than 16 levels deep"):
+        set_field(path, "local", "cost", 1)
 
 
 def test_validation_names_that_nothing_was_written(tmp_path: Path) -> None:

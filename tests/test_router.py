@@ -1,14 +1,26 @@
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tanglebrain.errors import ConfigError, MissingKeyError
+from tanglebrain.ledger import Ledger, default_path
 from tanglebrain.roster import Backend, Roster, parse
-from tanglebrain.router import LoadState, RotationStore, plan_orchestrator, subtask_candidates
+from tanglebrain.router import (
+    Breakers,
+    LoadState,
+    RotationStore,
+    plan_orchestrator,
+    subtask_candidates,
+)
+from tanglebrain.trace import Run
+from tests.helpers import WAIT
 
 
 def roster(*entries: str) -> Roster:
@@ -18,7 +30,7 @@ def roster(*entries: str) -> Roster:
 def b(bid: str, tags: str = "x", cost: float = 1, orch: bool = False, extra: str = "") -> str:
     tag_list = ", ".join(f'"{t}"' for t in tags.split(","))
     return (
-        f'id = "{bid}"\nmodel = "openai/{bid}"\ngood_at = [{tag_list}]\ncost = {cost}\n'
+        f'id = "{bid}"\nmodel = "ollama_chat/{bid}"\ngood_at = [{tag_list}]\ncost = {cost}\n'
         f"can_orchestrate = {str(orch).lower()}\n{extra}\n"
     )
 
@@ -171,6 +183,7 @@ SUB_CASES = [
         ["small", "cheap", "dear"],
     ),
     ("cooldown-goes-last", {"task": "code"}, {"failures": {"cheap": 2}}, ["dear", "cheap"]),
+    ("one-failure-stays", {"task": "code"}, {"failures": {"cheap": 1}}, ["cheap", "dear"]),
 ]
 
 
@@ -182,15 +195,47 @@ def test_subtask_candidates(
 ) -> None:
     WINDOWS["small"] = 1000
     args: dict[str, object] = {"task": None, "backend_id": None, "needed_tokens": 5000, **kwargs}
+    breakers = Breakers()
+    for bid, n in load.get("failures", {}).items():
+        for _ in range(n):
+            breakers.record(bid, ok=False)
     got = subtask_candidates(
         roster(*SUB),
         {},
         orchestrator_id="orch",
-        load=LoadState(**load),
+        load=LoadState(in_flight=load.get("in_flight", {}), breakers=breakers),
         window_of=window_of,
         **args,
     )  # type: ignore[arg-type]
     assert [c.id for c in got] == expected
+
+
+def test_a_circuit_opens_after_failures_in_a_row_and_probes_once_later() -> None:
+    now = [0.0]
+    breakers = Breakers(threshold=2, probe_after_s=30, clock=lambda: now[0])
+    breakers.record("w", ok=False)
+    breakers.record("w", ok=True)  # a success in between: not two in a row
+    breakers.record("w", ok=False)
+    assert not breakers.is_open("w") and breakers.admit("w")
+    breakers.record("w", ok=False)
+    assert breakers.is_open("w") and not breakers.admit("w")
+    now[0] = 31.0  # half-open: exactly one probe goes through
+    assert breakers.admit("w") and not breakers.admit("w")
+    breakers.record("w", ok=False)  # the probe failed: open again, for another 30 s
+    assert breakers.is_open("w")
+    now[0] = 62.0
+    assert breakers.admit("w")
+    breakers.record("w", ok=True)  # the probe succeeded: closed
+    assert not breakers.is_open("w") and breakers.admit("w") and breakers.admit("w")
+
+
+def test_a_runs_circuit_stays_open_to_its_end() -> None:
+    now = [0.0]
+    breakers = Breakers(clock=lambda: now[0])
+    breakers.record("w", ok=False)
+    breakers.record("w", ok=False)
+    now[0] = 1e9
+    assert breakers.is_open("w")
 
 
 def test_equal_cost_prefers_less_loaded() -> None:
@@ -223,7 +268,7 @@ def test_rotation_store_is_safe_across_processes(tmp_path: Path) -> None:
         "[s.advance('k') for _ in range(25)]"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)]) for _ in range(6)]
-    assert all(p.wait(timeout=60) == 0 for p in procs)
+    assert all(p.wait(timeout=WAIT) == 0 for p in procs)
     assert RotationStore(tmp_path).offset("k", 1000) == 150
 
 
@@ -233,3 +278,94 @@ def test_rotation_store_survives_unwritable_dir(tmp_path: Path) -> None:
     store = RotationStore(blocker / "state")
     store.advance("k")  # must not raise
     assert store.offset("k", 2) == 0
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """The common 022 umask, under which a plain mkdir gives 0755."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _first_by_rotation(state: Path) -> None:
+    RotationStore(state).offset("k", 3)
+
+
+def _first_by_ledger(state: Path) -> None:
+    Ledger(default_path(state)).record(Run(prompt="p"))
+
+
+@pytest.mark.usefixtures("loose_umask")
+@pytest.mark.parametrize(
+    "first", [_first_by_rotation, _first_by_ledger], ids=["rotation", "ledger"]
+)
+def test_state_dir_is_private_whoever_creates_it(
+    tmp_path: Path, first: Callable[[Path], None]
+) -> None:
+    state = tmp_path / "new" / "state"
+    first(state)
+    RotationStore(state).advance("k")
+    Ledger(default_path(state)).record(Run(prompt="q"))
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE(state.parent.stat().st_mode) == 0o755  # shared parents: left alone
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_an_existing_state_dir_keeps_its_mode(tmp_path: Path) -> None:
+    state = tmp_path / "chosen"
+    state.mkdir(mode=0o750)
+    RotationStore(state).advance("k")
+    assert stat.S_IMODE(state.stat().st_mode) == 0o750
+
+
+SPILL = [
+    b("cheap", "code", 1, extra="max_concurrency = 2"),
+    b("mid", "code", 2, extra="max_concurrency = 2"),
+    b("dear", "code", 5, extra="max_concurrency = 2"),
+    b("free", "local", 0, extra="max_concurrency = 1"),
+    b("free2", "local", 0, extra="max_concurrency = 1"),
+    b("paid", "local", 1),
+]
+
+SPILL_CASES = [
+    # name, settings, kwargs, calls in flight (queued ones included), expected order
+    ("free-slot-stays-first", "", {}, {"cheap": 1}, ["cheap", "mid", "dear"]),
+    ("saturated-spills-within-2x", "", {}, {"cheap": 2}, ["mid", "cheap", "dear"]),
+    ("queued-calls-saturate-too", "", {}, {"cheap": 9}, ["mid", "cheap", "dear"]),
+    ("beyond-the-factor-waits", "", {}, {"cheap": 2, "mid": 2}, ["cheap", "mid", "dear"]),
+    ("a-wider-factor", "spill_cost_factor = 5\n", {}, {"cheap": 2, "mid": 2},
+     ["dear", "cheap", "mid"]),
+    ("factor-1-no-dearer", "spill_cost_factor = 1\n", {}, {"cheap": 2}, ["cheap", "mid", "dear"]),
+    ("free-spills-to-free", "", {"task": "local"}, {"free": 1}, ["free2", "free", "paid"]),
+    ("free-never-to-paid", "", {"task": "local"}, {"free": 1, "free2": 1},
+     ["free", "free2", "paid"]),
+    ("named-is-kept", "", {"backend_id": "cheap"}, {"cheap": 2}, ["cheap", "mid", "dear"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "kwargs", "in_flight", "expected"),
+    SPILL_CASES,
+    ids=[c[0] for c in SPILL_CASES],
+)
+def test_saturated_backend_spills_over_within_the_cost_factor(
+    name: str,
+    settings: str,
+    kwargs: dict[str, str],
+    in_flight: dict[str, int],
+    expected: list[str],
+) -> None:
+    text = "[settings]\n" + settings + "".join(f"[[backend]]\n{e}" for e in SPILL)
+    args: dict[str, str | None] = {"task": "code", "backend_id": None, **kwargs}
+    got = subtask_candidates(
+        parse(text),
+        {},
+        orchestrator_id=None,
+        needed_tokens=1,
+        load=LoadState(in_flight=dict(in_flight)),
+        **args,  # type: ignore[arg-type]
+    )
+    assert [c.id for c in got] == expected

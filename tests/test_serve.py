@@ -275,6 +275,37 @@ async def test_bad_requests_get_openai_errors(
         assert ok.status_code == 200  # the server survived
 
 
+DEEP = b"[" * 400_000  # 400 KB, under the 1 MiB body limit
+DEEP_KIND = {
+    "model": "echo",
+    "messages": [
+        {"role": "user", "content": [{"type": json.loads("[" * 500 + "]" * 500), "text": "x"}]}
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "code"),
+    [("serve", DEEP, "invalid_json"), ("simulator", DEEP, None),
+     ("serve", b'{"model": "echo", "messages": ' + DEEP, "invalid_json"),
+     ("serve", json.dumps(DEEP_KIND).encode(), "unsupported_content")],
+)  # fmt: skip
+async def test_deeply_nested_body_is_a_clean_400(
+    served: Served, sim_thread: Simulator, target: str, body: bytes, code: str | None
+) -> None:
+    base = served.base_url if target == "serve" else sim_thread.base_url
+    async with httpx.AsyncClient(base_url=base) as client:
+        resp = await client.post(
+            "/chat/completions", content=body, headers={"content-type": "application/json"}
+        )
+        assert resp.status_code == 400, resp.text[:200]
+        error = resp.json()["error"]
+        assert error["code"] == code and 0 < len(error["message"]) < 200, error
+        ok = await client.post("/chat/completions", json={"model": "echo", "messages": user("ok")})
+        assert ok.status_code == 200  # the server survived
+    assert "RecursionError" not in "".join(served.stderr)
+
+
 async def test_oversized_body_is_413_while_reading(served: Served, oai: openai.AsyncOpenAI) -> None:
     big = "x" * (1 << 20)
     with pytest.raises(openai.APIStatusError) as caught:

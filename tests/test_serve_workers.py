@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tanglebrain.sim import Simulator
-from tests.helpers import ROOT, backend_toml, run_cli, wait_until, write_roster
+from tests.helpers import ROOT, WAIT, backend_toml, run_cli, wait_until, write_roster
 from tests.test_serve import Served, roster_file, start_serve, user
 
 
@@ -135,7 +135,7 @@ async def test_ctrl_c_drains_in_flight_runs_and_a_second_one_forces(
                 server.proc.send_signal(signal.SIGINT)
     answer = "simulated worker:latency=1.5 result for: drain"
     assert outcome == (["server_shutting_down"] if force else [answer])
-    assert await anyio.to_thread.run_sync(lambda: server.proc.wait(timeout=60)) == 0
+    assert await anyio.to_thread.run_sync(lambda: server.proc.wait(timeout=WAIT)) == 0
     assert not any(alive(pid) for pid in pids)
     assert [r[1] for r in server.runs()] == (["interrupted"] if force else ["ok"])
     assert "Traceback" not in "".join(server.stderr)
@@ -161,7 +161,7 @@ async def test_sigterm_to_every_process_still_drains(tmp_path: Path, sim: Simula
             for pid in workers:  # and then the manager's own SIGTERM reaches them
                 os.kill(pid, signal.SIGTERM)
     assert answers == ["simulated worker:latency=1.5 result for: drain"]
-    assert await anyio.to_thread.run_sync(lambda: server.proc.wait(timeout=60)) == 0
+    assert await anyio.to_thread.run_sync(lambda: server.proc.wait(timeout=WAIT)) == 0
 
 
 async def test_the_shutdown_timeout_cuts_runs_and_records_them(
@@ -189,7 +189,7 @@ async def test_the_shutdown_timeout_cuts_runs_and_records_them(
             await sim.wait_in_flight(6, "worker:latency=30")
             server.proc.send_signal(signal.SIGTERM)
     assert codes == ["server_shutting_down"] * 6, "".join(server.stderr)
-    assert await anyio.to_thread.run_sync(lambda: server.proc.wait(timeout=60)) == 0
+    assert await anyio.to_thread.run_sync(lambda: server.proc.wait(timeout=WAIT)) == 0
     assert server.runs() == [("serve", "interrupted", "stuck")] * 6
     assert "Traceback" not in "".join(server.stderr)
 
@@ -197,7 +197,7 @@ async def test_the_shutdown_timeout_cuts_runs_and_records_them(
 def test_workers_stop_when_the_parent_dies(tmp_path: Path, sim: Simulator) -> None:
     server, workers = start_workers(tmp_path, sim)
     server.proc.kill()  # no chance to stop them: their lifeline breaks
-    server.proc.wait(timeout=30)
+    server.proc.wait(timeout=WAIT)
     wait_until(lambda: not any(alive(pid) for pid in workers), "orphaned workers kept serving")
 
 
@@ -242,7 +242,7 @@ def supervise(tmp: Path, body: str) -> subprocess.Popen[str]:
     ],
 )  # fmt: skip
 def test_supervisor_failures(tmp_path: Path, body: str, lines: list[str]) -> None:
-    out, err = supervise(tmp_path, body).communicate(timeout=60)
+    out, err = supervise(tmp_path, body).communicate(timeout=WAIT)
     assert "Traceback" not in out + err
     assert sorted(out.splitlines()) == sorted(lines)
 
@@ -253,7 +253,7 @@ def test_supervisor_clean_stop(tmp_path: Path) -> None:
     proc = supervise(tmp_path, body)
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGTERM)  # relayed: both workers return normally
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=WAIT)
     assert out == "exit 0\n" and "Traceback" not in err
 
 
@@ -264,7 +264,7 @@ def test_a_stop_during_startup_forks_no_more_and_exits_0(tmp_path: Path) -> None
     script.write_text(SUPERVISE.format(body=body).replace(", 2, child", ", 6, child"))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         env=env, timeout=60)  # fmt: skip
+                         env=env, timeout=WAIT)  # fmt: skip
     assert out.stdout == "exit 0\n" and out.stderr == ""  # not "ready": it stopped first
 
 

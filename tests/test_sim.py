@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from tanglebrain.sim import FINGERPRINT, SimReply, Simulator
 from tanglebrain.sim_scripts import SimError, parse_spec
+from tests.helpers import WAIT
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TLS = ssl.create_default_context()  # shared: httpx builds one per client (~20 ms) otherwise
@@ -719,7 +720,7 @@ def test_main_serves_until_interrupted() -> None:
         )
         assert resp.json()["choices"][0]["message"]["content"] == "cli"
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=WAIT)
     finally:
         proc.kill()
     assert (proc.returncode, out, err) == (0, "", "")
@@ -737,3 +738,70 @@ def test_parse_spec_only_raises_sim_errors(raw: str) -> None:
     else:
         assert spec.raw == raw
         assert spec.kind == raw.partition(":")[0]
+
+
+# --- prompt_x and worker:loop=1 ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("x", "expected"), [("1.5", math.ceil(5 * 1.5)), ("5", 25), ("0", 0)])
+async def test_prompt_x_inflates_the_reported_prompt(
+    client: httpx.AsyncClient, x: str, expected: int
+) -> None:
+    messages = [{"role": "user", "content": "a" * 20}]  # 5 tokens at 4 chars a token
+    usage = (await chat(client, f"worker:prompt_x={x}", messages=messages)).json()["usage"]
+    assert usage["prompt_tokens"] == expected
+
+
+LOOP_LIMITS = [
+    # name, extra options, request fields, completion tokens
+    ("max-tokens", "", {"max_tokens": 50}, 50),
+    ("max-completion-tokens", "", {"max_completion_tokens": 30}, 30),
+    ("tokens-below-cap", ",tokens=20", {"max_tokens": 50}, 20),
+    ("no-cap", ",tokens=100", {}, 100),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "opts", "fields", "tokens"), LOOP_LIMITS, ids=[c[0] for c in LOOP_LIMITS]
+)
+async def test_loop_not_streamed_stops_at_a_limit(
+    client: httpx.AsyncClient, name: str, opts: str, fields: dict[str, int], tokens: int
+) -> None:
+    from tanglebrain.sim_scripts import LOOP_SENTENCE
+
+    resp = (await chat(client, "worker:loop=1" + opts, **fields)).json()
+    choice = resp["choices"][0]
+    assert choice["finish_reason"] == "length"
+    assert choice["message"]["content"] == (LOOP_SENTENCE * 100)[: 4 * tokens]
+    assert resp["usage"]["completion_tokens"] == tokens
+
+
+async def test_loop_streamed_stops_at_max_tokens(oai: openai.AsyncOpenAI) -> None:
+    stream = await oai.chat.completions.create(
+        model="worker:loop=1",
+        messages=user("go on"),
+        stream=True,
+        max_tokens=40,
+        stream_options={"include_usage": True},
+    )
+    chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(text) == 160 and text.startswith("This simulated model repeats")
+    assert chunks[-2].choices[0].finish_reason == "length"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 40
+
+
+async def test_loop_streamed_without_a_cap_runs_until_the_client_leaves(
+    client: httpx.AsyncClient, sim: Simulator
+) -> None:
+    body = {"model": "worker:loop=1", "messages": user("go on"), "stream": True}
+    received = 0
+    async with client.stream("POST", "/chat/completions", json=body) as resp:
+        async for chunk in resp.aiter_bytes():
+            received += len(chunk)
+            if received > 200_000:  # far more than any finite reply of this size
+                break
+    assert sim.in_flight("worker:loop=1") <= 1
+    with anyio.fail_after(WAIT):
+        while sim.in_flight("worker:loop=1"):  # polls real state: the server saw us leave
+            await anyio.sleep(0.01)

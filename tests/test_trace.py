@@ -70,7 +70,8 @@ def shape(trace: Run) -> dict[str, Any]:
     }
 
 
-FAILOVER = [("subtask", "bad", ["error", "error"]), ("subtask", "w1", ["ok"])]
+# One attempt on "bad": with w1 able to take the sub-task, a 500 fails over at once.
+FAILOVER = [("subtask", "bad", ["error"]), ("subtask", "w1", ["ok"])]
 DIRECT = [("subtask", "w2", ["ok"])]
 SNAPSHOT = {
     "mode": "delegated",
@@ -120,9 +121,9 @@ async def test_fanout_numbers_add_up(sim: Simulator) -> None:
                     assert a.completion_tokens == math.ceil(len(s.answer) / 4)
                     assert a.bytes_out == len(s.answer.encode())
                 assert a.ended >= a.started and a.latency_ms > 0 and a.bytes_in > 0
-        assert [c.retries for c in s.calls] == ([1, 0] if s.failed_over else [0])
+        assert [c.retries for c in s.calls] == ([0, 0] if s.failed_over else [0])
     atts = trace.attempts()
-    assert len(atts) == 2 + 2 * 3 + 2 * 1  # two turns, two failovers (2+1), two direct
+    assert len(atts) == 2 + 2 * 2 + 2 * 1  # two turns, two failovers (1+1), two direct
     prompt, completion, cost = trace.totals()
     assert prompt == sum(a.prompt_tokens for a in atts)
     assert completion == sum(a.completion_tokens for a in atts)
@@ -131,7 +132,7 @@ async def test_fanout_numbers_add_up(sim: Simulator) -> None:
     turns = [t.call.attempts[0].prompt_tokens for t in trace.turns]
     assert trace.orchestrator_context_tokens == max(turns)
     data = run_json(trace)
-    assert [s["attempts"] for s in data["subtasks"]] == [3, 1, 3, 1]
+    assert [s["attempts"] for s in data["subtasks"]] == [2, 1, 2, 1]
     assert sum(s["tokens"] for s in data["subtasks"]) == sum(
         a.prompt_tokens + a.completion_tokens for s in trace.subtasks() for a in s.attempts
     )

@@ -27,16 +27,35 @@ This module is the public API. The work is done in :mod:`~tanglebrain.compress_r
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from tanglebrain.compress_budget import fit
 from tanglebrain.compress_select import faithful_lines, is_note, plan
 
-__all__ = ["Digest", "budgeted", "decode", "digest", "faithful"]
+__all__ = ["Digest", "binary_kind", "binary_note", "budgeted", "decode", "digest", "faithful"]
+
+_SAMPLE = 65536  # characters looked at to tell binary data from text
+_BINARY_SHARE = 0.3  # share of undecodable or control characters that makes data binary
+# undecodable bytes and control characters that text does not use (tab, newlines, form feed,
+# backspace and escape sequences are text)
+_NOT_TEXT = re.compile(r"[\ufffd\x00-\x07\x0e-\x1a\x1c-\x1f]")
+_MAGIC = (  # how common binary formats start, once decoded
+    ("\ufffdPNG", "PNG image"),
+    ("GIF8", "GIF image"),
+    ("%PDF-", "PDF document"),
+    ("PK\x03\x04", "zip archive"),
+    ("\x1f\ufffd", "gzip data"),
+    ("\x7fELF", "ELF executable"),
+    ("MZ", "Windows executable"),
+    ("SQLite format 3\x00", "SQLite database"),
+)
 
 
 def decode(data: bytes) -> str:
     """Decode bytes as UTF-8, replacing invalid sequences; never raises.
+
+    Bytes that start with a UTF-16 byte-order mark are decoded as UTF-16.
 
     Args:
         data: Raw bytes, e.g. a log piped into the CLI.
@@ -44,7 +63,44 @@ def decode(data: bytes) -> str:
     Returns:
         The decoded text.
     """
-    return bytes(data).decode("utf-8", errors="replace")
+    raw = bytes(data)
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # e.g. PowerShell's redirected output
+        return raw.decode("utf-16", errors="replace")
+    return raw.decode("utf-8", errors="replace")
+
+
+def binary_kind(text: str) -> str | None:
+    """What binary data ``text`` holds, or None when it is text.
+
+    Data counts as binary when, among its first 64 Ki characters, at least 30 % could not be
+    decoded or are control characters that text does not use.
+
+    Args:
+        text: Decoded data (see :func:`decode`).
+
+    Returns:
+        A short name ("PNG image", "gzip data", "binary data"), or None.
+    """
+    sample = text[:_SAMPLE]
+    if not sample or len(_NOT_TEXT.findall(sample)) < len(sample) * _BINARY_SHARE:
+        return None
+    return next((kind for magic, kind in _MAGIC if sample.startswith(magic)), "binary data")
+
+
+def binary_note(text: str, size: int | None = None) -> str | None:
+    """A one-line note standing for binary data, or None when ``text`` is text.
+
+    Args:
+        text: Decoded data.
+        size: Its size in bytes before decoding, when known (else one byte a character).
+
+    Returns:
+        E.g. ``[… PNG image, 12,345 bytes: binary, not shown …]``.
+    """
+    kind = binary_kind(text)
+    if kind is None:
+        return None
+    return f"[… {kind}, {len(text) if size is None else size:,} bytes: binary, not shown …]"
 
 
 @dataclass(frozen=True)

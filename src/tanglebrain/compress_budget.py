@@ -17,6 +17,7 @@ from tanglebrain.compress_select import (
     Plan,
     clip,
     continues,
+    fields,
     indent,
     shorten,
     shown,
@@ -32,6 +33,10 @@ _ZERO_COUNT = re.compile(
     r"(?i)\b(?:errors?|failures?|failed|fatal|exceptions?)\s*[:=]\s*0\b"
     r"|\b0\s+(?:errors?|failures?|failed|exceptions?)\b"
 )
+
+# a fact naming an exception type ("java.lang.IllegalStateException", "ValueError")
+_EXC_FACT = re.compile(r"(?:Exception|Error|Failure|Fault)\Z")
+_MIN_CLIP = 40  # an error line is clipped to fit, but not shorter than this
 
 _Unit = tuple[int, list[int]]  # (tier, entries)
 
@@ -70,10 +75,30 @@ def _by_kind(
     return [js[0] for js in ranked], [js[-1] for js in ranked if len(js) > 1]
 
 
-def _final_errors(p: Plan, errors: list[int]) -> list[_Unit]:
-    """The last error and the block of errors (and indented lines) leading up to it."""
+def _exception_heads(p: Plan) -> list[int]:
+    """Entries that name an exception without an error word and are not stack frames.
+
+    ``IllegalStateException: pool exhausted`` or ``Caused by: …`` say what went wrong; the
+    frames below them only say where.
+    """
+    a, out = p.a, []
+    for j, i in enumerate(p.start):
+        line = a.lines[i].lstrip()
+        named = any(_EXC_FACT.search(f) for f in a.facts[i])
+        if named and a.level[i] != ERROR and not line.startswith(("at ", "File ")):
+            out.append(j)
+    return out
+
+
+def _final_errors(p: Plan, errors: list[int], heads: set[int]) -> tuple[list[int], list[int]]:
+    """The last error and the block of errors (and indented lines) leading up to it.
+
+    Returns:
+        The errors and exception lines of the block, the last error first, and the other
+        lines of the block (stack frames, details), which rank below every error.
+    """
     if not errors:
-        return []
+        return [], []
     a, lines, start = p.a, p.a.lines, p.start
     last = b = errors[-1]
     while b > 0:
@@ -81,16 +106,19 @@ def _final_errors(p: Plan, errors: list[int]) -> list[_Unit]:
         if a.level[i] != ERROR and lines[i] and not indent(lines[i]):
             break
         b -= 1
-    return [(1, [last]), *((1, [j]) for j in range(b, last))]
+    block = range(b, last)
+    said = [j for j in block if a.level[start[j]] == ERROR or j in heads]
+    return [last, *said], [j for j in block if j not in said]
 
 
 def _units(p: Plan) -> list[_Unit]:
     """Groups of entries worth showing, most informative first, each with its tier.
 
     Tiers: 0 the last summaries (exit codes, totals); 1 the final block of errors; 2 the first
-    line of each error kind (rare kinds first) whose line names an error or a fact; 3 other
-    summaries; 4 the first line of each warning kind; 5 the first line of the remaining error
-    kinds; 6 the last line of each error kind; 7 lines with facts; 8 head and tail.
+    line of each error kind (rare kinds first) whose line names an error or a fact, and lines
+    naming an exception; 3 other summaries; 4 the first line of each warning kind; 5 the first
+    line of the remaining error kinds; 6 the last line of each error kind; 7 lines with facts
+    (stack frames among them); 8 head and tail.
     """
     a, lines, start = p.a, p.a.lines, p.start
     m = len(start)
@@ -98,12 +126,16 @@ def _units(p: Plan) -> list[_Unit]:
     summaries = [j for j in range(m) if a.summary[start[j]]]
     units.extend((0, [j]) for j in reversed(summaries[-3:]))
     errors = [j for j in range(m) if a.level[start[j]] == ERROR]
-    units.extend(_final_errors(p, errors))
+    heads = _exception_heads(p)
+    final, details = _final_errors(p, errors, set(heads))
+    units.extend((1, [j]) for j in final)
+    units.extend((1, [j]) for j in details)
     kind_of = dict(
         zip(errors, kinds(volatile_masked([lines[start[j]] for j in errors])), strict=True)
     )
     err_first, err_last = _by_kind(p, kind_of, ERROR, True)
-    units.extend((2, _with_context(p, j)) for j in err_first)
+    # every error and exception line first, then their continuation lines (frames, details)
+    units.extend((2, _with_context(p, j)) for j in [*err_first, *heads])
     units.extend((3, [j]) for j in reversed(summaries))
     units.extend((4, _with_context(p, j)) for j in _by_kind(p, kind_of, WARNING, True)[0])
     units.extend((5, _with_context(p, j)) for j in _by_kind(p, kind_of, ERROR, False)[0])
@@ -114,14 +146,17 @@ def _units(p: Plan) -> list[_Unit]:
     return units
 
 
-def _body(p: Plan, j: int) -> str:
+def _body(p: Plan, j: int, width: int | None = None) -> str:
+    """Entry ``j`` as printed; an error line that alone does not fit is clipped to ``width``."""
     if p.keep[j]:
-        return shown(p, j)
-    text = shorten(p, j)
-    return f"{text} [×{thousands(p.count[j])}]" if p.count[j] > 1 and text else text
+        text = shown(p, j)
+    else:
+        text = shorten(p, j)
+        text = f"{text} [×{thousands(p.count[j])}]" if p.count[j] > 1 and text else text
+    return clip(text, width) if width is not None else text
 
 
-def _assemble(p: Plan, chosen: list[int]) -> list[str]:
+def _assemble(p: Plan, chosen: list[int], widths: dict[int, int]) -> list[str]:
     if not chosen:
         return []
     out: list[str] = []
@@ -131,14 +166,9 @@ def _assemble(p: Plan, chosen: list[int]) -> list[str]:
         if hidden:
             out.append(f"[… {thousands(hidden)} line{'s' if hidden > 1 else ''} …]")
         if j < len(p.start):
-            out.append(_body(p, j))
+            out.append(_body(p, j, widths.get(j)))
         prev = j
     return out
-
-
-def _utf8_cut(s: str, budget: int) -> str:
-    raw = s.encode()
-    return s if len(raw) <= budget else raw[: max(budget, 0)].decode("utf-8", errors="ignore")
 
 
 def _size(lines: list[str]) -> int:
@@ -175,23 +205,57 @@ def _counts_summary(p: Plan, budget: int) -> list[str]:
     return out
 
 
-def _choose(p: Plan, room: int) -> dict[int, int]:
+def _choose(p: Plan, room: int) -> tuple[dict[int, int], dict[int, int]]:
     """Entries of the most informative units whose estimated size fits ``room`` bytes.
 
+    The last error is clipped when it does not fit whole, so that it is never left out while
+    lower units (stack frames among them) fit.
+
     Returns:
-        Each chosen entry with the rank of the unit that brought it.
+        Each chosen entry with the rank of the unit that brought it, and the width of the
+        entries that were clipped.
     """
     chosen: dict[int, int] = {}
+    widths: dict[int, int] = {}
     used = tier1 = 0
     for rank, (tier, ents) in enumerate(_units(p)):
         new = [j for j in ents if j not in chosen]
-        cost = _size([_body(p, j) for j in new]) + _MARKER_ROOM * (1 + (not chosen))
-        if not new or used + cost > room or (tier == 1 and tier1 + cost > room // 2):
+        if not new:
             continue
-        used += cost
-        tier1 += cost if tier == 1 else 0
-        chosen.update((j, rank) for j in new)
-    return chosen
+        marker = _MARKER_ROOM * (1 + (not chosen))
+        # the last error may take the whole room; the rest of its block only half of it
+        cap = room if rank == 0 else room // 2
+        tries: list[tuple[list[int], int | None]] = [(new, None)]
+        if rank == 0:  # the last error, clipped when it does not fit whole
+            free = room - used - marker
+            width = min(len(_body(p, new[0])), free - 1)
+            while width >= _MIN_CLIP and len(_body(p, new[0], width).encode()) + 1 > free:
+                width -= 1  # "…" and other characters take more than one byte
+            if width >= _MIN_CLIP:
+                tries.append((new[:1], width))
+        for ents_try, width_try in tries:
+            cost = _size([_body(p, j, width_try) for j in ents_try]) + marker
+            if used + cost <= room and (tier != 1 or tier1 + cost <= cap):
+                used += cost
+                tier1 += cost if tier == 1 else 0
+                chosen.update((j, rank) for j in ents_try)
+                if width_try is not None:
+                    widths[ents_try[0]] = width_try
+                break
+    return chosen, widths
+
+
+def _last_resort(total: int, budget: int) -> str:
+    """The longest whole note about the cut that fits ``budget`` ("" if none does)."""
+    for note in (
+        _closing_note(0, total),
+        f"[… {thousands(total)} lines not shown …]",
+        f"[… {thousands(total)} lines …]",
+        "[… cut …]",
+    ):
+        if len(note.encode()) <= budget:
+            return note
+    return ""
 
 
 def fit(p: Plan, budget: int) -> str:
@@ -202,19 +266,33 @@ def fit(p: Plan, budget: int) -> str:
         budget: Hard cap in bytes (positive).
 
     Returns:
-        The budgeted digest, at most ``budget`` UTF-8 bytes.
+        The budgeted digest, at most ``budget`` UTF-8 bytes, made of whole lines: when not
+        even the closing note fits, a shorter note or nothing.
     """
     total = sum(1 for line in p.a.lines if line)
     note_room = _size([_closing_note(0, total)])
     header = _counts_summary(p, budget)
+    header += _field_notes(header, fields(p), budget)
     while header and _size(header) + note_room > budget:
         header.pop()
-    chosen = _choose(p, budget - _size(header) - note_room)
+    chosen, widths = _choose(p, budget - _size(header) - note_room)
     while True:  # markers were estimated: drop the least informative units until it fits
         shown_lines = sum(p.count[j] for j in chosen if p.line(j))
-        out = "\n".join([*header, *_assemble(p, list(chosen)), _closing_note(shown_lines, total)])
+        body = _assemble(p, list(chosen), widths)
+        out = "\n".join([*header, *body, _closing_note(shown_lines, total)])
         if len(out.encode()) <= budget or not chosen:
             break
         worst = max(chosen.values())
         chosen = {j: r for j, r in chosen.items() if r != worst}
-    return out if len(out.encode()) <= budget else _utf8_cut(_closing_note(0, total), budget)
+    return out if len(out.encode()) <= budget else _last_resort(total, budget)
+
+
+def _field_notes(header: list[str], notes: list[str], budget: int) -> list[str]:
+    """As many whole field notes as fit in two fifths of the budget, after ``header``."""
+    room = budget * 2 // 5 - _size(header)
+    out: list[str] = []
+    for note in notes:
+        if _size([*out, note]) > room:
+            break
+        out.append(note)
+    return out if len(out) > 1 else []  # a shape's header alone says nothing

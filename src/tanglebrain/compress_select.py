@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tanglebrain.compress_fields import field_notes
 from tanglebrain.compress_masks import fold_keys, squash, volatile_masked
 from tanglebrain.compress_render import narrow, render
 from tanglebrain.compress_rules import ERROR, WARNING, Analysis, analyse
@@ -316,8 +317,22 @@ def _elided_kinds(p: Plan, elided: dict[str, list[int]]) -> list[str]:
     return out
 
 
+def fields(p: Plan) -> list[str]:
+    """Notes on the varying fields of frequent line shapes the faithful digest hides."""
+    a = p.a
+    shown_rows = {p.start[j] for j in range(len(p.start)) if p.keep[j]}
+    return field_notes(
+        a.lines,
+        lambda i: not a.progress[i] and not is_note(a.lines[i]),
+        lambda i: i not in shown_rows,
+        lambda line: clip(narrow(line.strip()), 100),
+    )
+
+
 def faithful_lines(p: Plan) -> list[str]:
     """Print a plan: kept entries in order, elided gaps announced, frequent elided kinds listed.
+
+    The varying fields of the line shapes it hides come last (see :func:`fields`).
 
     Args:
         p: The plan (see :func:`plan`).
@@ -344,4 +359,4 @@ def faithful_lines(p: Plan) -> list[str]:
     note = _gap_note(p, gap) if gap else None
     if note:
         out.append(note)
-    return out + _elided_kinds(p, elided)
+    return out + _elided_kinds(p, elided) + fields(p)

@@ -14,12 +14,13 @@ from typing import Any
 
 import anyio
 
-from tanglebrain import router
-from tanglebrain.errors import BackendError, BudgetExceeded, ConfigError
-from tanglebrain.runtime import RunContext, estimate_tokens, with_attachments
+from tanglebrain import llm, router
+from tanglebrain.errors import BackendError, BudgetExceeded, CircuitOpen, ConfigError
+from tanglebrain.runtime import TRUNCATED, RunContext, estimate_tokens, with_attachments
 from tanglebrain.trace import Call, Subtask, ToolCall, now
 
 DO_IT_YOURSELF = "do this part yourself"
+CUT_ADVICE = "ask for less or split the sub-task, or do the rest yourself"
 
 
 def _task_schema(tags: list[str], ids: list[str], attachments: list[str]) -> dict[str, Any]:
@@ -230,15 +231,21 @@ async def _run_one(
             None,
             f"no enabled backend {wanted} can take this sub-task; {DO_IT_YOURSELF}",
         )
-    sub.status, sub.started = "running", now()
-    ctx.run.changed()
     messages = [{"role": "user", "content": text}]
+
+    def started() -> None:  # a backend slot is ours: from here on it is running, not queued
+        if sub.started is None:
+            sub.status, sub.started = "running", now()
+            ctx.run.changed()
+
     reasons: list[str] = []
-    for backend in candidates:
+    for i, backend in enumerate(candidates):
         call = Call("subtask", backend.id, backend.model)
         sub.calls.append(call)
         try:
-            reply = await ctx.call(backend, messages, call)
+            reply = await ctx.call(
+                backend, messages, call, alternatives=i < len(candidates) - 1, on_start=started
+            )
         except BudgetExceeded as exc:
             return _finish(
                 ctx,
@@ -247,12 +254,15 @@ async def _run_one(
                 backend.id,
                 f"{exc}; budget exhausted, finish with what you have",
             )
+        except CircuitOpen as exc:
+            sub.calls.remove(call)  # nothing was sent: not a call
+            reasons.append(str(exc))
+            continue
         except (BackendError, ConfigError) as exc:
-            ctx.load.failures[backend.id] = ctx.load.failures.get(backend.id, 0) + 1
             reasons.append(str(exc))
             continue
         sub.answer = reply.text
-        return _finish(ctx, sub, "ok", backend.id, None)
+        return _finish(ctx, sub, "ok", backend.id, None, cut=_cut_note(reply))
     return _finish(
         ctx,
         sub,
@@ -262,14 +272,32 @@ async def _run_one(
     )
 
 
+def _cut_note(reply: llm.Reply) -> str | None:
+    """What the orchestrator is told about a reply that did not end by itself."""
+    if reply.finish_reason == llm.REPEATED:
+        why = "was stopped because it kept repeating itself"
+    elif reply.finish_reason in TRUNCATED:
+        why = f"was cut at its output limit ({reply.completion_tokens} tokens)"
+    else:
+        return None
+    return f"the text {why} and is incomplete; {CUT_ADVICE}"
+
+
 def _finish(
-    ctx: RunContext, sub: Subtask, status: Any, backend: str | None, error: str | None
+    ctx: RunContext,
+    sub: Subtask,
+    status: Any,
+    backend: str | None,
+    error: str | None,
+    cut: str | None = None,
 ) -> dict[str, Any]:
     sub.status, sub.backend, sub.error, sub.ended = status, backend, error, now()
     ctx.run.changed()
     out: dict[str, Any] = {"status": status, "backend": backend}
     if status == "ok":
         out["text"] = sub.answer
+        if cut is not None:
+            out["truncated"], out["note"] = True, cut
     else:
         # Over the wire "refused" is an error too; DESIGN.md §4 has ok|error|no_fit.
         out["status"] = "no_fit" if status == "no_fit" else "error"

@@ -83,16 +83,33 @@ class ConfigError(TanglebrainError):
 
 
 class MissingKeyError(ConfigError):
-    """An enabled backend is about to be used but its API-key variable is unset."""
+    """An enabled backend is about to be used but its API-key variable is unset.
 
-    def __init__(self, backend: str, env_var: str) -> None:
+    The message names the roster file and line of the backend's ``api_key_env`` when
+    they are known (see :meth:`located`), like every other roster error.
+    """
+
+    def __init__(
+        self,
+        backend: str,
+        env_var: str,
+        *,
+        file: Path | str | None = None,
+        line: int | None = None,
+    ) -> None:
         self.env_var = env_var
         super().__init__(
             f"environment variable {env_var} is not set",
+            file=file,
+            line=line,
             backend=backend,
             field="api_key_env",
-            fix=f"export {env_var}=... or disable the backend",
+            fix=f"export {env_var}=... or run `tanglebrain backends disable {backend}`",
         )
+
+    def located(self, file: Path | str, line: int | None) -> MissingKeyError:
+        """The same error, naming the roster file and line where the key is configured."""
+        return MissingKeyError(self.backend or "", self.env_var, file=file, line=line)
 
 
 class UsageError(ConfigError):
@@ -129,6 +146,13 @@ class BackendError(TanglebrainError):
         self.retry_after = retry_after
         code = f"HTTP {status}: " if status else ""
         super().__init__(f"{backend}: {code}{reason}")
+
+
+class CircuitOpen(BackendError):
+    """A backend was skipped without a call: it failed repeatedly and an alternative exists."""
+
+    def __init__(self, backend: str) -> None:
+        super().__init__(backend, "skipped: it failed repeatedly (circuit open)")
 
 
 class NoAnswerError(TanglebrainError):

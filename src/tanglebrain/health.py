@@ -2,7 +2,8 @@
 
 The logic behind ``tanglebrain backends check``: each backend gets one tiny request
 (and, when it can orchestrate, one request offering a tool), concurrently; every
-problem comes with the fix. Nothing here prints.
+problem comes with the fix. Nothing here prints. Every configured key value is masked
+in what the checks report.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import anyio
 
 from tanglebrain import llm
 from tanglebrain.errors import BackendError, ConfigError
+from tanglebrain.redact import Redactor
 from tanglebrain.roster import Backend, Roster
 from tanglebrain.trace import Call
 
@@ -170,4 +172,8 @@ def run_checks(roster: Roster, targets: list[Backend], offline: bool) -> list[Ve
                     tg.start_soon(_probe, b, v, timeout)
 
     anyio.run(main)
+    mask = Redactor(roster.key_values(os.environ))  # a server may echo any key it was sent
+    for v in verdicts:
+        v.problems = [mask(p) for p in v.problems]
+        v.warnings = [mask(w) for w in v.warnings]
     return verdicts

@@ -1,6 +1,6 @@
 """The run ledger: every run and every call of its tree, in SQLite.
 
-One file, ``runs.db`` in the state directory, created ``0600``, in WAL mode with a
+One file, ``runs.db`` in the state directory (``0700``), created ``0600``, in WAL mode with a
 busy timeout, its schema built by an ordered list of migrations (``PRAGMA
 user_version``). A run is written once, at its end, in one ``BEGIN IMMEDIATE``
 transaction, retried with backoff while another process holds the lock, so that
@@ -32,6 +32,7 @@ from tanglebrain.ledger_rows import (
     run_row,
     scrubber,
 )
+from tanglebrain.state import ensure_dir
 from tanglebrain.trace import Run
 
 __all__ = ["Ledger", "LedgerError", "StoredRun", "default_path", "migrate"]
@@ -95,7 +96,7 @@ class Ledger:
     @contextmanager
     def _connect(self, *, create: bool) -> Iterator[sqlite3.Connection]:
         if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ensure_dir(self.path.parent)
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         with closing(
             sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
@@ -148,13 +149,14 @@ class Ledger:
         Args:
             run: the run, normally finished.
             orchestrator_price: the orchestrator's (input, output) USD per token, or None.
-            secrets: values (API keys) that must never reach the file; they are
-                replaced by ``[redacted]`` wherever they occur in the run's text.
+            secrets: values (API keys) that must never reach the file: every run of 8
+                or more of their characters is replaced by ``[redacted]`` wherever it
+                occurs in the run's text.
 
         Raises:
             LedgerError: the file could not be created or written.
         """
-        scrub = scrubber([s for s in secrets if len(s) >= 6])
+        scrub = scrubber(secrets)
         head = scrub(run_row(run, orchestrator_price))
         nodes = [scrub(row) for row in call_rows(run)]
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tanglebrain.redact import Redactor
 from tanglebrain.trace import (
     Attempt,
     Call,
@@ -49,18 +50,17 @@ class StoredRun:
 
 
 def scrubber(secrets: Sequence[str]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
-    """A function replacing each of ``secrets`` by ``[redacted]`` in a row's strings."""
+    """A function masking ``secrets`` in a row's strings (see :mod:`tanglebrain.redact`).
+
+    Every run of 8 or more characters of a secret becomes ``[redacted]``, so a key that
+    was cut short somewhere upstream is still masked.
+    """
+    mask = Redactor(secrets)
 
     def scrub(row: tuple[Any, ...]) -> tuple[Any, ...]:
-        if not secrets:
+        if not mask:
             return row
-        out = []
-        for value in row:
-            if isinstance(value, str):
-                for secret in secrets:
-                    value = value.replace(secret, "[redacted]")
-            out.append(value)
-        return tuple(out)
+        return tuple(mask(value) if isinstance(value, str) else value for value in row)
 
     return scrub
 
@@ -123,7 +123,7 @@ class _Rows:
         atts = call.attempts
         seq = self.add(
             parent, "call", role=call.role, backend=call.backend, model=call.model,
-            status="ok" if call.ok else "error", failover=int(failover),
+            status=call.status, failover=int(failover),
             started=call.started, ended=call.ended, latency_ms=call.latency_ms,
             prompt_tokens=prompt, completion_tokens=completion, cost_usd=call.cost_usd,
             retries=call.retries, bytes_in=sum(a.bytes_in for a in atts),
@@ -149,7 +149,8 @@ class _Rows:
             completion_tokens=sum(a.completion_tokens for a in atts),
             cost_usd=cost_of(atts), retries=sum(c.retries for c in sub.calls),
             prompt=sub.prompt, answer=sub.answer,
-            extra={"requested_backend": sub.requested_backend, "attach": sub.attach},
+            extra={"requested_backend": sub.requested_backend, "attach": sub.attach,
+                   "queued": sub.queued},
         )  # fmt: skip
         for n, call in enumerate(sub.calls):
             # a call failed over from: it failed and another backend was tried after it
@@ -221,6 +222,8 @@ def _node(n: dict[str, Any]) -> Turn | ToolCall | Subtask | Call | Attempt:
             started=n["started"],
             ended=n["ended"],
             answer=n["answer"] or "",
+            # Older rows have no queue time: their latency included the wait.
+            queued=extra.get("queued", n["started"] or n["ended"] or 0.0),
         )
     if kind == "call":
         return Call(n["role"], n["backend"], n["model"])

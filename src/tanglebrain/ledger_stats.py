@@ -30,13 +30,19 @@ def _sum_cost(costs: Sequence[float | None]) -> float | None:
 
 def summarize(runs: Sequence[dict[str, Any]], calls: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Aggregate ``rows_since`` output: per backend, per run kind, specialists, savings."""
-    backends: dict[str, list[dict[str, Any]]] = {}
+    # A call cut short by the user's interrupt says nothing about its backend.
+    cancelled: dict[str, int] = {}
+    for c in calls:
+        if c["status"] == "cancelled":
+            cancelled[c["backend"]] = cancelled.get(c["backend"], 0) + 1
+    calls = [c for c in calls if c["status"] != "cancelled"]
+    backends: dict[str, list[dict[str, Any]]] = {name: [] for name in cancelled}
     for c in calls:
         backends.setdefault(c["backend"], []).append(c)
     per_backend = [
         {
             "backend": name, "calls": len(cs), "ok": sum(c["status"] == "ok" for c in cs),
-            "success_rate": sum(c["status"] == "ok" for c in cs) / len(cs),
+            "success_rate": sum(c["status"] == "ok" for c in cs) / len(cs) if cs else None,
             "p50_ms": _pct([c["latency_ms"] or 0.0 for c in cs], 0.5),
             "p95_ms": _pct([c["latency_ms"] or 0.0 for c in cs], 0.95),
             "retries": sum(c["retries"] or 0 for c in cs),
@@ -44,6 +50,7 @@ def summarize(runs: Sequence[dict[str, Any]], calls: Sequence[dict[str, Any]]) -
             "completion_tokens": sum(c["completion_tokens"] or 0 for c in cs),
             "cost_usd": _sum_cost([c["cost_usd"] for c in cs]),
             "failovers": sum(c["failover"] or 0 for c in cs),
+            "cancelled": cancelled.get(name, 0),
         }
         for name, cs in sorted(backends.items())
     ]  # fmt: skip

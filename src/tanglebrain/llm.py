@@ -8,7 +8,6 @@ counted, ``Retry-After`` is honoured and backoff is explicit.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -22,13 +21,17 @@ from typing import Any
 
 import anyio
 
+from tanglebrain import model_map
 from tanglebrain.errors import BackendError
-from tanglebrain.llm_errors import scrub, to_backend_error
+from tanglebrain.llm_errors import causes, to_backend_error
 from tanglebrain.roster import Backend
 from tanglebrain.trace import Attempt, Call
 
 Message = dict[str, Any]
 _litellm: ModuleType | None = None
+# Our own deadline sits this far behind litellm's, so that its timeout (which knows the
+# phase: connect, first byte, next chunk) normally fires first; ours is the safety net.
+_GRACE_S = 5.0
 
 
 def litellm() -> ModuleType:
@@ -86,9 +89,15 @@ class RetryPolicy:
     max_delay: float = 8.0
     max_retry_after: float = 30.0
 
-    def delay(self, attempt: int, retry_after: float | None) -> float | None:
-        """Seconds to wait before attempt ``attempt + 1``, or None to give up."""
-        if attempt >= self.max_attempts:
+    def delay(
+        self, attempt: int, retry_after: float | None, *, failover: bool = False
+    ) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None to give up.
+
+        With ``failover`` (another backend can take the call) only a server that said
+        when to come back (``Retry-After``) is retried; anything else moves on at once.
+        """
+        if attempt >= self.max_attempts or (failover and retry_after is None):
             return None
         if retry_after is not None:
             return retry_after if retry_after <= self.max_retry_after else None
@@ -117,13 +126,9 @@ def price_per_token(backend: Backend) -> tuple[float, float] | None:
     return float(inp or 0.0), float(out or 0.0)
 
 
-@functools.lru_cache(maxsize=256)
 def _model_info(model: str) -> dict[str, Any]:
-    """Return litellm's model info, or {} for a model it does not know (looked up once)."""
-    try:
-        return dict(litellm().get_model_info(model))
-    except Exception:
-        return {}
+    """Litellm's model info, read from its map without importing it; {} when unknown."""
+    return model_map.info(model)
 
 
 def context_window(backend: Backend) -> int | None:
@@ -167,6 +172,8 @@ async def complete(
     on_text: Callable[[str], None] | None = None,
     max_tokens: int | None = None,
     on_attempt: Callable[[], None] | None = None,
+    failover: bool = False,
+    tool_choice: str | None = None,
 ) -> Reply:
     """Send ``messages`` to ``backend``, retrying transient failures.
 
@@ -181,6 +188,9 @@ async def complete(
         on_text: when given, the reply is streamed and each text delta passed here.
         max_tokens: completion cap, when set.
         on_attempt: called after every attempt is recorded (for live views).
+        failover: another backend can take the call, so a failure moves on to it
+            rather than waiting to retry here (see ``RetryPolicy.delay``).
+        tool_choice: sent with ``tools`` (``"none"``: offered, but the model must answer).
 
     Returns:
         The reply of the first successful attempt.
@@ -190,6 +200,8 @@ async def complete(
         MissingKeyError: when the backend's key variable is unset.
     """
     kwargs = _request_kwargs(backend, env, timeout, tools, max_tokens)
+    if tools and tool_choice:
+        kwargs["tool_choice"] = tool_choice
     attempt_no = 0
     while True:
         attempt_no += 1
@@ -200,29 +212,37 @@ async def complete(
         t0 = time.perf_counter()
         streamed: list[str] = []
         try:
-            with anyio.fail_after(timeout + 5):  # a safety net around litellm's own timeout
-                if on_text is None:
+            if on_text is None:
+                with anyio.fail_after(timeout + _GRACE_S):
                     reply = await _once(backend, messages, kwargs)
-                else:
-                    reply = await _stream(backend, messages, kwargs, on_text, streamed)
+            else:
+                reply = await _stream(backend, messages, kwargs, on_text, streamed, timeout)
         except SinkError as exc:
             call.attempts.remove(attempt)  # we stopped it; the backend did not fail
             raise exc.error from None
         except BaseException as exc:
-            err = scrub(to_backend_error(backend.id, exc, timeout), kwargs.get("api_key"))
+            if not isinstance(exc, Exception):  # cancelled or interrupted: not the backend
+                attempt.latency_ms = (time.perf_counter() - t0) * 1000
+                attempt.status = "cancelled"
+                if on_attempt:
+                    on_attempt()
+                raise
+            err = to_backend_error(backend.id, exc, timeout, secrets=[kwargs.get("api_key")])
             attempt.latency_ms = (time.perf_counter() - t0) * 1000
             attempt.status, attempt.error, attempt.http_status = "error", err.reason, err.status
             if on_attempt:
                 on_attempt()
-            if not isinstance(exc, Exception):
-                raise  # cancellation and interrupts are not backend failures
             if streamed:  # text already reached the user: retrying would repeat it
                 raise BackendError(
                     backend.id,
                     f"stream cut after {len(''.join(streamed))} chars: {err.reason}",
                     status=err.status,
                 ) from None
-            wait = retry.delay(attempt_no, err.retry_after) if err.retryable else None
+            wait = (
+                retry.delay(attempt_no, err.retry_after, failover=failover)
+                if err.retryable
+                else None
+            )
             if wait is None:
                 raise err from None
             await anyio.sleep(wait)
@@ -287,8 +307,67 @@ async def _once(backend: Backend, messages: Sequence[Message], kwargs: dict[str,
         for i, tc in enumerate(getattr(msg, "tool_calls", None) or [])
     )
     text = str(msg.content or "")
+    if not text.strip() and not calls:
+        raise BackendError(backend.id, "empty response: the reply has no content")
     usage = getattr(resp, "usage", None)
     return _reply(backend, messages, text, calls, usage, choices[0].finish_reason)
+
+
+# --- the repetition guard of streamed replies ---------------------------------------
+
+REPEATED = "repetition"
+"""The finish reason of a streamed reply stopped by the repetition guard (see ``looping``)."""
+REPEAT_MAX_BLOCK = 500
+REPEAT_MIN_COPIES = 10
+REPEAT_MIN_CHARS = 2000
+_REPEAT_CHECK_EVERY = 256  # characters of new text between two checks
+_REPEAT_WINDOW = 8192  # characters of the reply's tail kept for checking
+_REPEAT_KEY = 16
+
+
+def looping(text: str) -> bool:
+    """Whether ``text`` ends in a loop: one block of text written over and over.
+
+    The rule: the text ends in ``REPEAT_MIN_COPIES`` (10) or more back-to-back copies of
+    one block of at most ``REPEAT_MAX_BLOCK`` (500) characters, and those copies cover at
+    least ``REPEAT_MIN_CHARS`` (2,000) characters. A 60-character sentence must come 34
+    times in a row, a 400-character paragraph 10 times, a single character 2,000 times.
+    Only the text counts, not how a provider splits it into stream chunks.
+    """
+    if len(text) < REPEAT_MIN_CHARS:
+        return False
+    pos = len(text) - _REPEAT_KEY  # where the last characters, the key, start
+    key = text[pos:]
+    lo = max(0, pos - REPEAT_MAX_BLOCK)
+    # Each earlier occurrence of the key, nearest first, gives a candidate block length.
+    found = text.rfind(key, lo, pos - 1 + _REPEAT_KEY)
+    while found != -1:
+        block = pos - found
+        need = max(REPEAT_MIN_COPIES * block, REPEAT_MIN_CHARS)
+        if need > len(text):
+            return False  # longer blocks need even more text
+        tail = text[-need:]
+        if tail[block:] == tail[:-block]:  # periodic with this block length
+            return True
+        found = text.rfind(key, lo, found - 1 + _REPEAT_KEY)
+    return False
+
+
+class _RepetitionGuard:
+    """Feeds a stream's text to ``looping`` every ``_REPEAT_CHECK_EVERY`` characters."""
+
+    def __init__(self) -> None:
+        self._tail = ""
+        self._unchecked = 0
+
+    def feed(self, text: str) -> bool:
+        """Add a delta; True when the reply is looping."""
+        self._tail = (self._tail + text)[-_REPEAT_WINDOW:]
+        self._unchecked += len(text)
+        if self._unchecked < _REPEAT_CHECK_EVERY:
+            return False
+        self._unchecked = 0
+        return looping(self._tail)
 
 
 async def _stream(
@@ -297,15 +376,35 @@ async def _stream(
     kwargs: dict[str, Any],
     on_text: Callable[[str], None],
     streamed: list[str],
+    timeout: float,
 ) -> Reply:
-    stream = await litellm().acompletion(
-        messages=list(messages), stream=True, stream_options={"include_usage": True}, **kwargs
-    )
+    """Stream one reply; ``timeout`` bounds the wait for the first byte and each gap after it.
+
+    A healthy stream may run as long as the model writes: only silence is a timeout. Once
+    the stream is open (the backend answered 200), how it ended is judged by what arrived,
+    not by how a library words it: nothing at all is an empty response, content without a
+    finish reason is a cut stream. A reply caught in a loop (see ``looping``) is stopped
+    there and returned with the finish reason ``REPEATED``: like a cut at ``max_tokens``,
+    what arrived is kept and marked incomplete.
+    """
+    with anyio.fail_after(timeout + _GRACE_S):
+        stream = await litellm().acompletion(
+            messages=list(messages), stream=True, stream_options={"include_usage": True}, **kwargs
+        )
     usage: Any = None
     finish: str | None = None
     calls: dict[int, list[str]] = {}
+    chunks = aiter(stream)
+    guard = _RepetitionGuard()
     try:
-        async for chunk in stream:
+        while finish != REPEATED:
+            try:
+                with anyio.fail_after(timeout + _GRACE_S):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:
+                raise _ended_early(backend.id, streamed, calls, exc, timeout) from exc
             usage = getattr(chunk, "usage", None) or usage
             for choice in getattr(chunk, "choices", None) or []:
                 finish = getattr(choice, "finish_reason", None) or finish
@@ -316,6 +415,9 @@ async def _stream(
                         on_text(delta.content)
                     except Exception as exc:  # the reader's failure, not the backend's
                         raise SinkError(exc) from exc
+                    if guard.feed(delta.content):
+                        finish = REPEATED  # closing the stream below stops the generation
+                        break
                 for tc in getattr(delta, "tool_calls", None) or []:
                     slot = calls.setdefault(tc.index or 0, ["", "", ""])
                     slot[0] = tc.id or slot[0]
@@ -326,13 +428,40 @@ async def _stream(
         if close is not None:
             await close()
     text = "".join(streamed)
-    if not text and not calls:
-        raise BackendError(backend.id, "empty response: stream carried no content")
+    if finish is None or (not text.strip() and not calls):
+        raise _ended_early(backend.id, streamed, calls)
     tool_calls = tuple(
         ToolCallRequest(id=c[0] or f"call_{i}", name=c[1], arguments=c[2])
         for i, c in sorted(calls.items())
     )
     return _reply(backend, messages, text, tool_calls, usage, finish)
+
+
+def _ended_early(
+    backend_id: str,
+    streamed: list[str],
+    calls: dict[int, list[str]],
+    exc: BaseException | None = None,
+    timeout: float = 0.0,
+) -> BackendError:
+    """The error for a stream that ended before its finish reason.
+
+    Judged by what arrived and by the kinds of exception in the chain (litellm wraps them
+    differently from one release to the next; their types survive, their wording does not).
+    """
+    chain = causes(exc)
+    if any(isinstance(e, TimeoutError) or "Timeout" in type(e).__name__ for e in chain):
+        return BackendError(backend_id, f"timed out after {timeout:g}s")
+    if any(isinstance(e, json.JSONDecodeError | UnicodeDecodeError) for e in chain):
+        return BackendError(backend_id, "malformed response: a stream chunk is not valid JSON")
+    if not "".join(streamed).strip() and not calls:
+        if any(isinstance(e, OSError) or type(e).__name__ == "APIConnectionError" for e in chain):
+            return BackendError(backend_id, "connection failed: no reply arrived", retryable=True)
+        return BackendError(backend_id, "empty response: the stream carried no content")
+    # Retrying is safe only while nothing reached the reader; ``complete`` checks that.
+    return BackendError(backend_id, "the stream ended without a finish reason", retryable=True)
+
+
 
 
 def _reply(

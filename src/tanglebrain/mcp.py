@@ -18,6 +18,12 @@ an unknown tool, a roster error); per-task failures of ``delegate_many`` are ent
 with ``status: "error"`` and a reason. The roster is read at start and again whenever
 its file's content changes, so a fixed roster needs no restart; while it is broken every call
 answers with the roster error. stdout carries protocol messages only.
+
+A line that is not JSON is answered with a JSON-RPC parse error (-32700, id null); a
+message that is JSON but not a valid JSON-RPC 2.0 message (wrong ``jsonrpc``, no
+``method``, ``params`` not an object, …) with an invalid-request error (-32600) that
+carries the message's id when it is a string or an integer, else null. A client never
+waits for a reply that will not come.
 """
 
 from __future__ import annotations
@@ -30,9 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pydantic
 from mcp import types as mt
 from mcp.server import Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
+from mcp.shared._stream_protocols import ReadStream, WriteStream
+from mcp.shared.message import SessionMessage
 
 from tanglebrain import delegation, llm
 from tanglebrain._version import __version__
@@ -159,8 +168,8 @@ class Bridge:
             text = json.dumps(result, ensure_ascii=False)
             node.result_bytes = node.context_bytes = len(text.encode())
             failed = isinstance(result, dict) and result.get("status") != "ok"
-            trace.answer, trace.error = text, node.error
-            trace.finish("error" if node.error else "ok")
+            trace.answer, trace.error = text, node.error or _failure(trace)
+            trace.finish("error" if trace.error else "ok")
         finally:
             if trace.status == "running":
                 trace.finish("interrupted")
@@ -179,6 +188,20 @@ class Bridge:
             return
         self._ledger = self._ledger or anyio.CapacityLimiter(1)
         await anyio.to_thread.run_sync(self.record, trace, loaded, limiter=self._ledger)
+
+
+def _failure(trace: Run) -> str | None:
+    """Why a call whose sub-tasks all failed produced nothing (None: one succeeded).
+
+    A call with some sub-tasks ok is a partial success, like a degraded CLI run; one
+    with none ok is a failed run, so that the ledger does not store it as ok.
+    """
+    subs = trace.subtasks()
+    if not subs or any(s.status == "ok" for s in subs):
+        return None
+    head = "the sub-task failed" if len(subs) == 1 else f"all {len(subs)} sub-tasks failed"
+    reasons = [f"#{s.index} {s.status.replace('_', ' ')}: {s.error or '-'}" for s in subs]
+    return "\n  ".join([head, *reasons])
 
 
 def _error(message: str) -> dict[str, Any]:
@@ -226,8 +249,90 @@ def build_server(bridge: Bridge) -> Server[Any]:
     )
 
 
+def rejection(exc: Exception) -> mt.JSONRPCError:
+    """The JSON-RPC error that answers a line the transport could not read as a message.
+
+    Args:
+        exc: what the transport raised for the line (a pydantic ``ValidationError``
+            when the line is not JSON or not a JSON-RPC 2.0 message).
+    """
+    problems = exc.errors() if isinstance(exc, pydantic.ValidationError) else []
+    if not problems or any(p["type"] == "json_invalid" for p in problems):
+        error = mt.ErrorData(code=mt.PARSE_ERROR, message="Parse error: the line is not valid "
+                             "JSON; send one JSON-RPC 2.0 message per line")  # fmt: skip
+        return mt.JSONRPCError(jsonrpc="2.0", id=None, error=error)
+    # Errors about a field of a union member carry the whole message as their input.
+    message = next((p["input"] for p in problems if isinstance(p.get("input"), dict)), None)
+    rid = message.get("id") if message is not None else None
+    if isinstance(rid, bool) or not isinstance(rid, int | str):
+        rid = None
+    why = _envelope_problem(message)
+    error = mt.ErrorData(code=mt.INVALID_REQUEST, message=f"Invalid Request: {why}")
+    return mt.JSONRPCError(jsonrpc="2.0", id=rid, error=error)
+
+
+def _envelope_problem(message: dict[str, Any] | None) -> str:
+    """What makes ``message`` (None: not a JSON object) an invalid JSON-RPC 2.0 message."""
+    if message is None:
+        return "a message must be a JSON object (batches are not supported)"
+    if message.get("jsonrpc") != "2.0":
+        return "'jsonrpc' must be \"2.0\""
+    if "method" in message and not isinstance(message["method"], str):
+        return "'method' must be a string"
+    if "params" in message and not isinstance(message["params"], dict | None):
+        return "'params' must be an object"
+    if "method" not in message and not {"result", "error"} & message.keys():
+        return "a request needs a 'method'"
+    return "not a valid JSON-RPC 2.0 request, notification or response"
+
+
+class _Screened:
+    """The transport's read stream, minus unreadable lines, which are answered at once.
+
+    The SDK hands such lines to the server as exceptions, which it only logs, so a
+    client would wait forever for the reply to a request it sent with a bad envelope.
+    """
+
+    def __init__(
+        self, inner: ReadStream[SessionMessage | Exception], replies: WriteStream[SessionMessage]
+    ) -> None:
+        self.inner, self.replies = inner, replies
+
+    async def receive(self) -> SessionMessage:
+        """The next readable message (answering every unreadable one before it)."""
+        while True:
+            item = await self.inner.receive()
+            if not isinstance(item, Exception):
+                return item
+            await self.replies.send(SessionMessage(rejection(item)))
+
+    async def aclose(self) -> None:
+        """Close the underlying stream."""
+        await self.inner.aclose()
+
+    def __aiter__(self) -> _Screened:
+        return self
+
+    async def __anext__(self) -> SessionMessage:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> _Screened:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def last_context(self) -> Any:
+        """The sender's context of the last item, as the SDK's own stream exposes it."""
+        return getattr(self.inner, "last_context", None)
+
+
 async def serve_stdio(bridge: Bridge) -> None:
     """Speak MCP on stdin/stdout until the client closes stdin."""
     server = build_server(bridge)
     async with stdio_server() as (read, write):
-        await server.run(read, write, server.create_initialization_options())
+        await server.run(_Screened(read, write), write, server.create_initialization_options())

@@ -21,7 +21,7 @@ import anyio
 
 from tanglebrain import compress, delegation, llm, llm_digest, review, router
 from tanglebrain.budget import Budget
-from tanglebrain.errors import BackendError, ConfigError, NoAnswerError
+from tanglebrain.errors import BackendError, CircuitOpen, ConfigError, NoAnswerError
 from tanglebrain.roster import Backend, Roster
 from tanglebrain.runtime import (
     Attachment,
@@ -255,7 +255,10 @@ async def _turns(
         final = not tools or turn_no >= max_turns - 1
         if tools and final and turn_no > 0 and convo[-1].get("content") != FINAL_NOTICE:
             convo.append({"role": "user", "content": FINAL_NOTICE})
-        schemas = None if final else delegation.tool_schemas(ctx, backend.id)
+        # The last turn keeps the tools on offer but forbids calling them: dropping them
+        # would change the prompt's prefix, and some providers' adapters then add a
+        # placeholder tool that a model may call.
+        schemas = delegation.tool_schemas(ctx, backend.id) if tools else None
         call = Call("orchestrator", backend.id, backend.model)
         turn = Turn(index=len(run.turns), call=call)
         run.turns.append(turn)
@@ -276,9 +279,17 @@ async def _turns(
                 call,
                 tools=schemas,
                 on_text=emit if final and hooks.on_text else None,
-            )
-            if not reply.text.strip() and not reply.tool_calls:
-                raise BackendError(backend.id, "empty answer")
+                alternatives=current < len(candidates) - 1,
+                tool_choice="none" if final and schemas else None,
+            )  # an empty reply is a BackendError already, recorded on its attempt
+            if final and reply.tool_calls and not reply.text.strip():
+                # Past the turn limit no tool call is run, however often a model asks.
+                raise BackendError(backend.id, "called tools on its last turn instead of answering")
+        except CircuitOpen as exc:  # skipped without a call: no turn to record
+            run.turns.remove(turn)
+            failures.append(exc)
+            current += 1
+            continue
         except (BackendError, ConfigError) as exc:
             failures.append(exc)
             if streamed:  # part of an answer already reached stdout: no clean failover
@@ -289,7 +300,7 @@ async def _turns(
             ctx.run.orchestrator_context_tokens, reply.prompt_tokens
         )
         turn.text = reply.text
-        if not reply.tool_calls:
+        if not reply.tool_calls or final:  # a last turn's text is the answer, calls or not
             run.answer = reply.text
             if not final and hooks.on_text:
                 hooks.on_text(reply.text)

@@ -14,18 +14,20 @@ spans are built from the trace with the timestamps it recorded. Span shape::
     └── chat MODEL                        (other calls: review, digest)
 
 The SDK is imported only when exporting (``importlib``: it is optional). Prompts and
-answers are not exported; token counts, models, timings and errors are.
+answers are not exported; token counts, models, timings and errors are, with the key
+values passed as ``secrets`` masked in every string attribute, event and status.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from tanglebrain._version import __version__
+from tanglebrain.redact import Redactor
 from tanglebrain.trace import Call, Run, Subtask, Turn
 
 ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -62,10 +64,17 @@ def _error_type(http_status: int | None, reason: str | None) -> str:
 class _Builder:
     """Creates the spans of one run with a tracer, parents passed explicitly."""
 
-    def __init__(self, tracer: Any, api: Any) -> None:
+    def __init__(self, tracer: Any, api: Any, mask: Redactor) -> None:
         self.tracer = tracer
         self.api = api  # the opentelemetry.trace module
         self.status = importlib.import_module("opentelemetry.trace.status")
+        self.mask = mask
+
+    def attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """``attrs`` without None values, key values masked in the strings."""
+        return {
+            k: self.mask(v) if isinstance(v, str) else v for k, v in attrs.items() if v is not None
+        }
 
     def span(
         self, name: str, parent: Any, start: float, attrs: dict[str, Any], kind: str = "INTERNAL"
@@ -73,12 +82,12 @@ class _Builder:
         context = self.api.set_span_in_context(parent) if parent is not None else None
         return self.tracer.start_span(
             name, context=context, kind=getattr(self.api.SpanKind, kind),
-            attributes={k: v for k, v in attrs.items() if v is not None}, start_time=_ns(start),
+            attributes=self.attrs(attrs), start_time=_ns(start),
         )  # fmt: skip
 
     def end(self, span: Any, end: float, error: str | None = None) -> None:
         if error is not None:
-            span.set_status(self.status.Status(self.status.StatusCode.ERROR, error))
+            span.set_status(self.status.Status(self.status.StatusCode.ERROR, self.mask(error)))
         span.end(end_time=_ns(end))
 
     def call(self, parent: Any, call: Call, fallback: float) -> None:
@@ -107,11 +116,7 @@ class _Builder:
                 "error.type": _error_type(a.http_status, a.error) if a.status == "error" else None,
                 "tanglebrain.error": a.error,
             }
-            span.add_event(
-                "tanglebrain.attempt",
-                {k: v for k, v in attrs.items() if v is not None},
-                timestamp=_ns(a.started),
-            )
+            span.add_event("tanglebrain.attempt", self.attrs(attrs), timestamp=_ns(a.started))
         self.end(span, call.ended or fallback, last.error if failed and last else None)
 
     def subtask(self, parent: Any, sub: Subtask, fallback: float) -> float:
@@ -153,16 +158,17 @@ class _Builder:
         return end
 
 
-def record_spans(run: Run, provider: Any) -> None:
+def record_spans(run: Run, provider: Any, secrets: Iterable[str] = ()) -> None:
     """Create the spans of ``run`` on ``provider`` (an SDK ``TracerProvider``).
 
     Args:
         run: a finished (or interrupted) run.
         provider: where the spans go, e.g. one with a ``SimpleSpanProcessor`` around an
             ``InMemorySpanExporter`` in tests.
+        secrets: key values to mask in every exported string.
     """
     api = importlib.import_module("opentelemetry.trace")
-    b = _Builder(provider.get_tracer("tanglebrain", __version__), api)
+    b = _Builder(provider.get_tracer("tanglebrain", __version__), api, Redactor(secrets))
     end = run.ended or run.started
     prompt, completion, cost = run.totals()
     failed = run.status != "ok"
@@ -195,8 +201,14 @@ def _quiet_sdk() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def export_run(run: Run, exporter: Any, resource: Any = None) -> bool:
+def export_run(run: Run, exporter: Any, resource: Any = None, secrets: Iterable[str] = ()) -> bool:
     """Build the spans of ``run`` and hand them to ``exporter`` in one ``export`` call.
+
+    Args:
+        run: a finished (or interrupted) run.
+        exporter: an SDK span exporter.
+        resource: the SDK ``Resource`` of the spans, when given.
+        secrets: key values to mask in every exported string.
 
     Returns:
         Whether the exporter reported success.
@@ -207,7 +219,7 @@ def export_run(run: Run, exporter: Any, resource: Any = None) -> bool:
     collected = memory.InMemorySpanExporter()
     provider = sdk.TracerProvider(**({"resource": resource} if resource is not None else {}))
     provider.add_span_processor(export.SimpleSpanProcessor(collected))
-    record_spans(run, provider)
+    record_spans(run, provider, secrets)
     provider.shutdown()
     with _quiet_sdk():
         result = exporter.export(collected.get_finished_spans())
@@ -215,8 +227,15 @@ def export_run(run: Run, exporter: Any, resource: Any = None) -> bool:
     return bool(result == export.SpanExportResult.SUCCESS)
 
 
-def export_if_configured(run: Run, env: Mapping[str, str]) -> str | None:
+def export_if_configured(
+    run: Run, env: Mapping[str, str], secrets: Iterable[str] = ()
+) -> str | None:
     """Export ``run`` over OTLP/HTTP when an endpoint is configured in ``env``.
+
+    Args:
+        run: a finished (or interrupted) run.
+        env: where the ``OTEL_EXPORTER_OTLP_*`` settings are read.
+        secrets: key values to mask in every exported string.
 
     Returns:
         None when nothing was configured or the export worked, else one warning line.
@@ -242,7 +261,7 @@ def export_if_configured(run: Run, env: Mapping[str, str]) -> str | None:
             if not env.get("OTEL_SERVICE_NAME"):
                 attrs["service.name"] = "tanglebrain"
             resource = resources.Resource.create(attrs)
-        ok = export_run(run, exporter, resource)
+        ok = export_run(run, exporter, resource, secrets)
     except Exception as exc:  # an exporter bug must not cost the user an answer
         return f"OpenTelemetry export to {endpoint} failed: {type(exc).__name__}: {exc}"
     return None if ok else f"OpenTelemetry export to {endpoint} failed (run {run.id})"

@@ -113,6 +113,7 @@ def run_json(run: Run) -> dict[str, Any]:
                 "status": s.status,
                 "attempts": len(atts),
                 "latency_ms": round(s.latency_ms, 1) if s.ended else 0.0,
+                "queue_ms": round(s.queue_ms, 1),
                 "tokens": sum(a.prompt_tokens + a.completion_tokens for a in atts),
                 "cost_usd": cost_of(atts),
             }
@@ -166,7 +167,10 @@ def review_lines(review: Review) -> list[str]:
 def _state(sub: Subtask) -> tuple[str, str]:
     """(label, style) of a sub-task for the live view."""
     if sub.status == "queued":
-        return "queued", "dim"
+        where = f" for {sub.calls[-1].backend}" if sub.calls else ""
+        return f"queued{where} {sub.queue_ms / 1000:.1f}s", "dim"
+    if sub.status == "cancelled":
+        return "cancelled", "dim"
     if sub.status == "running":
         where = sub.calls[-1].backend if sub.calls else "?"
         over = " (failed over)" if sub.failed_over else ""
@@ -178,7 +182,9 @@ def _state(sub: Subtask) -> tuple[str, str]:
     return f"{sub.status.replace('_', ' ')}: {first_words(sub.error or '', 50)}", "red"
 
 
-_PRIORITY = {"error": 0, "no_fit": 0, "refused": 0, "running": 1, "ok": 2, "queued": 3}
+_PRIORITY = {
+    "error": 0, "no_fit": 0, "refused": 0, "running": 1, "ok": 2, "queued": 3, "cancelled": 4
+}  # fmt: skip
 
 
 def live_tree(run: Run, max_rows: int = 20) -> Text:
@@ -206,7 +212,7 @@ def live_tree(run: Run, max_rows: int = 20) -> Text:
             state = "thinking" if busy else "done"
             out.append(f"\n└── orchestrator {turn.call.backend}: {state}")
         return out
-    order = ("ok", "failed over", "running", "queued", "error", "no_fit", "refused")
+    order = ("ok", "failed over", "running", "queued", "error", "no_fit", "refused", "cancelled")
     summary = " · ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in order if k in counts)
     out.append(f"\n└── {len(subs)} sub-tasks: {summary}")
     shown = sorted(subs, key=lambda s: (_PRIORITY.get(s.status, 4) - s.failed_over, s.index))

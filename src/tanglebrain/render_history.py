@@ -7,10 +7,13 @@ unknown dollar amounts are ``null`` in JSON and ``unknown`` for people, never $0
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Group, JustifyMethod, RenderableType
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -52,36 +55,96 @@ def runs_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def runs_table(rows: list[dict[str, Any]]) -> Table:
-    """``runs``: a table of recent runs, newest first."""
+@dataclass(frozen=True)
+class Column:
+    """A column of a listing that must fit the terminal.
+
+    Attributes:
+        name: the header.
+        keep: importance; when the listing is too wide, the least important column goes
+            first. The first column of a listing (the id) is never dropped.
+        justify: cell alignment.
+        shrink: when set, the column may be cut (with an ellipsis) down to this width
+            instead of being dropped.
+    """
+
+    name: str
+    keep: int
+    justify: JustifyMethod = "left"
+    shrink: int | None = None
+
+
+def fit_table(
+    columns: Sequence[Column], rows: Sequence[Sequence[str | Text]], width: int | None
+) -> Table:
+    """A borderless table of ``rows`` no wider than ``width`` (None: no limit).
+
+    Cells are never wrapped. While the table is too wide, columns are taken in order of
+    importance, least first: a shrinkable one is cut (down to its minimum), any other is
+    left out. The first column is never touched. Width freed later goes back to the
+    columns that were cut.
+    """
+
+    def natural(k: int) -> int:
+        return max(cell_len(str(columns[k].name)), *(cell_len(str(r[k])) for r in rows), 1)
+
+    full = [natural(k) for k in range(len(columns))]
+    sizes = list(full)
+    kept = list(range(len(columns)))
+
+    def over() -> int:  # columns are two spaces apart
+        return sum(sizes[k] for k in kept) + 2 * (len(kept) - 1) - (width or 0)
+
+    if width is not None:
+        for k in sorted(kept[1:], key=lambda k: columns[k].keep):
+            if over() <= 0:
+                break
+            if (least := columns[k].shrink) is not None:
+                sizes[k] = max(min(full[k], least), sizes[k] - over())
+            else:
+                kept.remove(k)
+        for k in sorted(kept, key=lambda k: -columns[k].keep):
+            sizes[k] += max(0, min(full[k] - sizes[k], -over()))
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in (
-        "id",
-        "time",
-        "orchestrator",
-        "kind",
-        "sub-tasks",
-        "status",
-        "tokens",
-        "cost",
-        "wall",
-        "prompt",
-    ):
-        table.add_column(
-            name,
-            no_wrap=name != "prompt",
-            justify="right" if name in ("tokens", "cost", "wall") else "left",
-        )
+    for k in kept:
+        table.add_column(columns[k].name, justify=columns[k].justify, no_wrap=True,
+                         overflow="ellipsis", max_width=sizes[k])  # fmt: skip
+    for r in rows:
+        table.add_row(*(r[k] for k in kept))
+    return table
+
+
+RUN_COLUMNS = (
+    Column("id", 100),
+    Column("time", 60),
+    Column("orchestrator", 40),
+    Column("kind", 10),
+    Column("sub-tasks", 50),
+    Column("status", 90),
+    Column("tokens", 20, "right"),
+    Column("cost", 80, "right"),
+    Column("wall", 30, "right"),
+    Column("prompt", 45, shrink=12),
+)
+
+
+def runs_table(rows: list[dict[str, Any]], width: int | None = None) -> Table:
+    """``runs``: a table of recent runs, newest first, no wider than ``width``.
+
+    When space is short, kind, tokens, wall time and orchestrator go, in that order;
+    then the prompt is cut, then sub-tasks and time go. The id, status and cost stay.
+    """
+    cells: list[list[str | Text]] = []
     for r in rows:
         local = datetime.fromtimestamp(r["started"]).strftime("%Y-%m-%d %H:%M")
         subs = f"{r['subtasks_ok']}/{r['subtasks']}" if r["subtasks"] else "-"
-        table.add_row(
+        cells.append([
             r["id"], local, r["orchestrator"] or "-", r["mode"], subs,
             Text(r["status"], style="" if r["status"] == "ok" else "red"),
             str(r["prompt_tokens"] + r["completion_tokens"]), money(r["cost_usd"]),
             seconds(_wall_ms(r)), Text(first_words(r["prompt"], 40)),
-        )  # fmt: skip
-    return table
+        ])  # fmt: skip
+    return fit_table(RUN_COLUMNS, cells, width)
 
 
 # --- show --------------------------------------------------------------------------
@@ -101,7 +164,7 @@ def _call_json(c: Call) -> dict[str, Any]:
     prompt, completion = c.tokens
     return {
         "role": c.role, "backend": c.backend, "model": c.model,
-        "status": "ok" if c.ok else "error", "retries": c.retries,
+        "status": c.status, "retries": c.retries,
         "latency_ms": c.latency_ms, "prompt_tokens": prompt, "completion_tokens": completion,
         "cost_usd": c.cost_usd, "attempts": [_attempt_json(a) for a in c.attempts],
     }  # fmt: skip
@@ -113,7 +176,8 @@ def _subtask_json(s: Subtask) -> dict[str, Any]:
         "requested_backend": s.requested_backend, "attach": list(s.attach),
         "status": s.status, "backend": s.backend, "failed_over": s.failed_over,
         "error": s.error, "started": when(s.started), "ended": when(s.ended),
-        "latency_ms": s.latency_ms if s.ended else None, "answer": s.answer,
+        "latency_ms": s.latency_ms if s.ended else None, "queue_ms": round(s.queue_ms, 1),
+        "answer": s.answer,
         "calls": [_call_json(c) for c in s.calls],
     }  # fmt: skip
 
@@ -163,12 +227,16 @@ def _tokens(prompt: int, completion: int) -> str:
     return f"{prompt}+{completion} tok"
 
 
+# An interrupted call is not the backend's failure: not in red.
+_STATUS_STYLE = {"ok": "green", "cancelled": "dim"}
+
+
 def _add_call(parent: Tree, call: Call, label: str) -> None:
     prompt, completion = call.tokens
     n = len(call.attempts)
     node = parent.add(Text.assemble(
         (label, "bold"), f" {call.model} · ",
-        ("ok", "green") if call.ok else ("error", "red"),
+        (call.status, _STATUS_STYLE.get(call.status, "red")),
         f" · {n} attempt{'s' * (n != 1)} · {seconds(call.latency_ms)} · ",
         f"{_tokens(prompt, completion)} · {money(call.cost_usd)}",
     ))  # fmt: skip
@@ -177,9 +245,9 @@ def _add_call(parent: Tree, call: Call, label: str) -> None:
             what = ("ok", "green")
             usage = f" · {_tokens(a.prompt_tokens, a.completion_tokens)} · {money(a.cost_usd)}"
         else:
-            what = ("error", "red")
+            what = (a.status, _STATUS_STYLE.get(a.status, "red"))
             usage = (f" · HTTP {a.http_status}" if a.http_status else "") + (
-                f" · {first_words(a.error or '', 60)}"
+                f" · {first_words(a.error, 60)}" if a.error else ""
             )
         node.add(Text.assemble(
             f"attempt {i} · ", what,
@@ -189,11 +257,14 @@ def _add_call(parent: Tree, call: Call, label: str) -> None:
 
 def _add_subtask(parent: Tree, s: Subtask) -> None:
     atts = s.attempts
-    style = "green" if s.status == "ok" else "red" if s.status != "running" else "yellow"
+    style = {"ok": "green", "running": "yellow", "queued": "dim", "cancelled": "dim"}.get(
+        s.status, "red"
+    )
     head = parent.add(Text.assemble(
         (f"#{s.index} ", "bold"), f"{s.task or 'general'} → {s.backend or '-'} · ",
         (s.status, style), (" · failed over", "yellow") if s.failed_over else "",
-        f" · {seconds(s.latency_ms if s.ended else None)} · ",
+        f" · {seconds(s.latency_ms if s.ended else None)}",
+        f" (queued {seconds(s.queue_ms)})" if s.queue_ms >= 50 else "", " · ",
         f"{_tokens(sum(a.prompt_tokens for a in atts), sum(a.completion_tokens for a in atts))}",
         f" · {money(cost_of(atts))}",
     ))  # fmt: skip

@@ -59,9 +59,12 @@ FIELDS: dict[str, str] = {
     "max_concurrency": "a whole number, e.g. 8",
     "context_window": "a whole number of tokens, e.g. 128000",
     "price": "INPUT,OUTPUT in USD per million tokens, e.g. 3,15",
+    "max_output_tokens": "a whole number of tokens, e.g. 4096",
 }
 """Every backend field ``backends set`` accepts, and what its VALUE must be."""
-OPTIONAL_FIELDS = frozenset({"api_key_env", "api_base", "context_window", "price"})
+OPTIONAL_FIELDS = frozenset(
+    {"api_key_env", "api_base", "context_window", "price", "max_output_tokens"}
+)
 """Fields that an empty VALUE removes from the entry."""
 _TRUE, _FALSE = frozenset({"true", "yes", "on", "1"}), frozenset({"false", "no", "off", "0"})
 _SIMPLE_KEY = re.compile(r"""^[ \t]*(?:"([\w-]+)"|'([\w-]+)'|([\w-]+))[ \t]*=""")
@@ -109,7 +112,7 @@ def _convert(field: str, text: str) -> Value:
         if text.lower() not in _TRUE | _FALSE:
             raise ValueError(text)
         return text.lower() in _TRUE
-    if field in ("max_concurrency", "context_window"):
+    if field in ("max_concurrency", "context_window", "max_output_tokens"):
         return int(text)
     if field == "good_at":
         tags = [t.strip() for t in text.split(",") if t.strip()]
@@ -408,7 +411,7 @@ def edit(path: Path, change: Change) -> EditResult:
 def _apply(text: str, path: Path, change: Change) -> str:
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):  # bad syntax, or nested too deep
         roster_mod.parse(text, path)  # raises the loader's message, with the line
         raise
     doc = _Doc(text)

@@ -13,13 +13,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tanglebrain.errors import ConfigError, MissingKeyError, UsageError
 from tanglebrain.roster import Backend, Roster
+from tanglebrain.state import ensure_dir
 
 WindowOf = Callable[[Backend], int | None]
 
@@ -152,16 +155,60 @@ def _direct_candidates(
 
 
 @dataclass
+class Breakers:
+    """A circuit breaker per backend: repeated failures stop further calls to it.
+
+    After ``threshold`` failures in a row a backend's circuit opens: calls that have
+    another candidate skip it. Once ``probe_after_s`` has passed, one call at a time may
+    probe it (half-open); a success closes the circuit, a failure opens it again. A run
+    keeps its circuits open to its end (the default); a server shares one ``Breakers``
+    across its runs with a finite ``probe_after_s``.
+    """
+
+    threshold: int = 2
+    probe_after_s: float = math.inf
+    clock: Callable[[], float] = time.monotonic
+    _failures: dict[str, int] = field(default_factory=dict)
+    _opened: dict[str, float] = field(default_factory=dict)
+    _probing: set[str] = field(default_factory=set)
+
+    def is_open(self, backend_id: str) -> bool:
+        """Whether calls with an alternative should skip ``backend_id`` now."""
+        opened = self._opened.get(backend_id)
+        if opened is None:
+            return False
+        return backend_id in self._probing or self.clock() - opened < self.probe_after_s
+
+    def admit(self, backend_id: str) -> bool:
+        """Whether a call may go to ``backend_id``; a half-open circuit admits one probe."""
+        if self.is_open(backend_id):
+            return False
+        if backend_id in self._opened:
+            self._probing.add(backend_id)
+        return True
+
+    def record(self, backend_id: str, ok: bool) -> None:
+        """Book the outcome of a call to ``backend_id``."""
+        self._probing.discard(backend_id)
+        if ok:
+            self._failures.pop(backend_id, None)
+            self._opened.pop(backend_id, None)
+            return
+        failures = self._failures[backend_id] = self._failures.get(backend_id, 0) + 1
+        if failures >= self.threshold:
+            self._opened[backend_id] = self.clock()
+
+
+@dataclass
 class LoadState:
     """What the router needs to know about the run so far."""
 
     in_flight: dict[str, int] = field(default_factory=dict)
-    failures: dict[str, int] = field(default_factory=dict)
-    cooldown_after: int = 2
+    breakers: Breakers = field(default_factory=Breakers)
 
     def cooling(self, backend_id: str) -> bool:
-        """Whether this backend failed often enough in this run to be skipped."""
-        return self.failures.get(backend_id, 0) >= self.cooldown_after
+        """Whether this backend failed often enough to go last (its circuit is open)."""
+        return self.breakers.is_open(backend_id)
 
 
 def subtask_candidates(
@@ -181,6 +228,13 @@ def subtask_candidates(
     good at ``task`` follow, cheapest first, then least loaded. Backends cooling down
     after repeated failures go last; those whose context window the sub-task does
     not fit are left out. The orchestrator is not delegated to unless named.
+
+    Spill-over: when the best of the others is saturated (its calls in flight, queued
+    ones included, reach its ``max_concurrency``), the backends with a free slot whose
+    cost is at most ``settings.spill_cost_factor`` times its cost move ahead of it,
+    cheapest first; the saturated ones stay next in line for failover. A free backend
+    (cost 0) therefore spills only to other free backends: its saturation never starts
+    spending money. A named backend is never spilled from.
     """
     out: list[Backend] = []
     if backend_id is not None:
@@ -198,8 +252,22 @@ def subtask_candidates(
             and _fits(b, needed_tokens, window_of)
         ]
         pool.sort(key=lambda b: (load.cooling(b.id), b.cost, load.in_flight.get(b.id, 0)))
-        out.extend(pool)
+        out.extend(_spill_over(pool, load, roster.settings.spill_cost_factor))
     return out
+
+
+def _spill_over(pool: list[Backend], load: LoadState, factor: float) -> list[Backend]:
+    """``pool`` (sorted best first) with idle backends ahead of a saturated best one."""
+
+    def free(b: Backend) -> bool:
+        return load.in_flight.get(b.id, 0) < b.max_concurrency
+
+    healthy = [b for b in pool if not load.cooling(b.id)]
+    if not healthy or free(healthy[0]):
+        return pool
+    limit = healthy[0].cost * factor
+    spill = [b for b in healthy if free(b) and b.cost <= limit]
+    return spill + [b for b in pool if b not in spill]
 
 
 # --- rotation ------------------------------------------------------------------------
@@ -217,7 +285,7 @@ class RotationStore:
 
     @contextlib.contextmanager
     def _locked(self, exclusive: bool) -> Iterator[dict[str, int]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.path.parent)
         fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)

@@ -13,18 +13,22 @@ from typing import Any
 
 import anyio
 
-from tanglebrain import llm
-from tanglebrain.budget import Budget
-from tanglebrain.errors import BackendError, ConfigError
+from tanglebrain import compress, llm
+from tanglebrain.budget import Budget, Reservation
+from tanglebrain.errors import BackendError, CircuitOpen, ConfigError
 from tanglebrain.roster import Backend, Roster
-from tanglebrain.router import LoadState
+from tanglebrain.router import Breakers, LoadState
 from tanglebrain.trace import Call, Run
 
-# Output tokens reserved per call under a budget (and sent as max_tokens, so the
-# reservation is a true upper bound): at most BUDGET_MAX_TOKENS, fewer when the money
-# left cannot pay for that many, but never fewer than BUDGET_MIN_TOKENS.
-BUDGET_MAX_TOKENS = 4096
+# Every call sends max_tokens: the output cap of its role (roster settings, or the
+# backend's own). Under a budget the same number is reserved, so the reservation is a
+# true upper bound; when the money left cannot pay for that many, fewer are sent, but
+# never fewer than BUDGET_MIN_TOKENS (nor more than the cap).
 BUDGET_MIN_TOKENS = 256
+# Headroom on the prompt reservation: tokenizers differ from provider to provider.
+PROMPT_HEADROOM = 1.1
+# Finish reasons of a reply that did not end by itself: the text is incomplete.
+TRUNCATED = frozenset({"length", llm.REPEATED})
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,13 @@ class Attachment:
 
     name: str
     text: str
+
+    def __post_init__(self) -> None:
+        # Binary data (an image, an archive) piped in is useless to a model and costly:
+        # every reader of the attachment gets a one-line note instead.
+        note = compress.binary_note(self.text)
+        if note is not None:
+            object.__setattr__(self, "text", note)
 
     @property
     def size(self) -> int:
@@ -65,14 +76,16 @@ def estimate_tokens(text: str) -> int:
 
 
 class Limits:
-    """One ``CapacityLimiter`` per backend (its ``max_concurrency``).
+    """One ``CapacityLimiter`` per backend (its ``max_concurrency``), and the circuit breakers.
 
     A run makes its own; a long-lived front door (``serve``, ``mcp``) shares one across
-    its runs, so that a backend's limit holds for the whole process.
+    its runs, so that a backend's limit holds for the whole process and a dead backend
+    stays skipped until a probe finds it healthy again (``probe_after_s``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, probe_after_s: float = math.inf) -> None:
         self._by_id: dict[str, anyio.CapacityLimiter] = {}
+        self.breakers = Breakers(probe_after_s=probe_after_s)
 
     def of(self, backend: Backend) -> anyio.CapacityLimiter:
         """The limiter of ``backend``, created on first use."""
@@ -97,6 +110,14 @@ class RunContext:
     subtasks_used: int = 0
     load: LoadState = field(default_factory=LoadState)
     limits: Limits = field(default_factory=Limits)
+    # Per backend, the largest ratio of the prompt tokens it reported to our count of
+    # them so far in this run (under a budget); reservations are scaled by it.
+    prompt_ratio: dict[str, float] = field(default_factory=dict)
+    _probes: dict[str, anyio.Event] = field(default_factory=dict, init=False, repr=False)
+    _overrun_warning: str | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.load.breakers = self.limits.breakers  # one verdict per backend, run or server
 
     def limiter(self, backend: Backend) -> anyio.CapacityLimiter:
         """The backend's ``max_concurrency`` slots, shared by every call of the run."""
@@ -110,29 +131,100 @@ class RunContext:
         """Context window of ``backend`` (roster, else litellm, else unknown)."""
         return llm.context_window(backend)
 
+    def output_cap(self, backend: Backend, role: str) -> int:
+        """The ``max_tokens`` a call in ``role`` to ``backend`` is sent at most.
+
+        The backend's own ``max_output_tokens`` wins; otherwise orchestrator turns (and
+        the review's ruling, which the orchestrator writes) get
+        ``settings.orchestrator_max_output_tokens`` and every other call
+        ``settings.max_output_tokens``.
+        """
+        if backend.max_output_tokens is not None:
+            return backend.max_output_tokens
+        settings = self.roster.settings
+        if role == "orchestrator":
+            return settings.orchestrator_max_output_tokens
+        return settings.max_output_tokens
+
     def _worst_case(
         self,
         backend: Backend,
         messages: Sequence[dict[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None,
-    ) -> tuple[int | None, float | None]:
-        """(max_tokens to send, worst-case USD) of a call; (None, None) without a budget."""
+        cap: int,
+    ) -> tuple[int, float | None, int]:
+        """(max_tokens to send, worst-case USD, counted prompt tokens) of a call.
+
+        Without a budget: the cap, no worst case, nothing counted. Under one, the prompt
+        is reserved at the larger of our count and what this backend reported so far
+        (``prompt_ratio``), plus headroom; the output at ``max_tokens``, which is the cap
+        or, when the money left cannot pay for it, fewer.
+        """
         if not self.budget.limited:
-            return None, None
+            return cap, None, 0
         price = llm.price_per_token(backend)
         if price is None:
-            return BUDGET_MAX_TOKENS, None
+            return cap, None, 0
         prompt = llm.count_tokens(backend, messages)
         if tools:
             prompt += estimate_tokens(str(tools))
-        # 10 % headroom: providers' tokenizers differ from litellm's counter.
-        prompt_usd = math.ceil(prompt * 1.1 + 16) * price[0]
-        max_tokens = BUDGET_MAX_TOKENS
+        scale = max(1.0, self.prompt_ratio.get(backend.id, 1.0))
+        prompt_usd = math.ceil(prompt * scale * PROMPT_HEADROOM + 16) * price[0]
+        max_tokens = cap
         left = self.budget.remaining
         if price[1] > 0 and left is not None:
             affordable = int((left - prompt_usd) / price[1])
-            max_tokens = max(BUDGET_MIN_TOKENS, min(BUDGET_MAX_TOKENS, affordable))
-        return max_tokens, prompt_usd + max_tokens * price[1]
+            max_tokens = min(cap, max(BUDGET_MIN_TOKENS, affordable))
+        return max_tokens, prompt_usd + max_tokens * price[1], prompt
+
+    async def _wait_for_first_report(self, backend: Backend) -> bool:
+        """Under a budget, send one call at a time to a backend that has not reported yet.
+
+        Until a backend has answered once in this run nothing says how its count of prompt
+        tokens compares with ours, so a whole fan-out reserved on our count alone could
+        overrun the cap. The first call goes alone; the others wait for its report.
+
+        Returns:
+            True when this call is that first one (``_release_probe`` must follow).
+        """
+        price = llm.price_per_token(backend) if self.budget.limited else None
+        if price is None or price[0] == 0:
+            return False  # no cap, a refusal to come, or prompts that cost nothing
+        while backend.id not in self.prompt_ratio:
+            probe = self._probes.get(backend.id)
+            if probe is None:
+                self._probes[backend.id] = anyio.Event()
+                return True
+            await probe.wait()  # it failed without a report: one of the waiters goes next
+        return False
+
+    def _release_probe(self, backend_id: str) -> None:
+        probe = self._probes.pop(backend_id, None)
+        if probe is not None:
+            probe.set()
+
+    def _learn(self, backend_id: str, counted: int, reported: int) -> None:
+        """Remember how many more prompt tokens ``backend_id`` reports than we count."""
+        ratio = reported / counted if counted > 0 and reported > 0 else 1.0
+        self.prompt_ratio[backend_id] = max(ratio, self.prompt_ratio.get(backend_id, 0.0))
+
+    def _settle(self, reservation: Reservation, actual: float | None) -> None:
+        """Settle the call's cost; say so (once, with the latest figures) past the cap."""
+        self.budget.settle(reservation, actual)
+        cap, spent = self.budget.cap, self.budget.spent
+        if cap is None or spent <= cap + 1e-12:
+            return
+        message = (
+            f"budget exceeded: ${spent:.4f} spent of the ${cap:.4f} cap ({spent / cap:.0%}); "
+            f"'{reservation.backend}' counted more tokens than were reserved"
+        )
+        warnings = self.run.warnings
+        if self._overrun_warning in warnings:
+            warnings[warnings.index(self._overrun_warning)] = message
+            self.run.changed()
+        else:
+            self.run.warn(message)
+        self._overrun_warning = message
 
     async def call(
         self,
@@ -142,21 +234,52 @@ class RunContext:
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
         on_text: Callable[[str], None] | None = None,
+        alternatives: bool = False,
+        on_start: Callable[[], None] | None = None,
+        tool_choice: str | None = None,
     ) -> llm.Reply:
         """Call ``backend`` under the run's budget, concurrency limits and trace.
 
+        Args:
+            backend: the backend to call.
+            messages: the conversation to send.
+            call: the trace node the attempts are recorded on.
+            tools: tool schemas to offer, if any.
+            on_text: receives the reply as it streams, when given.
+            alternatives: another candidate can take this call. Then a failing backend
+                is not retried (unless it asked for a pause with ``Retry-After``), and
+                one whose circuit is open is skipped without a call.
+            on_start: called once the backend's concurrency slot is taken, just before
+                the request goes out (what waited until then was queued).
+            tool_choice: sent with ``tools``; ``"none"`` keeps them offered but forbids
+                calls (a final turn keeps its prompt prefix, and no placeholder tool).
+
         Raises:
             BudgetExceeded: the call's worst case does not fit in the budget.
+            CircuitOpen: skipped (``alternatives`` only); nothing was sent.
             BackendError: the backend failed after its retries.
         """
-        max_tokens, worst = self._worst_case(backend, messages, tools)
-        reservation = await self.budget.acquire(backend.id, worst)
+        breakers = self.load.breakers
+        if alternatives and breakers.is_open(backend.id):
+            raise CircuitOpen(backend.id)
+        cap = self.output_cap(backend, call.role)
+        # Counted from here: a call waiting for its turn is load the router must see.
         self.load.in_flight[backend.id] = self.load.in_flight.get(backend.id, 0) + 1
+        reservation: Reservation | None = None
+        probe = False
         # A failure without an HTTP status (timeout, cut stream) may still have been billed:
         # under a cap it books its whole reservation (cost unknown), an HTTP error books 0.
         actual: float | None = None
         try:
+            probe = await self._wait_for_first_report(backend)
+            max_tokens, worst, counted = self._worst_case(backend, messages, tools, cap)
+            reservation = await self.budget.acquire(backend.id, worst)
             async with self.limiter(backend):
+                # Checked again once a slot is ours: the circuit may have opened meanwhile.
+                if alternatives and not breakers.admit(backend.id):
+                    raise CircuitOpen(backend.id)
+                if on_start is not None:
+                    on_start()
                 reply = await llm.complete(
                     backend,
                     messages,
@@ -165,18 +288,23 @@ class RunContext:
                     timeout=self.timeout,
                     retry=self.retry,
                     tools=tools,
+                    tool_choice=tool_choice,
                     on_text=on_text,
                     max_tokens=max_tokens,
                     on_attempt=self.run.changed,
+                    failover=alternatives,
                 )
+            breakers.record(backend.id, ok=True)
             actual = reply.cost_usd
-            if reply.finish_reason == "length":
-                self.run.warn(
-                    f"{backend.id}: the reply was cut at its token limit"
-                    + (f" ({max_tokens}, set by the budget)" if max_tokens else "")
-                )
+            self._learn(backend.id, counted, reply.prompt_tokens)
+            if reply.finish_reason in TRUNCATED:
+                self.run.warn(_truncation_warning(backend.id, call.role, reply, max_tokens, cap))
             return reply
+        except CircuitOpen:
+            actual = 0.0
+            raise
         except BackendError as exc:
+            breakers.record(backend.id, ok=False)
             if exc.status is not None:
                 actual = 0.0
             raise
@@ -185,4 +313,24 @@ class RunContext:
             raise
         finally:
             self.load.in_flight[backend.id] -= 1
-            self.budget.settle(reservation, actual)
+            if reservation is not None:
+                self._settle(reservation, actual)
+            if probe:
+                self._release_probe(backend.id)
+
+
+def _truncation_warning(
+    backend_id: str, role: str, reply: llm.Reply, max_tokens: int, cap: int
+) -> str:
+    """The warning for a reply that did not end by itself (see ``TRUNCATED``)."""
+    what = {"subtask": "sub-task"}.get(role, role)
+    if reply.finish_reason == llm.REPEATED:
+        return (
+            f"{backend_id}: the {what} reply was stopped because it kept repeating itself "
+            "(truncated)"
+        )
+    why = "set by the budget" if max_tokens < cap else "max_output_tokens"
+    return (
+        f"{backend_id}: the {what} reply was cut at its output limit of {max_tokens} tokens "
+        f"({why}; truncated)"
+    )

@@ -7,7 +7,8 @@ The mapping (model, messages, usage, the ``tanglebrain`` field, error codes) liv
 
 * **bodies** are read up to ``max_body_bytes`` (413 as soon as more arrives; the rest
   is drained, not stored, so the client reads the 413 rather than a reset), must be
-  ``application/json`` (415) and valid JSON (400). No bad request stops the server.
+  ``application/json`` (415) and valid JSON (400, also for JSON nested too deeply to
+  decode). No bad request stops the server.
 * **stream**: the answer streams as ``chat.completion.chunk`` events, then a chunk
   with ``finish_reason`` and the ``tanglebrain`` field, a usage chunk when
   ``stream_options.include_usage``, and ``[DONE]``. The response starts with the
@@ -62,6 +63,7 @@ from tanglebrain.serve_wire import (
     delta,
     error_for,
     extension,
+    load_json,
     parse_chat,
     usage,
 )
@@ -173,11 +175,7 @@ class _Completions:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             raw = await read_body(scope, receive, self.config.max_body_bytes)
-            try:
-                body = json.loads(raw)
-            except ValueError as exc:
-                raise ApiError(400, f"the body is not valid JSON: {exc}", "invalid_json") from None
-            chat = parse_chat(body, self.config.roster)
+            chat = parse_chat(load_json(raw), self.config.roster)
         except ApiError as err:
             await send_json(send, err.status, err.body())
             return

@@ -15,7 +15,8 @@ No I/O here; :mod:`tanglebrain.serve` does the HTTP.
 * **usage** counts every model call of the run (orchestrator and sub-tasks). The
   ``tanglebrain`` field carries ``run_id``, ``subtasks``, ``cost_usd`` (None when a price
   is unknown), ``degraded`` and ``warnings``.
-* **errors** are ``{"error": {message, type, code, param}}``: 400 ``invalid_json``,
+* **errors** are ``{"error": {message, type, code, param}}``: 400 ``invalid_json``
+  (also for JSON nested too deeply to parse),
   ``invalid_request``, ``unsupported_content``, ``unsupported_parameter``,
   ``unroutable_request`` (e.g. the request fits no context window); 401
   ``invalid_api_key``; 402 ``budget_exceeded`` (OpenAI clients do not retry it); 404
@@ -76,6 +77,24 @@ class Chat:
 
 
 # --- request mapping -----------------------------------------------------------------
+
+
+def load_json(raw: bytes) -> Any:
+    """The decoded request body.
+
+    Raises:
+        ApiError: 400 ``invalid_json`` when the body is not JSON or is nested deeper than
+            the decoder can follow (a chat request needs a handful of levels).
+    """
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}", "invalid_json") from None
+    except RecursionError:
+        # The decoder recurses per bracket; a small body of brackets exhausts the stack.
+        raise ApiError(400, "the body is not valid JSON: it is nested too deeply; a chat "
+                       "request needs only a few levels of arrays and objects",
+                       "invalid_json") from None  # fmt: skip
 
 
 def parse_chat(body: Any, roster: Roster) -> Chat:
@@ -144,6 +163,8 @@ def _text(content: Any, i: int) -> str:
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind != "text" or not isinstance(part.get("text"), str):
+            # Never echo a non-string type: it may be an arbitrarily large or deep value.
+            kind = kind[:40] if isinstance(kind, str) else type(kind).__name__
             raise ApiError(400, f"messages[{i}].content[{j}]: content type {kind!r} is not "
                            "supported; tanglebrain serve accepts text only",
                            "unsupported_content")  # fmt: skip

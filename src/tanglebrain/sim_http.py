@@ -125,7 +125,7 @@ class _ChatEndpoint:
         request = Request(scope, receive)
         try:
             body = json.loads(await request.body())
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting exhausts the decoder's stack
             body = None
         if not isinstance(body, dict):
             err = SimError(400, "simulator: the request body must be a JSON object")
@@ -181,10 +181,14 @@ async def raw(send: Send, status: int, content_type: str, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def send_events(send: Send, events: list[dict[str, Any] | str], cut: bool = False) -> None:
-    """Send SSE events one write each; with ``cut``, break the connection afterwards."""
+async def send_events(
+    send: Send, events: list[dict[str, Any] | str], cut: bool = False, gap: float = 0.0
+) -> None:
+    """Send SSE events one write each, ``gap`` seconds apart; ``cut`` breaks the connection."""
     await _start(send, 200, "text/event-stream")
-    for event in events:
+    for i, event in enumerate(events):
+        if gap and i:
+            await anyio.sleep(gap)
         await send({"type": "http.response.body", "body": sse(event), "more_body": True})
     if cut:
         raise Dropped

@@ -66,7 +66,8 @@ def orchestrate(spec: ModelSpec, body: Mapping[str, Any]) -> Reply:
         str(_dig(t, "function", "name")): _dig(t, "function", "parameters") for t in tools or []
     }
     rounds = tool_rounds(messages)
-    can_delegate = "delegate" in schemas or "delegate_many" in schemas
+    offered = "delegate" in schemas or "delegate_many" in schemas
+    can_delegate = offered and body.get("tool_choice") != "none"
     if can_delegate and rounds < (spec.int_opt("rounds", 1) or 1):
         return _plan(spec, schemas, last_user_text(body), turn=rounds + 1)
     if rounds:

@@ -19,19 +19,25 @@ FINGERPRINT = "tanglebrain-sim"
 """The ``system_fingerprint`` of every simulated completion."""
 
 
-def usage(body: Mapping[str, Any], spec: ModelSpec, reply: Reply) -> dict[str, int]:
+def usage(
+    body: Mapping[str, Any], spec: ModelSpec, reply: Reply, completion: int | None = None
+) -> dict[str, int]:
     """Compute the reported usage.
 
     ``prompt_tokens`` = ceil(chars of all message contents / 4) + ceil(chars of the
-    compact JSON of ``tools`` / 4); ``completion_tokens`` = ceil(chars of text plus
+    compact JSON of ``tools`` / 4), times ``prompt_x=`` (rounded up) when the spec sets it;
+    ``completion_tokens`` = ``completion`` when given, else ceil(chars of text plus
     tool-call names and arguments / 4), unless the spec sets ``tokens=``.
     """
     chars = sum(len(content_text(m.get("content"))) for m in messages_of(body))
     tools = body.get("tools")
     tool_chars = len(json.dumps(tools, separators=(",", ":"))) if tools else 0
     prompt = math.ceil(chars / 4) + math.ceil(tool_chars / 4)
+    if "prompt_x" in spec.opts:
+        prompt = math.ceil(prompt * spec.num("prompt_x", 1.0))
     out_chars = len(reply.text or "") + sum(len(n) + len(a) for _, n, a in reply.tool_calls)
-    completion = spec.int_opt("tokens")
+    if completion is None:
+        completion = spec.int_opt("tokens")
     if completion is None:
         completion = math.ceil(out_chars / 4)
     return {
@@ -53,15 +59,17 @@ def envelope(cid: str, spec: ModelSpec, obj: str, choices: list[Any]) -> dict[st
     }
 
 
-def completion(cid: str, spec: ModelSpec, reply: Reply, used: dict[str, int]) -> dict[str, Any]:
-    """A non-streaming ``chat.completion`` body."""
+def completion(
+    cid: str, spec: ModelSpec, reply: Reply, used: dict[str, int], finish: str | None = None
+) -> dict[str, Any]:
+    """A non-streaming ``chat.completion`` body (``finish`` overrides the finish reason)."""
     message: dict[str, Any] = {"role": "assistant", "content": reply.text}
     if reply.tool_calls:
         message["tool_calls"] = [
             {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
             for i, n, a in reply.tool_calls
         ]
-    finish = "tool_calls" if reply.tool_calls else "stop"
+    finish = finish or _finish(spec, reply)
     choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
     payload = envelope(cid, spec, "chat.completion", [choice])
     payload["usage"] = used
@@ -74,15 +82,23 @@ def _pieces(text: str, parts: int) -> list[str]:
     return [text[i : i + step] for i in range(0, len(text), step)]
 
 
+def delta_chunk(
+    cid: str, spec: ModelSpec, delta: dict[str, Any], finish: str | None = None
+) -> dict[str, Any]:
+    """One ``chat.completion.chunk`` event carrying ``delta``."""
+    choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+    return envelope(cid, spec, "chat.completion.chunk", [choice])
+
+
 def chunks(cid: str, spec: ModelSpec, reply: Reply) -> list[dict[str, Any]]:
     """The ``chat.completion.chunk`` events of a streamed reply (without usage/[DONE])."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-        return envelope(cid, spec, "chat.completion.chunk", [choice])
+        return delta_chunk(cid, spec, delta, finish)
 
     out = [chunk({"role": "assistant", "content": ""})]
-    out += [chunk({"content": piece}) for piece in _pieces(reply.text or "", 3)]
+    pieces = _pieces(reply.text or "", spec.int_opt("pieces", 3) or 3)
+    out += [chunk({"content": piece}) for piece in pieces]
     for k, (call_id, name, args) in enumerate(reply.tool_calls):
         head = {
             "index": k,
@@ -95,8 +111,14 @@ def chunks(cid: str, spec: ModelSpec, reply: Reply) -> list[dict[str, Any]]:
             chunk({"tool_calls": [{"index": k, "function": {"arguments": piece}}]})
             for piece in _pieces(args, 2)
         ]
-    out.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
+    out.append(chunk({}, _finish(spec, reply)))
     return out
+
+
+def _finish(spec: ModelSpec, reply: Reply) -> str | None:
+    if spec.str_opt("finish", "") == "none":
+        return None
+    return "tool_calls" if reply.tool_calls else "stop"
 
 
 def sse(event: dict[str, Any] | str) -> bytes:

@@ -9,6 +9,7 @@ to send.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,14 +20,18 @@ from starlette.types import Receive, Scope, Send
 
 from tanglebrain.sim_http import drop, raw, send_events
 from tanglebrain.sim_orchestrator import orchestrate
-from tanglebrain.sim_protocol import chunks, completion, envelope, usage
+from tanglebrain.sim_protocol import chunks, completion, delta_chunk, envelope, sse, usage
 from tanglebrain.sim_scripts import (
+    LOOP_SENTENCE,
+    LOOP_TOKENS,
     ModelSpec,
     Reply,
     SimError,
     SimReply,
     failure,
     last_user_text,
+    loop_text,
+    max_tokens_of,
     messages_of,
     parse_spec,
     review_text,
@@ -122,24 +127,43 @@ async def respond(
             auth = dict(ex.scope.get("headers") or []).get(b"authorization", b"")
             raise failure(spec, auth.decode("latin-1"))
         kind = spec.str_opt("then", "worker")
-    if kind == "malformed":
-        await _malformed(ex, stream)
+    if kind == "worker" and spec.int_opt("loop"):
+        await _loop(ex, spec, stream, closing)
+    elif kind == "malformed":
+        await _malformed(ex, spec, stream)
     elif kind == "empty":
         await _empty(ex, spec, stream)
     else:
         await _deliver(ex, spec, kind, compose(kind, spec, ex.body, pop_script), stream)
 
 
-async def _malformed(ex: Exchange, stream: bool) -> None:
-    junk = "<html>simulated malformed body</html>"
+# The garbled 200s of ``malformed:body=…``: (content type, body bytes).
+_GARBLED: dict[str, tuple[str, bytes]] = {
+    "html": ("application/json", b"<html>simulated malformed body</html>"),
+    "page": ("text/html", b"<html><body>simulated proxy error page</body></html>"),
+    "utf8": ("application/json", b'{"simulated": "\xff\xfe invalid utf-8 \xc3"}'),
+    "charset": ("application/json; charset=utf-16", '{"id": "x"}'.encode("utf-32")),
+    "nochoices": ("application/json", b'{"id": "chatcmpl-sim", "object": "chat.completion"}'),
+}
+
+
+async def _malformed(ex: Exchange, spec: ModelSpec, stream: bool) -> None:
+    content_type, junk = _GARBLED[spec.str_opt("body", "html")]
     if stream:
-        await send_events(ex.send, [junk, "[DONE]"])
+        await send_events(ex.send, [junk.decode("latin-1"), "[DONE]"])
     else:
-        await raw(ex.send, 200, "application/json", junk.encode())
+        await raw(ex.send, 200, content_type, junk)
 
 
 async def _empty(ex: Exchange, spec: ModelSpec, stream: bool) -> None:
-    payload = envelope(ex.cid, spec, "chat.completion.chunk" if stream else "chat.completion", [])
+    choices: list[Any] = []
+    if spec.int_opt("choice"):  # a reply with nothing in it, in the shape of a real one
+        key = "delta" if stream else "message"
+        empty = {"index": 0, key: {"role": "assistant", "content": None}, "finish_reason": "stop"}
+        choices.append(empty)
+    payload = envelope(
+        ex.cid, spec, "chat.completion.chunk" if stream else "chat.completion", choices
+    )
     payload["usage"] = usage(ex.body, spec, Reply(""))
     if stream:
         await send_events(ex.send, [payload, "[DONE]"])
@@ -160,9 +184,64 @@ async def _deliver(ex: Exchange, spec: ModelSpec, kind: str, reply: Reply, strea
         ]
         if include:
             events.append({**envelope(cid, spec, "chat.completion.chunk", []), "usage": used})
-        await send_events(ex.send, [*events, "[DONE]"])
+        await send_events(ex.send, [*events, "[DONE]"], gap=spec.num("gap", 0.0))
     else:
         await JSONResponse(completion(cid, spec, reply, used))(ex.scope, ex.receive, ex.send)
+
+
+async def _loop(ex: Exchange, spec: ModelSpec, stream: bool, closing: anyio.Event | None) -> None:
+    """``worker:loop=1``: one sentence over and over, stopped only by a limit or the client."""
+    limit = max_tokens_of(ex.body)
+    if not stream:
+        tokens = min(spec.int_opt("tokens", LOOP_TOKENS) or 0, limit or LOOP_TOKENS)
+        reply = Reply(loop_text(4 * tokens))
+        used = usage(ex.body, spec, reply, completion=tokens)
+        body = completion(ex.cid, spec, reply, used, finish="length")
+        await JSONResponse(body)(ex.scope, ex.receive, ex.send)
+        return
+    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+    await ex.send({"type": "http.response.start", "status": 200, "headers": headers})
+
+    async def write(event: dict[str, Any] | str) -> None:
+        await ex.send({"type": "http.response.body", "body": sse(event), "more_body": True})
+
+    async def generate() -> None:
+        await write(delta_chunk(ex.cid, spec, {"role": "assistant", "content": ""}))
+        sent, gap, n = 0, spec.num("gap", 0.0), 0
+        # A word a chunk, as a model streams tokens: consecutive chunks differ, though the
+        # text repeats (litellm itself stops only runs of identical chunks).
+        words = [w + " " for w in LOOP_SENTENCE.split()]
+        while limit is None or sent < 4 * limit:
+            piece, n = words[n % len(words)], n + 1
+            if limit is not None:
+                piece = piece[: 4 * limit - sent]
+            await write(delta_chunk(ex.cid, spec, {"content": piece}))
+            sent += len(piece)
+            await anyio.sleep(gap)  # also a checkpoint: lets the watchers see a client leave
+        await write(delta_chunk(ex.cid, spec, {}, "length"))
+        if _dig_bool(ex.body, "stream_options", "include_usage"):
+            used = usage(ex.body, spec, Reply(loop_text(sent)))
+            await write({**envelope(ex.cid, spec, "chat.completion.chunk", []), "usage": used})
+        await write("[DONE]")
+        await ex.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async with anyio.create_task_group() as tg:
+
+        async def client_gone() -> None:
+            while (await ex.receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        async def server_closing() -> None:
+            if closing is not None:
+                await closing.wait()
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(client_gone)
+        tg.start_soon(server_closing)
+        with contextlib.suppress(OSError):  # the client went away mid-write
+            await generate()
+        tg.cancel_scope.cancel()
 
 
 def _dig_bool(body: Mapping[str, Any], key: str, sub: str) -> bool:

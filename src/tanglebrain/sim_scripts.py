@@ -13,20 +13,34 @@ Model-spec grammar (``litellm`` model ``openai/<spec>`` sends ``<spec>``)::
     option  := key "=" value
 
 Options for every kind: ``latency=SECONDS`` (sleep before answering), ``tokens=N``
-(completion tokens to report), ``id=TEXT`` (only makes the spec string distinct).
+(completion tokens to report), ``prompt_x=FACTOR`` (report FACTOR times the prompt tokens,
+as a provider whose tokenizer counts more than ours), ``id=TEXT`` (only makes the spec string
+distinct). Options for streamed replies: ``gap=SECONDS`` (pause before each event after the
+first: a slow, healthy stream), ``pieces=N`` (content chunks, default 3), ``finish=none`` (no
+finish reason, as some providers' streams end).
 An unknown kind is a 404 ``model_not_found``; an unknown or bad option is a 400.
 
 ==============  ===============================================  ==========================
 kind            behaviour                                        options
 ==============  ===============================================  ==========================
 echo            the last user message, verbatim
-worker          ``simulated <spec> result for: <60 chars>``      size=N (exact length)
+worker          ``simulated <spec> result for: <60 chars>``      size=N (exact length),
+                                                                 loop=1 (below)
+worker:loop=1   a model that never stops: one sentence over and
+                over. Streamed: until ``max_tokens`` (4 chars a
+                token; finish ``length``) or, without it, until
+                the client goes away. Not streamed: ``tokens``
+                (default 16384) worth, at most ``max_tokens``,
+                finish ``length``
 fail            OpenAI error (429 sends ``Retry-After``)         status, retry_after,
                                                                  times=N, then=worker|echo
 hang            never answers (503 when the server stops)
 drop            200 headers, part of the body, connection closed
-malformed       200 with a body that is not JSON
-empty           200 with ``"choices": []``
+malformed       200 with a body that is not a completion:        body=html|page|utf8|
+                HTML as JSON (default), an HTML page, invalid    charset|nochoices
+                UTF-8, a wrong charset, JSON without choices
+empty           200 with ``"choices": []``; with ``choice=1``,     choice=1
+                one choice whose content is null
 cut             stream: 1-2 chunks then connection closed;       size=N
                 non-stream: like drop
 script          next ``SimReply`` queued by ``Simulator.script``
@@ -51,10 +65,12 @@ KINDS: tuple[str, ...] = (
 )  # fmt: skip
 """Every model kind the simulator knows, as listed by ``GET /v1/models``."""
 
-_COMMON = frozenset({"latency", "tokens", "id"})
+_COMMON = frozenset({"latency", "tokens", "id", "gap", "pieces", "finish", "prompt_x"})
 _KIND_OPTIONS: dict[str, frozenset[str]] = {
-    "worker": frozenset({"size"}),
+    "worker": frozenset({"size", "loop"}),
     "cut": frozenset({"size"}),
+    "empty": frozenset({"choice"}),
+    "malformed": frozenset({"body"}),
     "fail": frozenset({"status", "retry_after", "times", "then", "size", "echo_auth"}),
     "orchestrator": frozenset({"rounds", "fanout", "calls", "mode", "bad"}),
     "reviewer": frozenset({"verdict", "wrap"}),
@@ -65,6 +81,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "bad": ("unknown_backend", "bad_json", "too_many"),
     "verdict": ("agree", "minor", "blocker"),
     "wrap": ("none", "fence", "prose"),
+    "finish": ("none",),
+    "body": ("html", "page", "utf8", "charset", "nochoices"),
 }
 _INT_RANGES: dict[str, tuple[int, int]] = {
     "tokens": (0, 10_000_000),
@@ -75,11 +93,21 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "fanout": (1, 1000),
     "calls": (1, 1000),
     "echo_auth": (0, 1),
+    "choice": (0, 1),
+    "pieces": (1, 100_000),
+    "loop": (0, 1),
 }
 _FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "latency": (0.0, 3600.0),
     "retry_after": (0.0, 3600.0),
+    "gap": (0.0, 60.0),
+    "prompt_x": (0.0, 1000.0),
 }
+
+LOOP_SENTENCE = "This simulated model repeats this sentence and never stops. "
+"""What ``worker:loop=1`` writes, over and over."""
+LOOP_TOKENS = 16_384
+"""Completion tokens a non-streamed ``worker:loop=1`` reply has without ``tokens=``."""
 
 
 class SimError(Exception):
@@ -269,6 +297,21 @@ def tool_rounds(messages: list[dict[str, Any]]) -> int:
 
 
 # --- scripted texts and failures -------------------------------------------------------
+
+
+def max_tokens_of(body: Mapping[str, Any]) -> int | None:
+    """The request's output cap (``max_tokens`` or ``max_completion_tokens``), if any."""
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def loop_text(chars: int) -> str:
+    """``LOOP_SENTENCE`` repeated to exactly ``chars`` characters."""
+    copies = chars // len(LOOP_SENTENCE) + 1
+    return (LOOP_SENTENCE * copies)[:chars]
 
 
 def worker_text(spec: ModelSpec, body: Mapping[str, Any]) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Status = Literal["queued", "running", "ok", "error", "no_fit", "refused"]
+Status = Literal["queued", "running", "ok", "error", "no_fit", "refused", "cancelled"]
 
 
 def now() -> float:
@@ -32,7 +32,9 @@ class Attempt:
     model: str
     started: float
     latency_ms: float = 0.0
-    status: Literal["ok", "error"] = "ok"
+    # "cancelled": the run was interrupted while this attempt was in flight; the backend
+    # did nothing wrong, so it counts neither for nor against it.
+    status: Literal["ok", "error", "cancelled"] = "ok"
     error: str | None = None
     http_status: int | None = None
     prompt_tokens: int = 0
@@ -60,6 +62,11 @@ class Call:
     def ok(self) -> bool:
         """Whether the last attempt succeeded."""
         return bool(self.attempts) and self.attempts[-1].status == "ok"
+
+    @property
+    def status(self) -> Literal["ok", "error", "cancelled"]:
+        """The last attempt's status (``error`` when nothing was attempted)."""
+        return self.attempts[-1].status if self.attempts else "error"
 
     @property
     def retries(self) -> int:
@@ -109,10 +116,11 @@ class Subtask:
     status: Status = "queued"
     backend: str | None = None
     error: str | None = None
-    started: float | None = None
+    started: float | None = None  # when its first call got a slot: queue wait is not latency
     ended: float | None = None
     calls: list[Call] = field(default_factory=list)
     answer: str = ""
+    queued: float = field(default_factory=now)
 
     @property
     def failed_over(self) -> bool:
@@ -130,6 +138,12 @@ class Subtask:
         if self.started is None:
             return 0.0
         return ((self.ended or now()) - self.started) * 1000.0
+
+    @property
+    def queue_ms(self) -> float:
+        """How long it waited for a backend slot (so far, while queued), in milliseconds."""
+        end = self.started if self.started is not None else (self.ended or now())
+        return max(0.0, (end - self.queued) * 1000.0)
 
 
 @dataclass(slots=True)
@@ -255,9 +269,12 @@ class Run:
         self.changed()
 
     def finish(self, status: Literal["ok", "error", "budget", "interrupted"]) -> None:
-        """Mark the run ended."""
+        """Mark the run ended; sub-tasks it left queued or running are cancelled."""
         self.status = status
         self.ended = now()
+        for sub in self.subtasks():
+            if sub.status in ("queued", "running"):
+                sub.status, sub.ended = "cancelled", self.ended
         self.changed()
 
     # --- derived views ----------------------------------------------------------
@@ -303,19 +320,25 @@ class Run:
 
 
 def cost_of(attempts: Iterable[Attempt]) -> float | None:
-    """USD of ``attempts``, or None when any successful attempt's price is unknown.
+    """USD of ``attempts``, or None when it is unknown: never $0 for an unknown price.
 
-    Failed attempts with an unknown price count as free (nothing was billed); a
-    successful one with an unknown price makes the whole sum unknown, never $0.
+    A successful attempt with an unknown price makes the sum unknown. A failed one
+    with an unknown price counts as free beside a success (a failure bills nothing as
+    a rule), but a sum of failures alone is unknown when one of them is: nothing
+    priced it, and $0 would read as "free".
     """
-    cost: float | None = 0.0
+    cost = 0.0
+    succeeded = unpriced_failure = False
     for a in attempts:
-        if a.cost_usd is None:
-            if a.status == "ok":
+        if a.status == "ok":
+            succeeded = True
+            if a.cost_usd is None:
                 return None
-        elif cost is not None:
+        if a.cost_usd is None:
+            unpriced_failure = True
+        else:
             cost += a.cost_usd
-    return cost
+    return None if unpriced_failure and not succeeded else cost
 
 
 def review_to_dict(review: Review) -> dict[str, Any]:

@@ -26,8 +26,31 @@ GLOBAL_OPTIONS = {
 }
 
 
+# Options of ``run`` that take a value (the value may look like a command word).
+RUN_VALUE_OPTIONS = frozenset(
+    {"--roster", "-b", "--backend", "-t", "--task", "--budget", "--max-subtasks"}
+)
+
+
+def _takes_value(arg: str) -> bool:
+    """Whether the option ``arg`` consumes the next argument as its value."""
+    if arg.startswith("--"):
+        return "=" not in arg and arg in RUN_VALUE_OPTIONS
+    # A cluster of short flags (``-qv``, ``-qb ID``): the first one that takes a value
+    # takes the rest of the cluster, or the next argument when nothing is left.
+    for k, letter in enumerate(arg[1:], start=1):
+        if f"-{letter}" in RUN_VALUE_OPTIONS:
+            return k == len(arg) - 1
+    return False
+
+
 def with_default_command(argv: list[str]) -> list[str]:
-    """Insert ``run`` where the user gave a prompt or run options but no command."""
+    """Insert ``run`` where the user gave a prompt or run options but no command.
+
+    Options before a command word belong to that command (``--json stats`` is
+    ``stats --json``): a command word is never sent to a model as a prompt. After
+    ``--`` every word is the prompt.
+    """
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -43,19 +66,28 @@ def with_default_command(argv: list[str]) -> list[str]:
         return argv
     if argv[i] in COMMANDS:
         return argv
+    j = i
+    while j < len(argv) and argv[j].startswith("-") and argv[j] not in ("-", "--"):
+        j += 2 if _takes_value(argv[j]) else 1
+    if j < len(argv) and argv[j] in COMMANDS:
+        return [*argv[:i], argv[j], *argv[i:j], *argv[j + 1 :]]
     return [*argv[:i], "run", *argv[i:]]
+
+
+def run_argv(args: list[str]) -> int:
+    """Run the command line ``args`` (without the program name) and return the exit code."""
+    if args == ["--version"]:  # the fast path: no typer, no pydantic, no litellm
+        sys.stdout.write(f"tanglebrain {__version__}\n")
+        return 0
+    from tanglebrain.cli.app import invoke
+
+    debug = "--debug" in args or os.environ.get("TANGLEBRAIN_DEBUG") == "1"
+    return invoke(with_default_command(args), debug=debug)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args == ["--version"]:  # the fast path: no typer, no pydantic, no litellm
-        sys.stdout.write(f"tanglebrain {__version__}\n")
-        return
-    from tanglebrain.cli.app import invoke
-
-    debug = "--debug" in args or os.environ.get("TANGLEBRAIN_DEBUG") == "1"
-    code = invoke(with_default_command(args), debug=debug)
+    code = run_argv(list(sys.argv[1:] if argv is None else argv))
     import gc
 
     gc.freeze()  # tearing down litellm's object graph would add ~1.5 s after the answer

@@ -9,11 +9,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer._click.core import Command, Context
 from typer._click.exceptions import ClickException
+from typer.core import TyperOption
 
 from tanglebrain._version import __version__
-from tanglebrain.errors import TanglebrainError
+from tanglebrain.cli.run import SIGTERM_EXIT, Terminated
+from tanglebrain.errors import ConfigError, MissingKeyError, TanglebrainError
 
+HELP_OPTIONS = ["--help", "-h"]
 app = typer.Typer(
     name="tanglebrain",
     help="Send a request to an orchestrator model that delegates sub-tasks to cheaper "
@@ -22,7 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["--help", "-h"]},
+    context_settings={"help_option_names": HELP_OPTIONS},
 )
 
 
@@ -34,7 +38,7 @@ def _root(
         typer.Option(
             "--roster",
             help="Roster file (else $TANGLEBRAIN_ROSTER, ./roster.toml, "
-            "$XDG_CONFIG_HOME/tanglebrain/roster.toml, the packaged default).",
+            "tanglebrain/roster.toml in $XDG_CONFIG_HOME, the packaged default).",
         ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
@@ -47,6 +51,8 @@ def _root(
 
 
 def _register() -> None:
+    if app.registered_commands:  # once per process, however often ``invoke`` runs
+        return
     from tanglebrain.cli import backends, commands, front, history, run
 
     run.register(app)
@@ -84,21 +90,71 @@ def _stdout_abandoned() -> bool:
         return False
 
 
+def _bare_flags(command: Command) -> None:
+    """Show flags in ``--help`` without a value type (typer prints ``<bool>``): they take none."""
+    # The help option is made on first use and cached; make it now so that it is covered.
+    command.get_help_option(Context(command, help_option_names=HELP_OPTIONS))
+    for param in [*command.params, getattr(command, "_help_option", None)]:
+        if isinstance(param, TyperOption) and param.is_flag:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _bare_flags(sub)
+
+
+def _roster_option(argv: list[str]) -> Path | None:
+    """The ``--roster`` path given anywhere on the command line (before ``--``)."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg.startswith("--roster="):
+            return Path(arg.split("=", 1)[1])
+        if arg == "--roster" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+    return None
+
+
+def _located(exc: MissingKeyError, argv: list[str]) -> MissingKeyError:
+    """``exc`` naming the roster file and the line of the backend's ``api_key_env``.
+
+    The key is looked up long after the roster was read, where its file is not known;
+    this reads the roster the command used again, to point at the line to fix.
+    """
+    from tanglebrain.roster import _find_line, discover, parse
+
+    if exc.file is not None or not exc.backend:
+        return exc
+    try:
+        path, _ = discover(_roster_option(argv), os.environ, Path.cwd())
+        text = path.read_text(encoding="utf-8")
+        ids = [b.id for b in parse(text, path).backends]
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return exc
+    if exc.backend not in ids:
+        return exc
+    return exc.located(path, _find_line(text, ("backend", ids.index(exc.backend), "api_key_env")))
+
+
 def invoke(argv: list[str], *, debug: bool) -> int:
     """Run the app on ``argv`` and return the exit code; never lets a traceback out."""
     _register()
     command = typer.main.get_command(app)
+    _bare_flags(command)
     try:
         result = command.main(args=argv, prog_name="tanglebrain", standalone_mode=False)
     except TanglebrainError as exc:
         if debug:
             traceback.print_exc()
+        if isinstance(exc, MissingKeyError):
+            exc = _located(exc, argv)
         if exc.exit_code != 0:  # OutputClosed: the reader left, nothing to say
             error_line(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("\ntanglebrain: interrupted\n")
         return 130
+    except Terminated:  # SIGTERM during ``run``; the run was recorded as interrupted
+        sys.stderr.write("tanglebrain: terminated (SIGTERM)\n")
+        return SIGTERM_EXIT
     except typer.Abort:
         sys.stderr.write("\ntanglebrain: interrupted\n")
         return 130

@@ -88,7 +88,9 @@ def _note(message: str) -> None:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 160)
+    # A terminal's width, or $COLUMNS when set (also into a pipe); else wide for files.
+    fits = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
+    return Console(file=sys.stdout, highlight=False, width=None if fits else 160)
 
 
 # --- init ---------------------------------------------------------------------------
@@ -159,35 +161,39 @@ def _row(backend: Backend, loaded: LoadedRoster) -> dict[str, Any]:
 
 
 def _list(explicit: Path | None, json_out: bool) -> None:
-    from rich.table import Table
-
+    from tanglebrain.render_history import Column, fit_table
     from tanglebrain.roster import load
 
+    # Narrow terminals lose concurrency, context, tags and cost first, then the model is
+    # cut; the id and the key status (with the variable to set) stay whole.
+    columns = (
+        Column("id", 100),
+        Column("model", 55, shrink=14),
+        Column("good at", 45),
+        Column("cost", 50, "right"),
+        Column("orch", 60),
+        Column("enabled", 85),
+        Column("key", 90),
+        Column("concurrency", 30, "right"),
+        Column("context", 40, "right"),
+    )
     loaded = load(explicit)
     rows = [_row(b, loaded) for b in loaded.roster.backends]
     if json_out:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    table = Table(
-        "id", "model", "good at", "cost", "orchestrator", "enabled", "key", "concurrency", "context"
-    )
+    cells = []
     for r in rows:
         key = r["key"] if r["key"] != "missing" else f"missing (${r['api_key_env']})"
         window = f"{r['context_window']:,}" if r["context_window"] else "unknown"
-        table.add_row(
-            r["id"],
-            r["model"],
-            ", ".join(r["good_at"]),
-            f"{r['cost']:g}",
-            "yes" if r["can_orchestrate"] else "no",
-            "yes" if r["enabled"] else "no",
-            key,
-            str(r["max_concurrency"]),
-            window,
-        )
+        cells.append([
+            r["id"], r["model"], ", ".join(r["good_at"]), f"{r['cost']:g}",
+            "yes" if r["can_orchestrate"] else "no", "yes" if r["enabled"] else "no",
+            key, str(r["max_concurrency"]), window,
+        ])  # fmt: skip
     console = _console()
-    console.print(f"roster: {loaded.path} ({WHY[loaded.source]})")
-    console.print(table)
+    console.print(f"roster: {loaded.path} ({WHY[loaded.source]})", soft_wrap=True)
+    console.print(fit_table(columns, cells, console.width))
 
 
 def list_command(ctx: typer.Context, roster: RosterOpt = None, json_out: JsonOpt = False) -> None:

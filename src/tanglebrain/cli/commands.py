@@ -124,11 +124,15 @@ def sim_command(
 def compress_command(
     file: Annotated[str, typer.Argument(help="File to compress, or - for stdin.")] = "-",
     budget: Annotated[
-        int | None, typer.Option("--budget", help="Hard cap on the digest, in bytes.")
+        int | None,
+        typer.Option("--budget", help="Hard cap on the output, in bytes (whole lines)."),
     ] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Print sizes and time to stderr.")] = False,
 ) -> None:
-    """Print a faithful (or budgeted) digest of bulky text: `make 2>&1 | tanglebrain compress`."""
+    """Print a faithful (or budgeted) digest of bulky text: `make 2>&1 | tanglebrain compress`.
+
+    Binary input (an image, an archive, an executable) is refused with exit 2.
+    """
     from tanglebrain import compress
 
     if budget is not None and budget < 1:
@@ -143,11 +147,18 @@ def compress_command(
         except OSError as exc:
             raise UsageError(f"cannot read {file}: {exc.strerror}") from None
     started = time.perf_counter()
-    result = compress.digest(compress.decode(data), budget)
+    text = compress.decode(data)
+    kind = compress.binary_kind(text)
+    if kind is not None:  # a digest of it would be noise, and raw bytes upset terminals
+        source = "stdin" if file == "-" else file
+        raise UsageError(
+            f"{source} is {kind} ({len(data):,} bytes), not text",
+            fix="compress reads logs and other text; try `strings FILE | tanglebrain compress`",
+        )
+    # the closing newline counts against the budget: the output is whole lines within it
+    result = compress.digest(text, None if budget is None else budget - 1)
     elapsed = (time.perf_counter() - started) * 1000
-    sys.stdout.write(
-        result.text if result.text.endswith("\n") or not result.text else result.text + "\n"
-    )
+    sys.stdout.write(result.text + "\n" if result.text else "")
     if stats:
         saved = 100 * (1 - result.bytes_out / result.bytes_in) if result.bytes_in else 0.0
         sys.stderr.write(

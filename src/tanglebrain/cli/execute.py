@@ -11,7 +11,7 @@ from typing import Literal
 import anyio
 
 from tanglebrain import render
-from tanglebrain.cli.run import StdoutSink
+from tanglebrain.cli.run import SigtermStop, StdoutSink, Terminated
 from tanglebrain.errors import BudgetExceeded, OutputClosed, TanglebrainError
 from tanglebrain.orchestrator import Hooks, Request, run
 from tanglebrain.roster import LoadedRoster, load
@@ -35,16 +35,35 @@ def live_view(trace: Run, *, quiet: bool, progress: bool | None) -> render.LiveV
     return render.LiveView(trace, Console(stderr=True, force_terminal=True if progress else None))
 
 
+def mark_unpriced(trace: Run, loaded: LoadedRoster) -> None:
+    """Make the cost of failed attempts on backends without a known price unknown.
+
+    A failed attempt carries $0 whatever its backend's price; on a backend whose price
+    is unknown that $0 would read as "free" in every view (see ``trace.cost_of`` for how
+    unknown costs add up). Idempotent.
+    """
+    from tanglebrain import llm
+
+    unpriced: dict[str, bool] = {}
+    for attempt in trace.attempts():
+        if attempt.status == "ok" or attempt.cost_usd is None:
+            continue
+        if attempt.backend not in unpriced:
+            backend = loaded.roster.get(attempt.backend)
+            unpriced[attempt.backend] = backend is not None and llm.price_per_token(backend) is None
+        if unpriced[attempt.backend]:
+            attempt.cost_usd = None
+
+
 def record(trace: Run, loaded: LoadedRoster, state: Path) -> None:
     """Store the run in the ledger; never raises (a failure is one warning line)."""
     from tanglebrain import llm
     from tanglebrain.ledger import Ledger, default_path
 
+    mark_unpriced(trace, loaded)  # runs of serve and mcp come here straight
     roster = loaded.roster
     orchestrator = roster.get(trace.orchestrator) if trace.orchestrator else None
-    secrets = [
-        value for b in roster.backends if b.api_key_env and (value := os.environ.get(b.api_key_env))
-    ]
+    secrets = roster.key_values(os.environ)
     try:
         price = llm.price_per_token(orchestrator) if orchestrator else None
         Ledger(default_path(state)).record(trace, orchestrator_price=price, secrets=secrets)
@@ -54,11 +73,13 @@ def record(trace: Run, loaded: LoadedRoster, state: Path) -> None:
         render.note(f"run {trace.id} not recorded: {type(exc).__name__}: {exc}", "warning")
 
 
-def export(trace: Run) -> None:
+def export(trace: Run, loaded: LoadedRoster) -> None:
     """Export the run over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; never raises."""
     from tanglebrain import otel
 
-    problem = otel.export_if_configured(trace, os.environ)
+    problem = otel.export_if_configured(
+        trace, os.environ, secrets=loaded.roster.key_values(os.environ)
+    )
     if problem:
         render.note(problem, prefix="warning")
 
@@ -92,7 +113,7 @@ def _keep(trace: Run, loaded: LoadedRoster, state: Path, *, log: bool) -> None:
     if trace.turns or trace.extra_calls:
         if log:
             record(trace, loaded, state)
-        export(trace)
+        export(trace, loaded)
 
 
 def execute_run(
@@ -112,8 +133,18 @@ def execute_run(
     progress: bool | None = None,
     no_log: bool = False,
     review: bool | None = None,
+    stop: SigtermStop | None = None,
 ) -> int:
-    """Run one request end to end, record it, and return the exit code."""
+    """Run one request end to end, record it, and return the exit code.
+
+    The run counts as delivered only once the whole answer (or the ``--json`` object) is
+    written: a reader that leaves before that (``| head -c 20``) interrupts it, and so
+    does a SIGTERM handled by ``stop``. Either way the run is recorded as interrupted.
+
+    Raises:
+        Terminated: ``stop`` received SIGTERM (after the run was recorded).
+    """
+    stop = stop or SigtermStop()
     loaded = load(roster_path, os.environ, Path.cwd())
     request = Request(
         prompt=prompt,
@@ -131,22 +162,34 @@ def execute_run(
     hooks = _hooks(view, sink, json_out=json_out, quiet=quiet, verbose=verbose)
     log = not logging_disabled(no_log, os.environ)
 
-    async def main() -> Run:
-        return await run(request, loaded.roster, env=os.environ, state_dir=state,
-                         roster_dir=loaded.path.parent, hooks=hooks, trace=trace)  # fmt: skip
+    async def main() -> None:
+        with stop.cancelling():
+            await run(request, loaded.roster, env=os.environ, state_dir=state,
+                      roster_dir=loaded.path.parent, hooks=hooks, trace=trace)  # fmt: skip
 
     try:
         if view is not None:
             view.start()
         try:
+            stop.defer()  # from here on the run may pay for calls: it must be recorded
             anyio.run(main)
         finally:
             if view is not None:
                 view.stop()
-    except (TanglebrainError, KeyboardInterrupt) as exc:
+            mark_unpriced(trace, loaded)  # before anything shows a cost
+        if stop.received:
+            raise Terminated()
+        trace.finish("ok")
+        sink.finish()
+        if trace.degraded:
+            trace.warn(render.degraded_warning(trace))
+        if json_out:
+            sink.write(json.dumps(render.run_json(trace), ensure_ascii=False) + "\n")
+    except (TanglebrainError, KeyboardInterrupt, Terminated) as exc:
         status: Literal["budget", "interrupted", "error"] = (
             "budget" if isinstance(exc, BudgetExceeded)
-            else "interrupted" if isinstance(exc, KeyboardInterrupt | OutputClosed) else "error"
+            else "interrupted" if isinstance(exc, KeyboardInterrupt | OutputClosed | Terminated)
+            else "error"
         )  # fmt: skip
         trace.error = str(exc) or type(exc).__name__
         trace.finish(status)
@@ -154,14 +197,9 @@ def execute_run(
         if not quiet and status != "interrupted" and (trace.turns or trace.extra_calls):
             render.note(render.summary_line(trace, recorded=log), prefix="summary")
         raise
-    trace.finish("ok")
-    sink.finish()
-    if trace.degraded:
-        trace.warn(render.degraded_warning(trace))
-    if json_out:
-        sys.stdout.write(json.dumps(render.run_json(trace), ensure_ascii=False) + "\n")
-        sys.stdout.flush()
     _keep(trace, loaded, state, log=log)
+    if stop.received:  # after the answer was out: it stands, and the exit code says why
+        raise Terminated()
     if not quiet:
         for line in render.review_lines(trace.review) if trace.review else []:
             render.note(line, prefix="review")

@@ -49,7 +49,9 @@ def _ledger() -> Ledger:
 def _console() -> Console:
     from rich.console import Console
 
-    return Console(width=None if sys.stdout.isatty() else 160, soft_wrap=False)
+    # A terminal's width, or $COLUMNS when set (also into a pipe); else wide for files.
+    fits = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
+    return Console(width=None if fits else 160, soft_wrap=False)
 
 
 def _print_json(data: Any) -> None:
@@ -71,7 +73,8 @@ def runs_command(
     elif not rows:
         sys.stdout.write(EMPTY + "\n")
     else:
-        _console().print(render_history.runs_table(rows))
+        console = _console()
+        console.print(render_history.runs_table(rows, console.width))
 
 
 def show_command(
