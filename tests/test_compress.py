@@ -736,6 +736,8 @@ def test_budgeted_keeps_errors_before_stack_frames(budget: int) -> None:
     frames = [line for line in out if line.startswith("\tat ")]
     if JAVA_CAUSE not in out:  # clipped: no room was left for any frame
         assert frames == [], out
+    if frames:  # what went wrong outranks where: no frame before every error line is in
+        assert _has(out, JAVA_ERROR), out
 
 
 def test_budgeted_at_400_bytes_keeps_the_error_not_a_frame() -> None:

@@ -37,6 +37,7 @@ _ZERO_COUNT = re.compile(
 # a fact naming an exception type ("java.lang.IllegalStateException", "ValueError")
 _EXC_FACT = re.compile(r"(?:Exception|Error|Failure|Fault)\Z")
 _MIN_CLIP = 40  # an error line is clipped to fit, but not shorter than this
+_CLIP_OTHER = 120  # an error line other than the last is clipped to at most this
 
 _Unit = tuple[int, list[int]]  # (tier, entries)
 
@@ -114,11 +115,13 @@ def _final_errors(p: Plan, errors: list[int], heads: set[int]) -> tuple[list[int
 def _units(p: Plan) -> list[_Unit]:
     """Groups of entries worth showing, most informative first, each with its tier.
 
-    Tiers: 0 the last summaries (exit codes, totals); 1 the final block of errors; 2 the first
-    line of each error kind (rare kinds first) whose line names an error or a fact, and lines
-    naming an exception; 3 other summaries; 4 the first line of each warning kind; 5 the first
-    line of the remaining error kinds; 6 the last line of each error kind; 7 lines with facts
-    (stack frames among them); 8 head and tail.
+    Tiers: 0 the last summaries (exit codes, totals); 1 the errors of the final block; 2 the
+    first line of each error kind (rare kinds first) whose line names an error or a fact, and
+    lines naming an exception, then the other lines of the final block (its frames), then the
+    continuation lines of those errors; 3 other summaries; 4 the first line of each warning
+    kind; 5 the first line of the remaining error kinds; 6 the last line of each error kind;
+    7 lines with facts (stack frames among them); 8 head and tail. Error lines that do not fit
+    whole are clipped rather than left out.
     """
     a, lines, start = p.a, p.a.lines, p.start
     m = len(start)
@@ -129,12 +132,14 @@ def _units(p: Plan) -> list[_Unit]:
     heads = _exception_heads(p)
     final, details = _final_errors(p, errors, set(heads))
     units.extend((1, [j]) for j in final)
-    units.extend((1, [j]) for j in details)
     kind_of = dict(
         zip(errors, kinds(volatile_masked([lines[start[j]] for j in errors])), strict=True)
     )
     err_first, err_last = _by_kind(p, kind_of, ERROR, True)
-    # every error and exception line first, then their continuation lines (frames, details)
+    # every error and exception line first, then the frames of the final block, then the
+    # continuation lines of the others: what went wrong outranks where
+    units.extend((2, [j]) for j in [*err_first, *heads])
+    units.extend((2, [j]) for j in details)
     units.extend((2, _with_context(p, j)) for j in [*err_first, *heads])
     units.extend((3, [j]) for j in reversed(summaries))
     units.extend((4, _with_context(p, j)) for j in _by_kind(p, kind_of, WARNING, True)[0])
@@ -218,6 +223,8 @@ def _choose(p: Plan, room: int) -> tuple[dict[int, int], dict[int, int]]:
     chosen: dict[int, int] = {}
     widths: dict[int, int] = {}
     used = tier1 = 0
+    said = {j for j, i in enumerate(p.start) if p.a.level[i] == ERROR}
+    said.update(_exception_heads(p))
     for rank, (tier, ents) in enumerate(_units(p)):
         new = [j for j in ents if j not in chosen]
         if not new:
@@ -226,9 +233,12 @@ def _choose(p: Plan, room: int) -> tuple[dict[int, int], dict[int, int]]:
         # the last error may take the whole room; the rest of its block only half of it
         cap = room if rank == 0 else room // 2
         tries: list[tuple[list[int], int | None]] = [(new, None)]
-        if rank == 0:  # the last error, clipped when it does not fit whole
+        if rank == 0 or (tier <= 2 and len(new) == 1 and new[0] in said):
+            # an error line is clipped when it does not fit whole
             free = room - used - marker
-            width = min(len(_body(p, new[0])), free - 1)
+            # other error lines are clipped short: one of them must not eat the room
+            widest = free - 1 if rank == 0 else _CLIP_OTHER
+            width = min(len(_body(p, new[0])), widest)
             while width >= _MIN_CLIP and len(_body(p, new[0], width).encode()) + 1 > free:
                 width -= 1  # "…" and other characters take more than one byte
             if width >= _MIN_CLIP:
