@@ -24,3 +24,33 @@ def sim_thread() -> Iterator[Simulator]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_transport() -> None:
+    """Make one plain and one streamed call with tools before any test runs.
+
+    litellm's first call in a process imports modules inside the event loop for seconds
+    on a loaded machine; a test with a short timeout (a hang under test) would see that
+    pause as its backend's silence. Paid once per test process instead.
+    """
+    import anyio
+
+    from tanglebrain import llm
+    from tanglebrain.roster import parse
+    from tanglebrain.trace import Call
+
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+    async def warm() -> None:
+        async with Simulator() as s:
+            text = f'[[backend]]\nid = "w"\nmodel = "openai/echo"\napi_base = "{s.base_url}"\n'
+            backend = parse(text + 'good_at = ["x"]\ncost = 0\n').backends[0]
+            for on_text in (None, lambda _: None):
+                await llm.complete(
+                    backend, [{"role": "user", "content": "warm"}], call=Call("subtask", "w", ""),
+                    env={}, timeout=300, retry=llm.RetryPolicy(max_attempts=1), tools=[tool],
+                    on_text=on_text,
+                )  # fmt: skip
+
+    anyio.run(warm)

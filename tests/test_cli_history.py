@@ -196,14 +196,15 @@ def test_failed_and_interrupted_runs_are_recorded(tmp_path: Path, sim_thread: Si
 
 def test_parallel_processes_all_recorded(tmp_path: Path, sim_thread: Simulator) -> None:
     write_roster(tmp_path / "roster.toml", backend_toml("cheap", "echo", sim_thread.base_url))
-    procs = [start_cli([f"parallel {i}"], tmp_path) for i in range(3)]
+    # Two at once is enough to race for the ledger: test_ledger races many more writers.
+    procs = [start_cli([f"parallel {i}"], tmp_path) for i in range(2)]
     results = [p.communicate(timeout=WAIT) for p in procs]
     for i, (p, (stdout, stderr)) in enumerate(zip(procs, results, strict=True)):
         assert p.returncode == 0, stderr.decode()
         assert stdout == f"parallel {i}\n".encode()
         assert b"locked" not in stderr and b"warning" not in stderr
     rows = cli_json(["runs", "--json"], tmp_path)
-    assert sorted(r["prompt"] for r in rows) == [f"parallel {i}" for i in range(3)]  # type: ignore[index]
+    assert sorted(r["prompt"] for r in rows) == [f"parallel {i}" for i in range(2)]  # type: ignore[index]
 
 
 def test_canary_key_never_stored_or_printed(tmp_path: Path, sim_thread: Simulator) -> None:

@@ -160,7 +160,7 @@ async def test_all_agree_needs_no_ruling(sim: Simulator) -> None:
 
 @pytest.mark.parametrize("spec", ["fail:status=500", "hang"])
 async def test_failing_reviewer_degrades_review_not_run(sim: Simulator, spec: str) -> None:
-    roster = make(sim, spec, settings="timeout_s = 0.5\n")
+    roster = make(sim, spec, settings="timeout_s = 0.5\n" if spec == "hang" else "")
     trace = await run(Request(prompt="x", review=True), roster, env={})
     assert trace.answer.startswith("Simulated synthesis")
     assert trace.review is not None and trace.review.degraded

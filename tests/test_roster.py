@@ -4,7 +4,7 @@ import string
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tanglebrain.errors import ConfigError, MissingKeyError
@@ -234,7 +234,7 @@ def test_random_text_never_crashes(text: str) -> None:
     try:
         parse(text)
     except ConfigError as exc:
-        assert "\n" not in str(exc)
+        assert str(exc).isprintable()  # one line, and nothing the terminal would interpret
 
 
 scalars = st.one_of(
@@ -267,6 +267,8 @@ entry = st.dictionaries(
 
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(["backend", "settings", "x"]), st.lists(entry, max_size=3)))
+@example(doc={"backend": [{"id": "\n"}]})  # a newline in an id once split the error line
+@example(doc={"backend": [{"id": "\x1b[31m"}]})  # and an escape sequence reached the terminal
 def test_random_documents_never_crash(doc: dict[str, object]) -> None:
     import tomli_w
 
@@ -277,7 +279,7 @@ def test_random_documents_never_crash(doc: dict[str, object]) -> None:
     try:
         parse(text)
     except ConfigError as exc:
-        assert "\n" not in str(exc)
+        assert str(exc).isprintable()  # one line, and nothing the terminal would interpret
 
 
 def test_output_caps_and_spill_factor_defaults_and_overrides() -> None:

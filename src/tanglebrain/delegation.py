@@ -63,7 +63,7 @@ def menu(ctx: RunContext, orchestrator_id: str | None) -> str:
 
 
 def tool_schemas(ctx: RunContext, orchestrator_id: str | None) -> list[dict[str, Any]]:
-    """The OpenAI function-tool schemas the orchestrator sees (DESIGN.md §4)."""
+    """The OpenAI function-tool schemas the orchestrator sees (docs/contracts.md)."""
     enabled = [b for b in ctx.usable() if b.id != orchestrator_id]
     tags = sorted({t for b in enabled for t in b.good_at})
     ids = [b.id for b in enabled]
@@ -299,7 +299,7 @@ def _finish(
         if cut is not None:
             out["truncated"], out["note"] = True, cut
     else:
-        # Over the wire "refused" is an error too; DESIGN.md §4 has ok|error|no_fit.
+        # Over the wire "refused" is an error too: the contract has ok|error|no_fit.
         out["status"] = "no_fit" if status == "no_fit" else "error"
         out["error"] = error
     return out

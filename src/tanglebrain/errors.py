@@ -79,7 +79,18 @@ class ConfigError(TanglebrainError):
             subject.append(f"field '{self.field}'")
         head = (", ".join(subject) + ": ") if subject else ""
         tail = f" ({self.fix})" if self.fix else ""
-        return f"{where}{head}{self.problem}{tail}"
+        return one_line(f"{where}{head}{self.problem}{tail}")
+
+
+def one_line(text: str) -> str:
+    r"""``text`` with control characters escaped (``\n``, ``\x1b``): one line, no escapes.
+
+    Roster values end up in error messages; a newline or a terminal escape sequence in an
+    id must not break the one-line error or reach the terminal raw.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class MissingKeyError(ConfigError):

@@ -3,7 +3,7 @@
 An agent (Claude Code, Codex, …) becomes the orchestrator and tanglebrain's roster its
 specialists. Three tools:
 
-* ``delegate`` and ``delegate_many``: the arguments and results of DESIGN.md §4, run by
+* ``delegate`` and ``delegate_many``: the arguments and results of docs/contracts.md, run by
   :func:`tanglebrain.delegation.execute` in a ``RunContext`` built as
   :func:`tanglebrain.orchestrator.run` builds one (the roster's budget, retries,
   timeout and ``max_subtasks`` apply per call), so routing, fan-out, failover and

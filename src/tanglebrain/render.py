@@ -100,7 +100,7 @@ def summary_line(run: Run, *, recorded: bool = True) -> str:
 
 
 def run_json(run: Run) -> dict[str, Any]:
-    """The ``--json`` object of DESIGN.md §4."""
+    """The ``--json`` object (docs/contracts.md)."""
     prompt, completion, cost = run.totals()
     subtasks = []
     for i, s in enumerate(run.subtasks()):

@@ -26,7 +26,6 @@ How an edit works:
 
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import re
@@ -41,6 +40,7 @@ from typing import Any, Literal
 
 import tomlkit
 
+from tanglebrain import filelock
 from tanglebrain import roster as roster_mod
 from tanglebrain.errors import ConfigError, UsageError
 
@@ -434,14 +434,10 @@ def _apply(text: str, path: Path, change: Change) -> str:
 def _locked(path: Path) -> Iterator[None]:
     lock = path.with_name(path.name + ".lock")
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        with filelock.locked(lock):
+            yield
     except OSError as exc:
         raise ConfigError(f"cannot lock roster: {exc.strerror}", file=lock) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def write_atomic(path: Path, data: bytes, mode: int) -> None:

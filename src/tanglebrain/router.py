@@ -11,7 +11,6 @@ lookup for context windows) so that they are table-testable without a network.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -20,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tanglebrain import filelock
 from tanglebrain.errors import ConfigError, MissingKeyError, UsageError
 from tanglebrain.roster import Backend, Roster
 from tanglebrain.state import ensure_dir
@@ -286,9 +286,7 @@ class RotationStore:
     @contextlib.contextmanager
     def _locked(self, exclusive: bool) -> Iterator[dict[str, int]]:
         ensure_dir(self.path.parent)
-        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        with filelock.locked(self.path.with_suffix(".lock"), shared=not exclusive):
             try:
                 data = json.loads(self.path.read_text())
                 counters = {str(k): int(v) for k, v in data.items()}
@@ -299,8 +297,6 @@ class RotationStore:
                 tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_text(json.dumps(counters, sort_keys=True))
                 os.replace(tmp, self.path)
-        finally:
-            os.close(fd)
 
     def offset(self, key: str, size: int) -> int:
         """Current offset for the group ``key`` of ``size`` members."""

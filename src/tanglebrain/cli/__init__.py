@@ -2,7 +2,7 @@
 
 ``main`` keeps start-up cheap (``--version`` imports nothing else), makes ``run`` the
 default command, and turns every expected failure into one line on stderr and the
-exit code of DESIGN.md §4. Nothing below the CLI prints to the terminal.
+exit code of docs/contracts.md. Nothing below the CLI prints to the terminal.
 """
 
 from __future__ import annotations
