@@ -30,10 +30,10 @@ from rich.console import Console
 from common import LATENCY, fanout_roster
 from tanglebrain.ledger import Ledger, default_path
 from tanglebrain.orchestrator import Hooks, Request, run
-from tanglebrain.render import LiveView
 from tanglebrain.roster import Roster, parse
 from tanglebrain.sim import Simulator
 from tanglebrain.trace import Run
+from tanglebrain.views.render import LiveView
 
 
 def roster(base: str, n: int) -> Roster:

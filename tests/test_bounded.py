@@ -12,7 +12,7 @@ from tanglebrain.ledger import Ledger, default_path
 from tanglebrain.orchestrator import Hooks, Request, run
 from tanglebrain.roster import parse
 from tanglebrain.sim import Simulator
-from tanglebrain.sim_scripts import LOOP_SENTENCE
+from tanglebrain.sim._scripts import LOOP_SENTENCE
 from tanglebrain.trace import Run
 
 

@@ -28,10 +28,10 @@ from tanglebrain.compress import (
     digest,
     faithful,
 )
-from tanglebrain.compress_fields import describe
-from tanglebrain.compress_masks import fold_keys, kinds, volatile_masked
-from tanglebrain.compress_render import narrow, render
-from tanglebrain.compress_select import HEAD, TAIL, is_note
+from tanglebrain.compress._fields import describe
+from tanglebrain.compress._masks import fold_keys, kinds, volatile_masked
+from tanglebrain.compress._render import narrow, render
+from tanglebrain.compress._select import HEAD, TAIL, is_note
 from tanglebrain.runtime import Attachment
 
 CORPUS = Path(__file__).resolve().parent / "corpus"

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tanglebrain import ledger_stats
 from tanglebrain.errors import LedgerError
 from tanglebrain.ledger import MIGRATIONS, VERSION, Ledger, default_path
+from tanglebrain.ledger import _stats as ledger_stats
 from tanglebrain.sim import Simulator
 from tanglebrain.trace import Attempt, Call, Run, Subtask, ToolCall, Turn
 from tests.test_trace import fanout_run

@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from tanglebrain import ledger_stats, render, render_history
 from tanglebrain.ledger import StoredRun
+from tanglebrain.ledger import _stats as ledger_stats
 from tanglebrain.sim import Simulator
 from tanglebrain.trace import Attempt, Call, Run, Subtask, ToolCall, Turn
+from tanglebrain.views import history as render_history
+from tanglebrain.views import render
 from tests.test_trace import fanout_run
 
 

@@ -31,7 +31,7 @@ from tanglebrain.errors import (
     NoAnswerError,
 )
 from tanglebrain.roster import parse
-from tanglebrain.serve_wire import ApiError, error_for, parse_chat
+from tanglebrain.serve._wire import ApiError, error_for, parse_chat
 from tanglebrain.sim import Simulator
 from tests.helpers import GUARD, backend_toml, cli_env, run_cli, write_roster
 

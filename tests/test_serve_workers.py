@@ -203,7 +203,7 @@ def test_workers_stop_when_the_parent_dies(tmp_path: Path, sim: Simulator) -> No
 
 SUPERVISE = """
 import os, signal, sys
-from tanglebrain.serve_workers import Supervisor, listen
+from tanglebrain.serve._workers import Supervisor, listen
 
 def child(sock, index, ready, lifeline):
     {body}

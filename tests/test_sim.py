@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tanglebrain.sim import FINGERPRINT, SimReply, Simulator
-from tanglebrain.sim_scripts import SimError, parse_spec
+from tanglebrain.sim._scripts import SimError, parse_spec
 from tests.helpers import WAIT
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -767,7 +767,7 @@ LOOP_LIMITS = [
 async def test_loop_not_streamed_stops_at_a_limit(
     client: httpx.AsyncClient, name: str, opts: str, fields: dict[str, int], tokens: int
 ) -> None:
-    from tanglebrain.sim_scripts import LOOP_SENTENCE
+    from tanglebrain.sim._scripts import LOOP_SENTENCE
 
     resp = (await chat(client, "worker:loop=1" + opts, **fields)).json()
     choice = resp["choices"][0]

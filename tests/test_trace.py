@@ -7,10 +7,10 @@ import os
 from typing import Any
 
 from tanglebrain.orchestrator import Request, run
-from tanglebrain.render import run_json
 from tanglebrain.roster import Roster, parse
 from tanglebrain.sim import Simulator
 from tanglebrain.trace import Attempt, Call, Run, Subtask, cost_of
+from tanglebrain.views.render import run_json
 from tests.helpers import backend_toml
 
 

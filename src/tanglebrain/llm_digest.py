@@ -11,8 +11,8 @@ falls back to the deterministic budgeted digest.
 from __future__ import annotations
 
 from tanglebrain import compress
-from tanglebrain.compress_render import render
-from tanglebrain.compress_rules import analyse
+from tanglebrain.compress._render import render
+from tanglebrain.compress._rules import analyse
 from tanglebrain.errors import BackendError, BudgetExceeded, ConfigError
 from tanglebrain.roster import Backend
 from tanglebrain.runtime import Attachment, RunContext

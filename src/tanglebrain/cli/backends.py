@@ -80,7 +80,7 @@ def _explicit(ctx: typer.Context, roster: Path | None) -> Path | None:
 
 
 def _note(message: str) -> None:
-    from tanglebrain import render
+    from tanglebrain.views import render
 
     render.note(message)
 
@@ -161,8 +161,8 @@ def _row(backend: Backend, loaded: LoadedRoster) -> dict[str, Any]:
 
 
 def _list(explicit: Path | None, json_out: bool) -> None:
-    from tanglebrain.render_history import Column, fit_table
     from tanglebrain.roster import load
+    from tanglebrain.views.history import Column, fit_table
 
     # Narrow terminals lose concurrency, context, tags and cost first, then the model is
     # cut; the id and the key status (with the variable to set) stay whole.

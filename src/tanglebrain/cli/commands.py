@@ -66,13 +66,13 @@ def demo_command(
 
     import anyio
 
-    from tanglebrain import render
     from tanglebrain.cli.run import StdoutSink
     from tanglebrain.orchestrator import Hooks, Request, run
     from tanglebrain.roster import load_file
     from tanglebrain.runtime import Attachment
     from tanglebrain.sim import Simulator
     from tanglebrain.trace import Run
+    from tanglebrain.views import render
 
     request = Request(
         prompt=prompt or DEMO_PROMPT,

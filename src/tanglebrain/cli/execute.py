@@ -10,13 +10,13 @@ from typing import Literal
 
 import anyio
 
-from tanglebrain import render
 from tanglebrain.cli.run import SigtermStop, StdoutSink, Terminated
 from tanglebrain.errors import BudgetExceeded, OutputClosed, TanglebrainError
 from tanglebrain.orchestrator import Hooks, Request, run
 from tanglebrain.roster import LoadedRoster, load
 from tanglebrain.runtime import Attachment
 from tanglebrain.trace import Run
+from tanglebrain.views import render
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 

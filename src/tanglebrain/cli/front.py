@@ -160,9 +160,11 @@ def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
 
     import anyio
 
-    from tanglebrain import llm, render, serve, serve_workers
+    from tanglebrain import llm, serve
     from tanglebrain.cli.run import state_dir
     from tanglebrain.roster import load
+    from tanglebrain.serve import _workers as serve_workers
+    from tanglebrain.views import render
 
     loaded = load(opts.roster or (ctx.obj or {}).get("roster"), os.environ, Path.cwd())
     state = state_dir(os.environ)

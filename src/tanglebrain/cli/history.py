@@ -63,7 +63,7 @@ def runs_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List recent runs: id, time, orchestrator, sub-tasks, status, tokens, cost, wall time."""
-    from tanglebrain import render_history
+    from tanglebrain.views import history as render_history
 
     if limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -82,7 +82,7 @@ def show_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show one run as a tree: turns, tool calls, sub-tasks, calls and every attempt."""
-    from tanglebrain import render_history
+    from tanglebrain.views import history as render_history
 
     ledger = _ledger()
     ids = ledger.resolve(run_id.strip())
@@ -105,7 +105,8 @@ def stats_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Per backend and per run kind: success, latency, tokens, dollars, failovers, savings."""
-    from tanglebrain import ledger_stats, render_history
+    from tanglebrain.ledger import _stats as ledger_stats
+    from tanglebrain.views import history as render_history
 
     start = time.time() - parse_duration(since) if since is not None else None
     runs, calls = _ledger().rows_since(start)

@@ -3,7 +3,7 @@
 ``POST /v1/chat/completions`` runs one request through the router and answers in the
 chat-completions format; ``GET /v1/models`` lists ``auto`` and the enabled backend ids.
 The mapping (model, messages, usage, the ``tanglebrain`` field, error codes) lives in
-:mod:`tanglebrain.serve_wire`; this module does the HTTP:
+:mod:`tanglebrain.serve._wire`; this module does the HTTP:
 
 * **bodies** are read up to ``max_body_bytes`` (413 as soon as more arrives; the rest
   is drained, not stored, so the client reads the 413 rather than a reset), must be
@@ -49,12 +49,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tanglebrain import render
 from tanglebrain.errors import BudgetExceeded, TanglebrainError
 from tanglebrain.orchestrator import Hooks, Request, run
 from tanglebrain.roster import Roster
 from tanglebrain.runtime import Limits
-from tanglebrain.serve_wire import (
+from tanglebrain.serve._wire import (
     ApiError,
     Chat,
     Pipe,
@@ -68,6 +67,7 @@ from tanglebrain.serve_wire import (
     usage,
 )
 from tanglebrain.trace import Run
+from tanglebrain.views import render
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 KEEPALIVE_S = 15.0
@@ -427,7 +427,7 @@ async def serve(
         shutdown_timeout: seconds in-flight requests get to finish once stopping.
         on_ready: called once the server accepts connections.
         lifeline: a worker's end of its supervisor's pipe: EOF on it stops the server
-            gracefully, and a second stop signal forces the stop (see ``serve_workers``).
+            gracefully, and a second stop signal forces the stop (see ``serve._workers``).
     """
     uv = uvicorn_config(create_app(config), shutdown_timeout=shutdown_timeout)
     server = _Server(uv, on_ready, relayed=lifeline is not None)

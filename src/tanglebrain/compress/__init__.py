@@ -19,10 +19,10 @@ hashes, IPs, durations, sizes, long numbers; for lines without errors, every num
 Annotation lines start with ``[… `` and end with `` …]``; compressing a digest again keeps them
 and changes nothing else.
 
-This module is the public API. The work is done in :mod:`~tanglebrain.compress_render`
-(terminal rendering), :mod:`~tanglebrain.compress_masks` (line keys),
-:mod:`~tanglebrain.compress_rules` (line analysis), :mod:`~tanglebrain.compress_select`
-(faithful selection) and :mod:`~tanglebrain.compress_budget` (budgeted mode).
+This module is the public API. The work is done in :mod:`~tanglebrain.compress._render`
+(terminal rendering), :mod:`~tanglebrain.compress._masks` (line keys),
+:mod:`~tanglebrain.compress._rules` (line analysis), :mod:`~tanglebrain.compress._select`
+(faithful selection) and :mod:`~tanglebrain.compress._budget` (budgeted mode).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tanglebrain.compress_budget import fit
-from tanglebrain.compress_select import faithful_lines, is_note, plan
+from tanglebrain.compress._budget import fit
+from tanglebrain.compress._select import faithful_lines, is_note, plan
 
 __all__ = ["Digest", "binary_kind", "binary_note", "budgeted", "decode", "digest", "faithful"]
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tanglebrain.sim_scripts import (
+from tanglebrain.sim._scripts import (
     ModelSpec,
     Reply,
     content_text,

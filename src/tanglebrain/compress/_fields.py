@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from itertools import accumulate, pairwise
 
-from tanglebrain.compress_masks import template
+from tanglebrain.compress._masks import template
 
 CATEGORIES = 8  # at most this many distinct values: a distribution, not a range
 _MIN_LINES = 20  # smaller shapes are shown or announced well enough already

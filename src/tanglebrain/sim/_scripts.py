@@ -1,10 +1,10 @@
 """Scripted behaviours of the simulator: the model-spec grammar and the scripted texts.
 
-Nothing here does I/O. :mod:`tanglebrain.sim_respond` parses each request's ``model`` string
+Nothing here does I/O. :mod:`tanglebrain.sim._respond` parses each request's ``model`` string
 with :func:`parse_spec`, handles the protocol-level kinds itself (``fail``, ``hang``,
 ``drop``, ``malformed``, ``empty``, ``cut``) and composes the content of every reply that is
 a valid completion from the texts here (``worker``, ``echo``, ``script``, ``reviewer``) and
-from :mod:`tanglebrain.sim_orchestrator` (``orchestrator``). Every text generated here says
+from :mod:`tanglebrain.sim._orchestrator` (``orchestrator``). Every text generated here says
 "simulated", except ``echo`` (which repeats the user's text verbatim by design).
 
 Model-spec grammar (``litellm`` model ``openai/<spec>`` sends ``<spec>``)::

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tanglebrain.errors import LedgerError
-from tanglebrain.ledger_rows import (
+from tanglebrain.ledger._rows import (
     CALL_COLUMNS,
     N_CALL,
     RUN_COLUMNS,

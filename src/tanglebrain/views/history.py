@@ -1,7 +1,7 @@
 """Views of the ledger for ``runs``, ``show`` and ``stats``: rich tables and trees, JSON.
 
 Pure presentation over what :mod:`tanglebrain.ledger` and
-:mod:`tanglebrain.ledger_stats` return. Timestamps in JSON are ISO 8601 in UTC;
+:mod:`tanglebrain.ledger._stats` return. Timestamps in JSON are ISO 8601 in UTC;
 unknown dollar amounts are ``null`` in JSON and ``unknown`` for people, never $0.
 """
 
@@ -19,8 +19,8 @@ from rich.text import Text
 from rich.tree import Tree
 
 from tanglebrain.ledger import StoredRun
-from tanglebrain.render import first_words, money, seconds
 from tanglebrain.trace import Attempt, Call, Subtask, cost_of, review_to_dict
+from tanglebrain.views.render import first_words, money, seconds
 
 
 def when(ts: float | None) -> str | None:

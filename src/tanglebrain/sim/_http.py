@@ -25,8 +25,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tanglebrain.sim_protocol import FINGERPRINT, sse
-from tanglebrain.sim_scripts import KINDS, SimError
+from tanglebrain.sim._protocol import FINGERPRINT, sse
+from tanglebrain.sim._scripts import KINDS, SimError
 
 _HIDDEN_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key"})
 

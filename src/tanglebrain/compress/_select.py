@@ -4,17 +4,17 @@
 a faithful digest keeps: every first occurrence of a must-keep fact, errors, warnings and
 summaries (recurrences folded into the first of their kind), short continuations of errors,
 head and tail context. :func:`faithful_lines` prints a plan, announcing what was elided.
-The budgeted mode (:mod:`tanglebrain.compress_budget`) picks from the same plan.
+The budgeted mode (:mod:`tanglebrain.compress._budget`) picks from the same plan.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tanglebrain.compress_fields import field_notes
-from tanglebrain.compress_masks import fold_keys, squash, volatile_masked
-from tanglebrain.compress_render import narrow, render
-from tanglebrain.compress_rules import ERROR, WARNING, Analysis, analyse
+from tanglebrain.compress._fields import field_notes
+from tanglebrain.compress._masks import fold_keys, squash, volatile_masked
+from tanglebrain.compress._render import narrow, render
+from tanglebrain.compress._rules import ERROR, WARNING, Analysis, analyse
 
 HEAD = 8  # lines of context kept at the start
 TAIL = 8  # ... and at the end

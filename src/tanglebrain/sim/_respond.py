@@ -3,7 +3,7 @@
 :func:`respond` parses the spec, sleeps for ``latency=`` (or forever for ``hang``) unless the
 client leaves or the server stops, plays the protocol-level kinds (``drop``, ``cut``, ``fail``,
 ``malformed``, ``empty``) and otherwise sends the reply :func:`compose` builds, as JSON or as
-an SSE stream. Errors are raised as :class:`~tanglebrain.sim_scripts.SimError` for the caller
+an SSE stream. Errors are raised as :class:`~tanglebrain.sim._scripts.SimError` for the caller
 to send.
 """
 
@@ -18,10 +18,10 @@ import anyio
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from tanglebrain.sim_http import drop, raw, send_events
-from tanglebrain.sim_orchestrator import orchestrate
-from tanglebrain.sim_protocol import chunks, completion, delta_chunk, envelope, sse, usage
-from tanglebrain.sim_scripts import (
+from tanglebrain.sim._http import drop, raw, send_events
+from tanglebrain.sim._orchestrator import orchestrate
+from tanglebrain.sim._protocol import chunks, completion, delta_chunk, envelope, sse, usage
+from tanglebrain.sim._scripts import (
     LOOP_SENTENCE,
     LOOP_TOKENS,
     ModelSpec,

@@ -16,7 +16,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
 
-from tanglebrain.compress_masks import squash, template
+from tanglebrain.compress._masks import squash, template
 
 # extensions of source and config files: a path ending in one is a must-keep fact
 _EXT_ROWS = (
@@ -126,7 +126,7 @@ class Analysis:
         facts: Must-keep facts on the line (source-file tokens, ``file:line`` locations,
             error codes, exception types); empty when none.
         progress: True for progress-bar, spinner and transfer-rate lines.
-        tmpl: Cheap template (see :func:`~tanglebrain.compress_masks.template`).
+        tmpl: Cheap template (see :func:`~tanglebrain.compress._masks.template`).
     """
 
     lines: list[str]
@@ -294,7 +294,7 @@ def analyse(lines: list[str]) -> Analysis:
     """Classify rendered lines.
 
     Args:
-        lines: Output of :func:`~tanglebrain.compress_render.render`.
+        lines: Output of :func:`~tanglebrain.compress._render.render`.
 
     Returns:
         The per-line :class:`Analysis`.

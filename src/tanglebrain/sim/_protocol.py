@@ -1,7 +1,7 @@
 """OpenAI chat-completions JSON of the simulator: completions, stream chunks, usage, SSE.
 
-Pure builders, no I/O: :mod:`tanglebrain.sim_respond` fills them with the content composed
-from a model spec and :mod:`tanglebrain.sim_http` writes them out. Every completion and chunk
+Pure builders, no I/O: :mod:`tanglebrain.sim._respond` fills them with the content composed
+from a model spec and :mod:`tanglebrain.sim._http` writes them out. Every completion and chunk
 carries ``system_fingerprint: "tanglebrain-sim"`` (:data:`FINGERPRINT`).
 """
 
@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from tanglebrain.sim_scripts import ModelSpec, Reply, content_text, messages_of
+from tanglebrain.sim._scripts import ModelSpec, Reply, content_text, messages_of
 
 FINGERPRINT = "tanglebrain-sim"
 """The ``system_fingerprint`` of every simulated completion."""

@@ -2,7 +2,7 @@
 
 A real HTTP server (starlette on uvicorn) on 127.0.0.1 that speaks the OpenAI
 chat-completions protocol: plain replies, tool calls and SSE streaming. The request's
-``model`` string picks a scripted behaviour (see :mod:`tanglebrain.sim_scripts` for the
+``model`` string picks a scripted behaviour (see :mod:`tanglebrain.sim._scripts` for the
 grammar), e.g. ``worker:latency=0.3``, ``fail:status=429,retry_after=1``,
 ``orchestrator:fanout=8``. Every response carries ``system_fingerprint:
 "tanglebrain-sim"``; nothing it returns is a model's output.
@@ -12,10 +12,10 @@ Use ``async with Simulator() as sim`` inside an event loop, or
 ``openai/<spec>`` with ``api_base=sim.base_url``.
 
 This module is the public API: the :class:`Simulator` (lifecycle and records of what it
-received) and :func:`main`. The pieces: :mod:`~tanglebrain.sim_http` (routes, server, raw
-writes), :mod:`~tanglebrain.sim_respond` (answering one request per its spec),
-:mod:`~tanglebrain.sim_protocol` (response JSON), :mod:`~tanglebrain.sim_scripts` (spec
-grammar, scripted texts) and :mod:`~tanglebrain.sim_orchestrator` (the scripted orchestrator).
+received) and :func:`main`. The pieces: :mod:`~tanglebrain.sim._http` (routes, server, raw
+writes), :mod:`~tanglebrain.sim._respond` (answering one request per its spec),
+:mod:`~tanglebrain.sim._protocol` (response JSON), :mod:`~tanglebrain.sim._scripts` (spec
+grammar, scripted texts) and :mod:`~tanglebrain.sim._orchestrator` (the scripted orchestrator).
 """
 
 from __future__ import annotations
@@ -34,16 +34,16 @@ import anyio
 from starlette.types import Receive, Scope, Send
 
 from tanglebrain.errors import UsageError
-from tanglebrain.sim_http import (
+from tanglebrain.sim._http import (
     Server,
     build_app,
     error_response,
     install_log_filter,
     server_config,
 )
-from tanglebrain.sim_protocol import FINGERPRINT
-from tanglebrain.sim_respond import Exchange, respond
-from tanglebrain.sim_scripts import SimError, SimReply, parse_spec
+from tanglebrain.sim._protocol import FINGERPRINT
+from tanglebrain.sim._respond import Exchange, respond
+from tanglebrain.sim._scripts import SimError, SimReply, parse_spec
 from tanglebrain.sockets import bind_socket
 
 __all__ = ["FINGERPRINT", "RecordedRequest", "SimReply", "Simulator", "main"]

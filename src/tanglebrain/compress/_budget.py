@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 
-from tanglebrain.compress_masks import kinds, volatile_masked
-from tanglebrain.compress_rules import ERROR, ERROR_WORD, WARNING
-from tanglebrain.compress_select import (
+from tanglebrain.compress._masks import kinds, volatile_masked
+from tanglebrain.compress._rules import ERROR, ERROR_WORD, WARNING
+from tanglebrain.compress._select import (
     CONTEXT,
     Plan,
     clip,
@@ -272,7 +272,7 @@ def fit(p: Plan, budget: int) -> str:
     """Counts summary, then the most informative entries that fit, then the closing note.
 
     Args:
-        p: The plan of the text (see :func:`tanglebrain.compress_select.plan`).
+        p: The plan of the text (see :func:`tanglebrain.compress._select.plan`).
         budget: Hard cap in bytes (positive).
 
     Returns:
