@@ -407,6 +407,19 @@ async def test_default_system_prompt_lists_menu_and_rules(sim: Simulator) -> Non
     task = first.tools[1]["function"]["parameters"]["properties"]["tasks"]["items"]
     assert task["properties"]["task"]["enum"] == ["work"]
     assert task["properties"]["backend"]["enum"] == ["w"]
+    # Nothing to attach, nothing offered: a small model invented attach: ["rain", …] here.
+    assert "attach" not in task["properties"]
+    assert "attach" not in first.tools[0]["function"]["parameters"]["properties"]
+
+
+async def test_attach_is_offered_with_the_runs_attachment_names(sim: Simulator) -> None:
+    roster = make(
+        entry(sim, "orch", "orchestrator", "planning", 30, True), entry(sim, "w", "worker", "work")
+    )
+    await go(roster, attachments=(Attachment("stdin", "some text"),))
+    first = next(r for r in sim.requests if r.model == "orchestrator")
+    attach = first.tools[0]["function"]["parameters"]["properties"]["attach"]
+    assert attach["items"]["enum"] == ["stdin"]
 
 
 async def test_tight_budget_still_affords_the_synthesis(sim: Simulator) -> None:

@@ -30,19 +30,20 @@ def _task_schema(tags: list[str], ids: list[str], attachments: list[str]) -> dic
     backend: dict[str, Any] = {"type": "string", "description": "a backend id, to pin one"}
     if ids:
         backend["enum"] = ids
-    attach: dict[str, Any] = {
-        "type": "array",
-        "description": "names of attachments to hand over in full",
-        "items": {"type": "string", **({"enum": attachments} if attachments else {})},
+    properties: dict[str, Any] = {
+        "prompt": {"type": "string", "description": "a self-contained sub-task prompt"},
+        "task": task,
+        "backend": backend,
     }
+    if attachments:  # offered only when there is something to attach: small models invent names
+        properties["attach"] = {
+            "type": "array",
+            "description": "names of attachments to hand over in full",
+            "items": {"type": "string", "enum": attachments},
+        }
     return {
         "type": "object",
-        "properties": {
-            "prompt": {"type": "string", "description": "a self-contained sub-task prompt"},
-            "task": task,
-            "backend": backend,
-            "attach": attach,
-        },
+        "properties": properties,
         "required": ["prompt"],
         "additionalProperties": False,
     }
