@@ -203,3 +203,17 @@ def test_runs_and_backends_fit_80_columns(tmp_path: Path, sim_module: Simulator)
     assert [r.split()[0] for r in rows] == ["orchestrator-primary", "broken-orchestrator",
                                             "anthropic-specialist"]  # fmt: skip
     assert "missing" in rows[2] and "key" in listing[1] and "enabled" in listing[1]
+
+
+def test_the_answer_reaches_a_stdout_that_is_not_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An embedding may point sys.stdout at a StringIO (contextlib.redirect_stdout).
+    import io
+
+    from tanglebrain.cli.run import StdoutSink
+
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    sink = StdoutSink()
+    sink.write("an answer")
+    sink.finish()
+    assert out.getvalue() == "an answer\n"

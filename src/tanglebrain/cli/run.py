@@ -148,12 +148,17 @@ def _write_all(text: str) -> None:
     leave.
     """
     out = sys.stdout
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:  # not a file (an embedding's StringIO): it takes text whole
+        out.write(text)
+        out.flush()
+        return
     data = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
     out.flush()  # whatever the text layer still holds goes first
     while data:
-        written = out.buffer.write(data)
+        written = buffer.write(data)
         data = data[written if written is not None else 0 :]
-    out.buffer.flush()
+    buffer.flush()
 
 
 def read_input(prompt: str | None) -> tuple[str, str | None]:
