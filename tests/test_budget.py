@@ -43,14 +43,17 @@ def test_settle_twice_is_harmless() -> None:
     assert b.spent == pytest.approx(0.2)
 
 
-def roster_text(base: str, p_in: float, p_out: float, latency: float) -> str:
+def fanout_roster(
+    base: str, *, fanout: int, worker: str, tag: str, concurrency: int, price: tuple[float, float]
+) -> str:
+    """An orchestrator fanning out to one priced worker ``w`` (the spec ``worker``)."""
     return f"""
 [settings]
 max_subtasks = 64
 max_attempts = 1
 [[backend]]
 id = "orch"
-model = "openai/orchestrator:fanout=64"
+model = "openai/orchestrator:fanout={fanout}"
 api_base = "{base}"
 good_at = ["planning"]
 cost = 30
@@ -58,13 +61,18 @@ can_orchestrate = true
 price = {{ input = 1.0, output = 2.0 }}
 [[backend]]
 id = "w"
-model = "openai/worker:latency={latency:.3f}"
+model = "openai/{worker}"
 api_base = "{base}"
-good_at = ["work"]
+good_at = ["{tag}"]
 cost = 1
-max_concurrency = 64
-price = {{ input = {p_in}, output = {p_out} }}
+max_concurrency = {concurrency}
+price = {{ input = {price[0]}, output = {price[1]} }}
 """
+
+
+def roster_text(base: str, p_in: float, p_out: float, latency: float) -> str:
+    return fanout_roster(base, fanout=64, worker=f"worker:latency={latency:.3f}", tag="work",
+                         concurrency=64, price=(p_in, p_out))  # fmt: skip
 
 
 @settings(
@@ -104,27 +112,8 @@ LOG = (
 
 
 def under_count_roster(base: str, prompt_x: float) -> str:
-    return f"""
-[settings]
-max_subtasks = 64
-max_attempts = 1
-[[backend]]
-id = "orch"
-model = "openai/orchestrator:fanout=8"
-api_base = "{base}"
-good_at = ["planning"]
-cost = 30
-can_orchestrate = true
-price = {{ input = 1.0, output = 2.0 }}
-[[backend]]
-id = "w"
-model = "openai/worker:prompt_x={prompt_x}"
-api_base = "{base}"
-good_at = ["summarize"]
-cost = 1
-max_concurrency = 8
-price = {{ input = 3.0, output = 1.0 }}
-"""
+    return fanout_roster(base, fanout=8, worker=f"worker:prompt_x={prompt_x}", tag="summarize",
+                         concurrency=8, price=(3.0, 1.0))  # fmt: skip
 
 
 async def under_counted_run(sim: Simulator, prompt_x: float, cap: float) -> Run:
