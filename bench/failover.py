@@ -63,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     proc, base = start_sim()
     try:
-        from tanglebrain.llm import litellm
+        from tanglebrain.models._litellm import litellm
 
         litellm()  # import cost is paid once, outside the measurements
         with tempfile.TemporaryDirectory() as tmp:

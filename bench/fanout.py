@@ -53,7 +53,7 @@ def start_sim() -> tuple[subprocess.Popen[bytes], str]:
 
 
 async def baseline(base: str, n: int) -> None:
-    from tanglebrain.llm import litellm
+    from tanglebrain.models._litellm import litellm
 
     lib = litellm()
     common = {"api_base": base, "api_key": "x", "num_retries": 0, "max_retries": 0}
@@ -121,7 +121,7 @@ def main() -> None:
     proc, base = start_sim()
     rows = []
     try:
-        from tanglebrain.llm import litellm
+        from tanglebrain.models._litellm import litellm
 
         litellm()  # import cost is paid once, outside the measurements
         with tempfile.TemporaryDirectory() as tmp:

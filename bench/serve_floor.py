@@ -32,7 +32,9 @@ def build(mode: str, upstream: str, model: str) -> Any:
     host, port, path = re.match(r"http://([^:/]+):(\d+)(/.*)", upstream).groups()  # type: ignore[union-attr]
     lib: Any = None
     if mode == "litellm":
-        from tanglebrain.llm import litellm  # the same configured import tanglebrain uses
+        from tanglebrain.models._litellm import (
+            litellm,  # the same configured import tanglebrain uses
+        )
 
         lib = litellm()
 

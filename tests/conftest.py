@@ -36,7 +36,7 @@ def warm_transport() -> None:
     """
     import anyio
 
-    from tanglebrain import llm
+    from tanglebrain import models
     from tanglebrain.roster import parse
     from tanglebrain.trace import Call
 
@@ -47,9 +47,9 @@ def warm_transport() -> None:
             text = f'[[backend]]\nid = "w"\nmodel = "openai/echo"\napi_base = "{s.base_url}"\n'
             backend = parse(text + 'good_at = ["x"]\ncost = 0\n').backends[0]
             for on_text in (None, lambda _: None):
-                await llm.complete(
+                await models.complete(
                     backend, [{"role": "user", "content": "warm"}], call=Call("subtask", "w", ""),
-                    env={}, timeout=300, retry=llm.RetryPolicy(max_attempts=1), tools=[tool],
+                    env={}, timeout=300, retry=models.RetryPolicy(max_attempts=1), tools=[tool],
                     on_text=on_text,
                 )  # fmt: skip
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tanglebrain import llm
+from tanglebrain import models
 from tanglebrain.ledger import Ledger, default_path
+from tanglebrain.models import _repeat
 from tanglebrain.orchestrator import Hooks, Request, run
 from tanglebrain.roster import parse
 from tanglebrain.sim import Simulator
@@ -124,7 +125,7 @@ async def test_a_looping_stream_is_stopped_by_the_repetition_guard(sim: Simulato
     assert sent_max_tokens(sim, looper) == [8192]
     text = "".join(shown)
     assert trace.answer == text and text.startswith(LOOP_SENTENCE * 10)
-    assert llm.REPEAT_MIN_CHARS <= len(text) < llm.REPEAT_MIN_CHARS + 1000
+    assert _repeat.REPEAT_MIN_CHARS <= len(text) < _repeat.REPEAT_MIN_CHARS + 1000
     stopped = "w: the orchestrator reply was stopped because it kept repeating itself"
     assert [w for w in trace.warnings if w.startswith(stopped)]
 
@@ -145,4 +146,4 @@ LOOPS = [
 
 @pytest.mark.parametrize(("name", "text", "expected"), LOOPS, ids=[c[0] for c in LOOPS])
 def test_the_repetition_rule(name: str, text: str, expected: bool) -> None:
-    assert llm.looping(text) is expected
+    assert models.looping(text) is expected

@@ -322,6 +322,7 @@ def test_parse_value(field: str, raw: str, expected: object) -> None:
 BAD_VALUES = [
     ("cost", "cheap"), ("cost", "inf"), ("enabled", "maybe"), ("price", "3"), ("price", "a,b"),
     ("max_concurrency", "2.5"), ("good_at", " , "), ("model", ""), ("colour", "red"),
+    ("transport", "http"),
 ]  # fmt: skip
 
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from tanglebrain import otel
 from tanglebrain.errors import BackendError
-from tanglebrain.llm_errors import scrub, to_backend_error
 from tanglebrain.mcp import Bridge
+from tanglebrain.models._errors import scrub, to_backend_error
 from tanglebrain.redact import MASK, MIN_RUN, Redactor, redact
 from tanglebrain.roster import parse
 from tanglebrain.serve import ServeConfig, create_app

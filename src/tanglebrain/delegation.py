@@ -14,9 +14,10 @@ from typing import Any
 
 import anyio
 
-from tanglebrain import llm, router
+from tanglebrain import models, router
 from tanglebrain.errors import BackendError, BudgetExceeded, CircuitOpen, ConfigError
-from tanglebrain.runtime import TRUNCATED, RunContext, estimate_tokens, with_attachments
+from tanglebrain.models import estimate_tokens
+from tanglebrain.runtime import TRUNCATED, RunContext, with_attachments
 from tanglebrain.trace import Call, Subtask, ToolCall, now
 
 DO_IT_YOURSELF = "do this part yourself"
@@ -273,9 +274,9 @@ async def _run_one(
     )
 
 
-def _cut_note(reply: llm.Reply) -> str | None:
+def _cut_note(reply: models.Reply) -> str | None:
     """What the orchestrator is told about a reply that did not end by itself."""
-    if reply.finish_reason == llm.REPEATED:
+    if reply.finish_reason == models.REPEATED:
         why = "was stopped because it kept repeating itself"
     elif reply.finish_reason in TRUNCATED:
         why = f"was cut at its output limit ({reply.completion_tokens} tokens)"

@@ -7,7 +7,8 @@ writes its own one-line message, and carries the process exit code the CLI uses:
     ├── ConfigError(msg, file, line, backend, field, fix)   exit 2
     │   ├── MissingKeyError(backend, env_var)                exit 2
     │   └── UsageError(msg, fix)                             exit 2
-    ├── BackendError(backend, status, reason, retryable)     exit 1
+    ├── BackendError(backend, reason, kind, status, retryable)  exit 1
+    │   └── CircuitOpen(backend)                             exit 1
     ├── NoAnswerError(failures)                              exit 1
     ├── BudgetExceeded(cap_usd, spent_usd, needed_usd, backend)  exit 3
     ├── OutputClosed()                  exit 0 (the reader went away: ``| head``)
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 
 class TanglebrainError(Exception):
@@ -130,13 +132,29 @@ class UsageError(ConfigError):
         super().__init__(problem, fix=fix)
 
 
+ErrorKind = Literal[
+    "timeout", "connect", "rate_limit", "auth", "not_found", "context", "server", "client",
+    "malformed", "empty", "cut", "circuit", "other",
+]  # fmt: skip
+"""What went wrong with a backend call, for code to read (the reason is for people).
+
+``timeout``: silence past the timeout; ``connect``: the connection failed or broke;
+``rate_limit``: HTTP 429; ``auth``: 401/403; ``not_found``: 404 (a model name);
+``context``: the prompt is over the model's window; ``server``: 5xx; ``client``: another
+4xx; ``malformed``: a reply that is not a completion; ``empty``: a completion with
+nothing in it; ``cut``: a stream that ended before its finish reason; ``circuit``: skipped
+after repeated failures; ``other``: anything else.
+"""
+
+
 class BackendError(TanglebrainError):
     """One backend call failed (after its retries, when ``retryable``).
 
     Attributes:
         backend: backend id.
-        status: HTTP status when there was one, else None (connection, timeout, ...).
         reason: short human reason; never a raw response body.
+        kind: what went wrong, for code (see ``ErrorKind``).
+        status: HTTP status when there was one, else None (connection, timeout, ...).
         retryable: whether trying again (or elsewhere) may help.
         retry_after: seconds the server asked us to wait, when it said so.
     """
@@ -146,11 +164,13 @@ class BackendError(TanglebrainError):
         backend: str,
         reason: str,
         *,
+        kind: ErrorKind = "other",
         status: int | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
     ) -> None:
         self.backend = backend
+        self.kind: ErrorKind = kind
         self.status = status
         self.reason = reason
         self.retryable = retryable
@@ -163,7 +183,7 @@ class CircuitOpen(BackendError):
     """A backend was skipped without a call: it failed repeatedly and an alternative exists."""
 
     def __init__(self, backend: str) -> None:
-        super().__init__(backend, "skipped: it failed repeatedly (circuit open)")
+        super().__init__(backend, "skipped: it failed repeatedly (circuit open)", kind="circuit")
 
 
 class NoAnswerError(TanglebrainError):

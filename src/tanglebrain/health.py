@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from tanglebrain import llm
+from tanglebrain import models
 from tanglebrain.errors import BackendError, ConfigError
 from tanglebrain.redact import Redactor
 from tanglebrain.roster import Backend, Roster
@@ -90,10 +90,10 @@ def _fix(b: Backend, err: BackendError, timeout: float) -> str:
 
 
 async def _probe(b: Backend, v: Verdict, timeout: float) -> None:
-    once = llm.RetryPolicy(max_attempts=1)
+    once = models.RetryPolicy(max_attempts=1)
     call = Call("subtask", b.id, b.model)
     try:
-        await llm.complete(
+        await models.complete(
             b, PING, call=call, env=os.environ, timeout=timeout, retry=once, max_tokens=32
         )
     except (BackendError, ConfigError) as exc:
@@ -106,7 +106,7 @@ async def _probe(b: Backend, v: Verdict, timeout: float) -> None:
         v.tools = "n/a"
         return
     try:
-        reply = await llm.complete(
+        reply = await models.complete(
             b,
             TOOL_PING,
             call=Call("orchestrator", b.id, b.model),
@@ -140,8 +140,8 @@ def _static(b: Backend) -> Verdict:
 
 
 def _facts(b: Backend, v: Verdict) -> None:
-    v.context_window = llm.context_window(b)
-    price = llm.price_per_token(b)
+    v.context_window = models.context_window(b)
+    price = models.price_per_token(b)
     if price is not None:
         v.price_per_mtok = {"input": round(price[0] * 1e6, 6), "output": round(price[1] * 1e6, 6)}
     if v.context_window is None:

@@ -43,7 +43,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.message import SessionMessage
 
-from tanglebrain import delegation, llm
+from tanglebrain import delegation, models
 from tanglebrain._version import __version__
 from tanglebrain.budget import Budget
 from tanglebrain.errors import ConfigError
@@ -103,7 +103,7 @@ class Bridge:
             env=self.env,
             run=trace,
             budget=Budget(settings.budget_usd),
-            retry=llm.RetryPolicy(max_attempts=settings.max_attempts),
+            retry=models.RetryPolicy(max_attempts=settings.max_attempts),
             timeout=settings.timeout_s,
             max_subtasks=settings.max_subtasks,
             limits=self.limits,  # max_concurrency holds across calls, not just within one

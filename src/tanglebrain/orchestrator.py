@@ -19,15 +19,15 @@ from typing import Any
 
 import anyio
 
-from tanglebrain import compress, delegation, llm, llm_digest, review, router
+from tanglebrain import compress, delegation, llm_digest, models, review, router
 from tanglebrain.budget import Budget
 from tanglebrain.errors import BackendError, CircuitOpen, ConfigError, NoAnswerError
+from tanglebrain.models import estimate_tokens
 from tanglebrain.roster import Backend, Roster
 from tanglebrain.runtime import (
     Attachment,
     Limits,
     RunContext,
-    estimate_tokens,
     with_attachments,
 )
 from tanglebrain.trace import Call, Digest, Run, ToolCall, Turn
@@ -209,7 +209,7 @@ def _context(request: Request, roster: Roster, env: Mapping[str, str], trace: Ru
         env=env,
         run=trace,
         budget=Budget(cap),
-        retry=llm.RetryPolicy(max_attempts=settings.max_attempts),
+        retry=models.RetryPolicy(max_attempts=settings.max_attempts),
         timeout=settings.timeout_s,
         attachments={a.name: a for a in request.attachments},
         max_subtasks=request.max_subtasks or settings.max_subtasks,
@@ -313,7 +313,7 @@ async def _turns(
         turn_no += 1
 
 
-def _assistant(reply: llm.Reply) -> dict[str, Any]:
+def _assistant(reply: models.Reply) -> dict[str, Any]:
     return {
         "role": "assistant",
         "content": reply.text or None,
@@ -329,7 +329,7 @@ def _assistant(reply: llm.Reply) -> dict[str, Any]:
 
 
 async def _tools(
-    ctx: RunContext, turn: Turn, calls: tuple[llm.ToolCallRequest, ...], orchestrator_id: str
+    ctx: RunContext, turn: Turn, calls: tuple[models.ToolCallRequest, ...], orchestrator_id: str
 ) -> list[dict[str, Any]]:
     """Run every tool call of a turn concurrently; one tool message per call, in order."""
     budget = ctx.roster.settings.context_budget_bytes
@@ -337,7 +337,7 @@ async def _tools(
     turn.tool_calls.extend(nodes)
     out: list[dict[str, Any]] = [{} for _ in calls]
 
-    async def one(i: int, tc: llm.ToolCallRequest) -> None:
+    async def one(i: int, tc: models.ToolCallRequest) -> None:
         node = nodes[i]
         result = await delegation.execute(ctx, tc.name, tc.arguments, node, orchestrator_id)
         node.result_bytes = len(json.dumps(result, ensure_ascii=False).encode())

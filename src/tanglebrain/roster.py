@@ -57,6 +57,24 @@ KEYED_PROVIDERS = {
     "perplexity": "PERPLEXITYAI_API_KEY", "deepinfra": "DEEPINFRA_API_KEY",
     "cerebras": "CEREBRAS_API_KEY", "anyscale": "ANYSCALE_API_KEY",
 }  # fmt: skip
+# Providers that speak the OpenAI chat-completions API, with where they listen when the
+# roster gives no ``api_base`` (None: a server of one's own, so api_base is required).
+OPENAI_COMPATIBLE: dict[str, str | None] = {
+    "openai": "https://api.openai.com/v1",
+    "ollama": "http://localhost:11434/v1",
+    "ollama_chat": "http://localhost:11434/v1",
+    "lm_studio": "http://localhost:1234/v1",
+    "hosted_vllm": None,
+    "groq": "https://api.groq.com/openai/v1",
+    "deepseek": "https://api.deepseek.com/v1",
+    "openrouter": "https://openrouter.ai/api/v1",
+    "together_ai": "https://api.together.xyz/v1",
+    "mistral": "https://api.mistral.ai/v1",
+    "xai": "https://api.x.ai/v1",
+    "fireworks_ai": "https://api.fireworks.ai/inference/v1",
+    "deepinfra": "https://api.deepinfra.com/v1/openai",
+    "cerebras": "https://api.cerebras.ai/v1",
+}
 
 # Default output caps (tokens, sent as max_tokens): every call is bounded, so a model
 # that loops cannot run until its context is full.
@@ -120,6 +138,9 @@ class Backend(BaseModel):
     price: Price | None = None
     # This backend's own output cap; it replaces both [settings] caps for its calls.
     max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_LIMIT, strict=True)
+    # "openai": the native OpenAI-compatible transport; "litellm": translation through
+    # litellm; "auto": native for the OpenAI API and local servers, litellm otherwise.
+    transport: Literal["auto", "openai", "litellm"] = "auto"
 
     @field_validator("good_at")
     @classmethod
@@ -318,6 +339,18 @@ def _require_key_or_base(b: Backend, index: int, text: str, path: Path | str) ->
             field="api_key_env",
             fix=f'add api_key_env = "{var}" (the NAME of the variable holding the key), '
             "or api_base for a server of your own",
+        )
+    native_unknown = b.provider not in OPENAI_COMPATIBLE or "/" not in b.model
+    if b.transport == "openai" and b.api_base is None and native_unknown:
+        raise ConfigError(
+            f'transport = "openai" needs an api_base: {b.provider} is not a known '
+            "OpenAI-compatible service",
+            file=path,
+            line=_find_line(text, ("backend", index, "transport")),
+            backend=b.id,
+            field="transport",
+            fix="set api_base to the server's OpenAI-compatible root (…/v1), "
+            'or transport = "auto"',
         )
 
 

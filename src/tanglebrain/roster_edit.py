@@ -60,10 +60,11 @@ FIELDS: dict[str, str] = {
     "context_window": "a whole number of tokens, e.g. 128000",
     "price": "INPUT,OUTPUT in USD per million tokens, e.g. 3,15",
     "max_output_tokens": "a whole number of tokens, e.g. 4096",
+    "transport": "auto, openai or litellm",
 }
 """Every backend field ``backends set`` accepts, and what its VALUE must be."""
 OPTIONAL_FIELDS = frozenset(
-    {"api_key_env", "api_base", "context_window", "price", "max_output_tokens"}
+    {"api_key_env", "api_base", "context_window", "price", "max_output_tokens", "transport"}
 )
 """Fields that an empty VALUE removes from the entry."""
 _TRUE, _FALSE = frozenset({"true", "yes", "on", "1"}), frozenset({"false", "no", "off", "0"})
@@ -130,6 +131,8 @@ def _convert(field: str, text: str) -> Value:
             if field == "price"
             else numbers[0]
         )
+    if field == "transport" and text not in ("auto", "openai", "litellm"):
+        raise ValueError(text)
     if not text:
         raise ValueError(text)
     return text

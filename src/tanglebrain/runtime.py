@@ -1,7 +1,7 @@
 """Per-run state shared by the orchestrator loop and delegation.
 
 ``RunContext.call`` is the one door to a model inside a run: it reserves budget,
-holds the backend's concurrency slot, calls ``llm.complete`` and settles the cost.
+holds the backend's concurrency slot, calls ``models.complete`` and settles the cost.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from tanglebrain import compress, llm
+from tanglebrain import compress, models
 from tanglebrain.budget import Budget, Reservation
 from tanglebrain.errors import BackendError, CircuitOpen, ConfigError
 from tanglebrain.roster import Backend, Roster
@@ -28,7 +28,7 @@ BUDGET_MIN_TOKENS = 256
 # Headroom on the prompt reservation: tokenizers differ from provider to provider.
 PROMPT_HEADROOM = 1.1
 # Finish reasons of a reply that did not end by itself: the text is incomplete.
-TRUNCATED = frozenset({"length", llm.REPEATED})
+TRUNCATED = frozenset({"length", models.REPEATED})
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,6 @@ def with_attachments(prompt: str, attachments: Sequence[Attachment]) -> str:
     return prompt + "\n\n" + "\n\n".join(a.block() for a in attachments)
 
 
-def estimate_tokens(text: str) -> int:
-    """A cheap, model-agnostic token estimate (4 characters a token)."""
-    return math.ceil(len(text) / 4)
-
-
 class Limits:
     """One ``CapacityLimiter`` per backend (its ``max_concurrency``), and the circuit breakers.
 
@@ -103,7 +98,7 @@ class RunContext:
     env: Mapping[str, str]
     run: Run
     budget: Budget
-    retry: llm.RetryPolicy
+    retry: models.RetryPolicy
     timeout: float
     attachments: dict[str, Attachment] = field(default_factory=dict)
     max_subtasks: int = 32
@@ -129,7 +124,7 @@ class RunContext:
 
     def window_of(self, backend: Backend) -> int | None:
         """Context window of ``backend`` (roster, else litellm, else unknown)."""
-        return llm.context_window(backend)
+        return models.context_window(backend)
 
     def output_cap(self, backend: Backend, role: str) -> int:
         """The ``max_tokens`` a call in ``role`` to ``backend`` is sent at most.
@@ -162,12 +157,12 @@ class RunContext:
         """
         if not self.budget.limited:
             return cap, None, 0
-        price = llm.price_per_token(backend)
+        price = models.price_per_token(backend)
         if price is None:
             return cap, None, 0
-        prompt = llm.count_tokens(backend, messages)
+        prompt = models.count_tokens(backend, messages)
         if tools:
-            prompt += estimate_tokens(str(tools))
+            prompt += models.estimate_tokens(str(tools))
         scale = max(1.0, self.prompt_ratio.get(backend.id, 1.0))
         prompt_usd = math.ceil(prompt * scale * PROMPT_HEADROOM + 16) * price[0]
         max_tokens = cap
@@ -187,7 +182,7 @@ class RunContext:
         Returns:
             True when this call is that first one (``_release_probe`` must follow).
         """
-        price = llm.price_per_token(backend) if self.budget.limited else None
+        price = models.price_per_token(backend) if self.budget.limited else None
         if price is None or price[0] == 0:
             return False  # no cap, a refusal to come, or prompts that cost nothing
         while backend.id not in self.prompt_ratio:
@@ -237,7 +232,7 @@ class RunContext:
         alternatives: bool = False,
         on_start: Callable[[], None] | None = None,
         tool_choice: str | None = None,
-    ) -> llm.Reply:
+    ) -> models.Reply:
         """Call ``backend`` under the run's budget, concurrency limits and trace.
 
         Args:
@@ -280,7 +275,7 @@ class RunContext:
                     raise CircuitOpen(backend.id)
                 if on_start is not None:
                     on_start()
-                reply = await llm.complete(
+                reply = await models.complete(
                     backend,
                     messages,
                     call=call,
@@ -320,11 +315,11 @@ class RunContext:
 
 
 def _truncation_warning(
-    backend_id: str, role: str, reply: llm.Reply, max_tokens: int, cap: int
+    backend_id: str, role: str, reply: models.Reply, max_tokens: int, cap: int
 ) -> str:
     """The warning for a reply that did not end by itself (see ``TRUNCATED``)."""
     what = {"subtask": "sub-task"}.get(role, role)
-    if reply.finish_reason == llm.REPEATED:
+    if reply.finish_reason == models.REPEATED:
         return (
             f"{backend_id}: the {what} reply was stopped because it kept repeating itself "
             "(truncated)"

@@ -42,6 +42,10 @@ class Attempt:
     cost_usd: float | None = 0.0
     bytes_in: int = 0
     bytes_out: int = 0
+    # Which transport carried it ("openai": native, "litellm"), and the error's kind
+    # (``errors.ErrorKind``) when it failed.
+    transport: str | None = None
+    error_kind: str | None = None
 
     @property
     def ended(self) -> float:

@@ -135,9 +135,9 @@ def init_command(
 def _window(backend: Backend) -> tuple[int | None, str | None]:
     if backend.context_window is not None:
         return backend.context_window, "roster"
-    from tanglebrain import llm
+    from tanglebrain import models
 
-    size = llm.context_window(backend)
+    size = models.context_window(backend)
     return size, ("litellm" if size else None)
 
 

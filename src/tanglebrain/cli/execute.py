@@ -42,7 +42,7 @@ def mark_unpriced(trace: Run, loaded: LoadedRoster) -> None:
     is unknown that $0 would read as "free" in every view (see ``trace.cost_of`` for how
     unknown costs add up). Idempotent.
     """
-    from tanglebrain import llm
+    from tanglebrain import models
 
     unpriced: dict[str, bool] = {}
     for attempt in trace.attempts():
@@ -50,14 +50,16 @@ def mark_unpriced(trace: Run, loaded: LoadedRoster) -> None:
             continue
         if attempt.backend not in unpriced:
             backend = loaded.roster.get(attempt.backend)
-            unpriced[attempt.backend] = backend is not None and llm.price_per_token(backend) is None
+            unpriced[attempt.backend] = (
+                backend is not None and models.price_per_token(backend) is None
+            )
         if unpriced[attempt.backend]:
             attempt.cost_usd = None
 
 
 def record(trace: Run, loaded: LoadedRoster, state: Path) -> None:
     """Store the run in the ledger; never raises (a failure is one warning line)."""
-    from tanglebrain import llm
+    from tanglebrain import models
     from tanglebrain.ledger import Ledger, default_path
 
     mark_unpriced(trace, loaded)  # runs of serve and mcp come here straight
@@ -65,7 +67,7 @@ def record(trace: Run, loaded: LoadedRoster, state: Path) -> None:
     orchestrator = roster.get(trace.orchestrator) if trace.orchestrator else None
     secrets = roster.key_values(os.environ)
     try:
-        price = llm.price_per_token(orchestrator) if orchestrator else None
+        price = models.price_per_token(orchestrator) if orchestrator else None
         Ledger(default_path(state)).record(trace, orchestrator_price=price, secrets=secrets)
     except TanglebrainError as exc:
         render.note(f"run {trace.id} not recorded: {exc}", prefix="warning")

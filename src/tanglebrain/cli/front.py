@@ -160,7 +160,7 @@ def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
 
     import anyio
 
-    from tanglebrain import llm, serve
+    from tanglebrain import models, serve
     from tanglebrain.cli.run import state_dir
     from tanglebrain.roster import load
     from tanglebrain.serve import _workers as serve_workers
@@ -176,17 +176,18 @@ def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
         raise UsageError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}", fix="pick another --port"
         ) from None
-    # Import litellm now (connections wait in the backlog), not in a request; with
-    # --workers, before the fork, so that the workers share it.
-    llm.litellm()
+    # A roster with translated backends imports litellm now (connections wait in the
+    # backlog), not in a request; with --workers, before the fork, so the workers share it.
+    if any(models.transport_name(b) == "litellm" for b in loaded.roster.enabled()):
+        models.load_litellm()
     _stderr_logging(("tanglebrain.serve", "uvicorn.error"), logging.WARNING, "serve")
     bound = socks[0].getsockname()
     url_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    models = ", ".join(["auto", *(b.id for b in loaded.roster.enabled())])
+    names = ", ".join(["auto", *(b.id for b in loaded.roster.enabled())])
 
     def ready() -> None:
         render.note(
-            f"serving on http://{url_host}:{bound[1]}/v1 (models: {models}; "
+            f"serving on http://{url_host}:{bound[1]}/v1 (models: {names}; "
             f"{'bearer token required' if token else 'no token'}; "
             f"{f'{workers} workers; ' if workers > 1 else ''}Ctrl-C stops)",
             prefix="serve",
@@ -254,7 +255,7 @@ def mcp_command(
     """Serve MCP on stdin/stdout until the client closes the connection."""
     import anyio
 
-    from tanglebrain import llm
+    from tanglebrain import models
     from tanglebrain.cli.run import state_dir
     from tanglebrain.mcp import Bridge, serve_stdio
 
@@ -264,11 +265,11 @@ def mcp_command(
     if not verbose:
         logging.getLogger().addHandler(logging.NullHandler())
         warnings.simplefilter("ignore")
-    llm.litellm()
     explicit = roster or (ctx.obj or {}).get("roster")
     bridge = Bridge(explicit, os.environ, Path.cwd(), _recorder(state_dir(os.environ), no_log))
     try:
-        bridge.roster()
+        if any(models.transport_name(b) == "litellm" for b in bridge.roster().roster.enabled()):
+            models.preload_litellm()  # overlaps the client's handshake
     except TanglebrainError as exc:  # the caller gets it with every call until it is fixed
         sys.stderr.write(f"tanglebrain: mcp: roster error: {exc}\n")
     anyio.run(serve_stdio, bridge)

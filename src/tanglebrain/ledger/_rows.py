@@ -135,7 +135,7 @@ class _Rows:
                 status=a.status, error=a.error, http_status=a.http_status, started=a.started,
                 ended=a.ended, latency_ms=a.latency_ms, prompt_tokens=a.prompt_tokens,
                 completion_tokens=a.completion_tokens, cost_usd=a.cost_usd,
-                bytes_in=a.bytes_in, bytes_out=a.bytes_out,
+                bytes_in=a.bytes_in, bytes_out=a.bytes_out, extra=_attempt_extra(a),
             )  # fmt: skip
 
     def subtask(self, parent: int, sub: Subtask) -> None:
@@ -193,6 +193,11 @@ def rebuild(row: dict[str, Any], nodes: list[dict[str, Any]]) -> StoredRun:
     return StoredRun(run, price)
 
 
+def _attempt_extra(a: Attempt) -> dict[str, str] | None:
+    extra = {"transport": a.transport, "error_kind": a.error_kind}
+    return {k: v for k, v in extra.items() if v} or None
+
+
 def _node(n: dict[str, Any]) -> Turn | ToolCall | Subtask | Call | Attempt:
     extra = json.loads(n["extra"]) if n["extra"] else {}
     kind = n["kind"]
@@ -240,4 +245,6 @@ def _node(n: dict[str, Any]) -> Turn | ToolCall | Subtask | Call | Attempt:
         cost_usd=n["cost_usd"],
         bytes_in=n["bytes_in"],
         bytes_out=n["bytes_out"],
+        transport=extra.get("transport"),
+        error_kind=extra.get("error_kind"),
     )

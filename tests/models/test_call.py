@@ -4,20 +4,35 @@ from typing import Any
 
 import pytest
 
-from tanglebrain import llm
+from tanglebrain import models
 from tanglebrain.errors import BackendError, MissingKeyError
+from tanglebrain.models._litellm import litellm
 from tanglebrain.roster import Backend, parse
 from tanglebrain.sim import Simulator
 from tanglebrain.trace import Call
 
-FAST = llm.RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
+# Every test here runs through both transports: ``make`` writes the current one into the
+# backend's roster entry (set per test by the autouse fixture below).
+_transport = "openai"
+
+
+@pytest.fixture(autouse=True, params=["openai", "litellm"])
+def transport(request: pytest.FixtureRequest) -> str:
+    global _transport
+    _transport = request.param
+    if _transport == "litellm":
+        litellm()  # import it outside the tests' short timeouts
+    return _transport
+
+
+FAST = models.RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
 HELLO = [{"role": "user", "content": "hello there"}]
 
 
 def make(sim: Simulator, spec: str, extra: str = "", cost: float = 1) -> Backend:
     text = (
         f'[[backend]]\nid = "b"\nmodel = "openai/{spec}"\napi_base = "{sim.base_url}"\n'
-        f'good_at = ["x"]\ncost = {cost}\n{extra}'
+        f'good_at = ["x"]\ncost = {cost}\ntransport = "{_transport}"\n{extra}'
     )
     return parse(text).backends[0]
 
@@ -28,10 +43,10 @@ async def call(
     stream: bool = False,
     timeout: float = 5.0,
     tools: list[dict[str, Any]] | None = None,
-) -> tuple[llm.Reply, Call]:
+) -> tuple[models.Reply, Call]:
     node = Call("subtask", backend.id, backend.model)
     chunks: list[str] = []
-    reply = await llm.complete(
+    reply = await models.complete(
         backend,
         HELLO,
         call=node,
@@ -78,7 +93,7 @@ async def test_failure_modes_map_to_backend_error(
     backend = make(sim, spec)
     node = Call("subtask", backend.id, backend.model)
     with pytest.raises(BackendError) as info:
-        await llm.complete(
+        await models.complete(
             backend,
             HELLO,
             call=node,
@@ -109,7 +124,7 @@ async def test_a_garbled_200_is_one_unusable_attempt_not_a_server_error(
     backend = make(sim, f"malformed:body={body}")
     node = Call("subtask", backend.id, backend.model)
     with pytest.raises(BackendError) as info:
-        await llm.complete(
+        await models.complete(
             backend, HELLO, call=node, env={}, timeout=30, retry=FAST,
             on_text=(lambda t: None) if stream else None,
         )  # fmt: skip
@@ -135,7 +150,7 @@ async def test_a_stream_without_a_finish_reason_is_cut_not_complete(sim: Simulat
     backend = make(sim, "worker:finish=none")
     node = Call("subtask", backend.id, backend.model)
     with pytest.raises(BackendError) as info:
-        await llm.complete(
+        await models.complete(
             backend, HELLO, call=node, env={}, timeout=30, retry=FAST, on_text=lambda t: None
         )
     assert "stream cut after" in info.value.reason and "finish reason" in info.value.reason
@@ -156,8 +171,8 @@ async def test_retry_after_is_honoured(sim: Simulator) -> None:
     spec = "fail:status=429,times=1,retry_after=0.3"
     backend = make(sim, spec)
     node = Call("subtask", backend.id, backend.model)
-    policy = llm.RetryPolicy(max_attempts=2, base_delay=100.0)  # backoff would wait ~minutes
-    reply = await llm.complete(backend, HELLO, call=node, env={}, timeout=5, retry=policy)
+    policy = models.RetryPolicy(max_attempts=2, base_delay=100.0)  # backoff would wait ~minutes
+    reply = await models.complete(backend, HELLO, call=node, env={}, timeout=5, retry=policy)
     assert reply.text and len(node.attempts) == 2
     # the second attempt started after the server's Retry-After, not after the backoff
     gap = node.attempts[1].started - node.attempts[0].started
@@ -195,7 +210,7 @@ async def test_free_backend_costs_zero(sim: Simulator) -> None:
 def test_known_model_price_from_litellm_map() -> None:
     text = '[[backend]]\nid="g"\nmodel="openai/gpt-4o"\napi_key_env="OPENAI_API_KEY"\n'
     b = parse(text + 'good_at=["x"]\ncost=5\n').backends[0]
-    price = llm.price_per_token(b)
+    price = models.price_per_token(b)
     assert price is not None and price[0] > 0 and price[1] > 0
 
 
@@ -230,7 +245,7 @@ async def test_missing_key_names_the_variable(sim: Simulator) -> None:
 async def test_key_is_sent_but_never_recorded(sim: Simulator) -> None:
     backend = make(sim, "echo", 'api_key_env = "TB_CANARY"\n')
     node = Call("subtask", backend.id, backend.model)
-    await llm.complete(
+    await models.complete(
         backend, HELLO, call=node, env={"TB_CANARY": "sk-canary-123456789"}, timeout=5, retry=FAST
     )
     assert "sk-canary" not in repr(node)
@@ -241,7 +256,7 @@ async def test_echoed_api_key_is_masked(sim: Simulator, status: int) -> None:
     backend = make(sim, f"fail:status={status},echo_auth=1", 'api_key_env = "TB_CANARY"\n')
     node = Call("subtask", backend.id, backend.model)
     with pytest.raises(BackendError) as info:
-        await llm.complete(
+        await models.complete(
             backend,
             HELLO,
             call=node,
@@ -262,5 +277,7 @@ async def test_sink_failure_is_not_a_backend_failure(sim: Simulator) -> None:
         raise BrokenPipeError
 
     with pytest.raises(BrokenPipeError):
-        await llm.complete(backend, HELLO, call=node, env={}, timeout=5, retry=FAST, on_text=closed)
+        await models.complete(
+            backend, HELLO, call=node, env={}, timeout=5, retry=FAST, on_text=closed
+        )
     assert node.attempts == []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tanglebrain import model_map
-from tanglebrain.llm import litellm
+from tanglebrain.models import _model_map as model_map
+from tanglebrain.models._litellm import litellm
 
 MODELS = [
     # the packaged roster's models, and names as users write them

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tanglebrain.errors import BackendError
-from tanglebrain.llm_errors import scrub, to_backend_error
+from tanglebrain.models._errors import scrub, to_backend_error
 
 
 def raised(name: str, message: str, **attrs: Any) -> Exception:
@@ -31,9 +31,9 @@ def raised(name: str, message: str, **attrs: Any) -> Exception:
         (raised("Timeout", "litellm.Timeout: took too long"), "timed out after 5s", None, False,
          None),
         (raised("APIConnectionError", "Connection error."),
-         "connection failed: Connection error.", None, True, None),
+         "connection failed: the connection broke before the reply was complete", None, True, None),
         (raised("ClientError", "peer closed connection without sending complete message body"),
-         "connection failed: peer closed connection without sending complete message body",
+         "connection failed: the connection broke before the reply was complete",
          None, True, None),
         (raised("RateLimitError", "slow down", status_code=429, headers={"retry-after": "2"}),
          "rate limited", 429, True, 2.0),

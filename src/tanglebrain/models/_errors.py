@@ -1,9 +1,11 @@
 """What a failed backend call raised, as one short ``BackendError``.
 
-litellm and the OpenAI SDK nest their messages ("XError: OpenAIException - …"), quote whole
-HTML or JSON error bodies and echo credentials. This module turns any of that into a
-reason a user can read in one line, a retryable flag and the ``Retry-After`` delay. It
-knows those exceptions by name and attributes only, so it does not import litellm.
+Both transports end here. litellm and the OpenAI SDK nest their messages ("XError:
+OpenAIException - …"), quote whole HTML or JSON error bodies and echo credentials; the
+native transport raises ``HTTPStatusError`` with the server's status, headers and body.
+This module turns any of that into a reason a user can read in one line, an error kind
+(``errors.ErrorKind``), a retryable flag and the ``Retry-After`` delay. It knows
+litellm's exceptions by name and attributes only, so it does not import litellm.
 
 Key values are masked in the whole message *before* it is shortened: a key cut in half
 by the shortening would no longer match.
@@ -13,6 +15,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import ssl
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,6 +41,7 @@ def _masked(err: BackendError, mask: Redactor) -> BackendError:
     return BackendError(
         err.backend,
         reason,
+        kind=err.kind,
         status=err.status,
         retryable=err.retryable,
         retry_after=err.retry_after,
@@ -50,6 +56,10 @@ _DISCONNECT = re.compile(
     re.I,
 )
 _HTML = re.compile(r"<[^>]+>")
+# How OpenAI-compatible servers word a prompt over the context window in a 400.
+_CONTEXT = re.compile(
+    r"context.length|context.window|maximum context|too many tokens|exceeds the context", re.I
+)
 
 
 def to_backend_error(
@@ -77,50 +87,70 @@ def to_backend_error(
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) and status >= 400 else None
     if isinstance(exc, TimeoutError) or name == "Timeout":
-        return BackendError(backend_id, f"timed out after {timeout:g}s")
+        return BackendError(backend_id, f"timed out after {timeout:g}s", kind="timeout")
     chain = causes(exc)
     if _disconnected(chain):
-        return BackendError(backend_id, f"connection failed: {_short(exc, mask)}", retryable=True)
+        reason = f"connection failed: {connection_problem(chain)}"
+        return BackendError(backend_id, reason, kind="connect", retryable=True)
     if any(isinstance(e, json.JSONDecodeError | UnicodeDecodeError) for e in chain) or (
         status == 500 and not _from_the_wire(chain)
     ):
         # The backend answered 200, but with something that is not a completion (HTML, bad
         # UTF-8, JSON without choices), and the library made up a status (500) for it.
         # Not worth a retry on the same backend: another one may do better.
-        return BackendError(backend_id, "malformed response: the reply is not a completion")
+        return BackendError(
+            backend_id, "malformed response: the reply is not a completion", kind="malformed"
+        )
     retry_after = _retry_after(exc)
     detail = _short(exc, mask)
     if _MALFORMED.search(detail):
-        return BackendError(backend_id, "malformed response: the body is not valid JSON")
+        return BackendError(
+            backend_id, "malformed response: the body is not valid JSON", kind="malformed"
+        )
     if name == "APIConnectionError" or _DISCONNECT.search(detail):
-        return BackendError(backend_id, f"connection failed: {detail}", retryable=True)
+        reason = f"connection failed: {connection_problem(chain)}"
+        return BackendError(backend_id, reason, kind="connect", retryable=True)
+    return _by_status(backend_id, name, status, detail, retry_after) or (
+        BackendError(backend_id, f"malformed response: {detail}", kind="malformed")
+        if isinstance(exc, json.JSONDecodeError | ValueError | KeyError | AttributeError)
+        else BackendError(backend_id, f"{name}: {detail}")
+    )
+
+
+def _by_status(
+    backend_id: str, name: str, status: int | None, detail: str, retry_after: float | None
+) -> BackendError | None:
+    """The error for an HTTP status (or the litellm exception named after one)."""
     if name == "RateLimitError" or status == 429:
         return BackendError(
-            backend_id, "rate limited", status=429, retryable=True, retry_after=retry_after
-        )
+            backend_id, "rate limited", kind="rate_limit", status=429, retryable=True,
+            retry_after=retry_after,
+        )  # fmt: skip
     if name == "AuthenticationError" or status == 401:
         return BackendError(
-            backend_id, "authentication failed: check the API key", status=status or 401
-        )
+            backend_id, "authentication failed: check the API key", kind="auth",
+            status=status or 401,
+        )  # fmt: skip
+    if name == "PermissionDeniedError" or status == 403:
+        return BackendError(backend_id, detail, kind="auth", status=status or 403)
     if name == "NotFoundError" or status == 404:
         return BackendError(
-            backend_id, f"not found: check the model name ({detail})", status=status or 404
-        )
-    if name == "ContextWindowExceededError":
-        return BackendError(backend_id, "prompt exceeds the model's context window", status=status)
+            backend_id, f"not found: check the model name ({detail})", kind="not_found",
+            status=status or 404,
+        )  # fmt: skip
+    if name == "ContextWindowExceededError" or (status == 400 and _CONTEXT.search(detail)):
+        return BackendError(
+            backend_id, "prompt exceeds the model's context window", kind="context",
+            status=status,
+        )  # fmt: skip
     if status is not None and status >= 500:
         return BackendError(
-            backend_id,
-            f"server error: {detail}",
-            status=status,
-            retryable=True,
-            retry_after=retry_after,
-        )
+            backend_id, f"server error: {detail}", kind="server", status=status,
+            retryable=True, retry_after=retry_after,
+        )  # fmt: skip
     if status is not None:
-        return BackendError(backend_id, detail, status=status)
-    if isinstance(exc, json.JSONDecodeError | ValueError | KeyError | AttributeError):
-        return BackendError(backend_id, f"malformed response: {detail}")
-    return BackendError(backend_id, f"{name}: {detail}", retryable=False)
+        return BackendError(backend_id, detail, kind="client", status=status)
+    return None
 
 
 def causes(exc: BaseException | None) -> list[BaseException]:
@@ -146,6 +176,17 @@ def _disconnected(chain: list[BaseException]) -> bool:
         if any(c.__name__ in _CONNECTION for c in type(e).__mro__):
             return True
     return False
+
+
+def connection_problem(chain: list[BaseException]) -> str:
+    """What went wrong with a connection, in the same words whichever client raised it."""
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused"
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return "host not found"
+    if any(isinstance(e, ssl.SSLError) for e in chain):
+        return "TLS handshake failed"
+    return "the connection broke before the reply was complete"
 
 
 def _from_the_wire(chain: list[BaseException]) -> bool:
@@ -189,6 +230,24 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
     try:
         value = headers.get("retry-after") or headers.get("Retry-After")
-        return max(0.0, float(value)) if value is not None else None
-    except (TypeError, ValueError, AttributeError):
+    except AttributeError:
         return None
+    return retry_after_seconds(value)
+
+
+def retry_after_seconds(value: object, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header value asks for: delay-seconds or an HTTP-date."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime  # rare: dates are seldom sent
+
+    try:
+        when = parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))

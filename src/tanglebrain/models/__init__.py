@@ -1,0 +1,70 @@
+"""Talking to models: one call seam, two transports, prices and token counts.
+
+::
+
+    complete(backend, messages, …)         retries, attempts, stream judgement  (_call)
+      ├── OpenAITransport   OpenAI-compatible backends, spoken directly    (_openai, _http)
+      └── LitellmTransport  providers that need translation; litellm
+                            is imported on first use                        (_litellm)
+    price_per_token, cost_of, context_window, count_tokens     without litellm (_prices)
+    errors of either transport → BackendError with a kind                   (_errors)
+
+Which transport a backend uses: the roster's ``transport`` ("openai" or "litellm"), else
+native for ``openai/``, ``ollama/``, ``ollama_chat/``, ``lm_studio/`` and
+``hosted_vllm/`` models and litellm for every other provider (``transport_name``).
+"""
+
+from __future__ import annotations
+
+from tanglebrain.models._call import (
+    NATIVE_BY_DEFAULT,
+    Reply,
+    RetryPolicy,
+    SinkError,
+    complete,
+    transport_name,
+)
+from tanglebrain.models._prices import (
+    context_window,
+    cost_of,
+    count_tokens,
+    estimate_tokens,
+    price_per_token,
+)
+from tanglebrain.models._repeat import REPEATED, looping
+from tanglebrain.models._types import Message, ToolCallRequest, TransportName
+
+__all__ = [
+    "NATIVE_BY_DEFAULT",
+    "REPEATED",
+    "Message",
+    "Reply",
+    "RetryPolicy",
+    "SinkError",
+    "ToolCallRequest",
+    "TransportName",
+    "complete",
+    "context_window",
+    "cost_of",
+    "count_tokens",
+    "estimate_tokens",
+    "load_litellm",
+    "looping",
+    "preload_litellm",
+    "price_per_token",
+    "transport_name",
+]
+
+
+def load_litellm() -> None:
+    """Import litellm now (a server does it before its first request)."""
+    from tanglebrain.models._litellm import litellm
+
+    litellm()
+
+
+def preload_litellm() -> None:
+    """Start importing litellm in the background (see ``_litellm.preload``)."""
+    from tanglebrain.models._litellm import preload
+
+    preload()

@@ -1,0 +1,339 @@
+"""One backend call: retries, attempts on the trace, and how a stream's end is judged.
+
+Transport-agnostic: the request goes out through the backend's transport (``_openai``
+or ``_litellm``, chosen by ``transport_for``) and comes back as the values of
+``_types``. Retries are ours, so that every attempt is counted, ``Retry-After`` is
+honoured and backoff is explicit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from tanglebrain.errors import BackendError
+from tanglebrain.models._errors import causes, connection_problem, to_backend_error
+from tanglebrain.models._prices import cost_of, count_tokens
+from tanglebrain.models._repeat import REPEATED, RepetitionGuard
+from tanglebrain.models._types import (
+    Completion,
+    Message,
+    Outgoing,
+    ToolCallRequest,
+    Transport,
+    TransportName,
+    Usage,
+)
+from tanglebrain.roster import Backend
+from tanglebrain.trace import Attempt, Call
+
+# Our own deadline sits this far behind the transport's, so that its timeout (which knows
+# the phase: connect, first byte, next chunk) normally fires first; ours is the safety net.
+_GRACE_S = 5.0
+# Providers that go native when the roster leaves ``transport`` to us: the OpenAI API
+# itself and the local servers that speak it. Hosted compatible services (Groq, …) go
+# native with ``transport = "openai"``.
+NATIVE_BY_DEFAULT = frozenset({"openai", "ollama", "ollama_chat", "lm_studio", "hosted_vllm"})
+
+
+def transport_name(backend: Backend) -> TransportName:
+    """Which transport ``backend``'s calls use: the roster's choice, else by provider."""
+    if backend.transport != "auto":
+        return backend.transport
+    native = "/" in backend.model and backend.provider in NATIVE_BY_DEFAULT
+    return "openai" if native else "litellm"
+
+
+def transport_for(backend: Backend, env: Mapping[str, str]) -> Transport:
+    """The transport object for ``backend`` (litellm's is imported only when returned)."""
+    if transport_name(backend) == "openai":
+        from tanglebrain.models._openai import OpenAITransport
+
+        return OpenAITransport(env)
+    from tanglebrain.models._litellm import LitellmTransport
+
+    return LitellmTransport()
+
+
+class SinkError(Exception):
+    """Wraps an exception raised by an ``on_text`` callback (e.g. a closed stdout)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What one successful ``complete`` returned."""
+
+    text: str
+    tool_calls: tuple[ToolCallRequest, ...]
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+    finish_reason: str | None = None  # "length": cut at max_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently to retry one backend."""
+
+    max_attempts: int = 3
+    base_delay: float = 0.25
+    max_delay: float = 8.0
+    max_retry_after: float = 30.0
+
+    def delay(
+        self, attempt: int, retry_after: float | None, *, failover: bool = False
+    ) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None to give up.
+
+        With ``failover`` (another backend can take the call) only a server that said
+        when to come back (``Retry-After``) is retried; anything else moves on at once.
+        """
+        if attempt >= self.max_attempts or (failover and retry_after is None):
+            return None
+        if retry_after is not None:
+            return retry_after if retry_after <= self.max_retry_after else None
+        backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        return backoff * (0.5 + random.random() / 2)  # jitter spreads synchronized retries
+
+
+async def complete(
+    backend: Backend,
+    messages: Sequence[Message],
+    *,
+    call: Call,
+    env: Mapping[str, str],
+    timeout: float,
+    retry: RetryPolicy,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    on_text: Callable[[str], None] | None = None,
+    max_tokens: int | None = None,
+    on_attempt: Callable[[], None] | None = None,
+    failover: bool = False,
+    tool_choice: str | None = None,
+) -> Reply:
+    """Send ``messages`` to ``backend``, retrying transient failures.
+
+    Args:
+        backend: the roster entry to call.
+        messages: OpenAI-style chat messages.
+        call: the trace node; one ``Attempt`` is appended per HTTP request.
+        env: where API keys are looked up (by the roster's variable name).
+        timeout: seconds per attempt.
+        retry: the retry policy.
+        tools: OpenAI function-tool schemas, if any.
+        on_text: when given, the reply is streamed and each text delta passed here.
+        max_tokens: completion cap, when set.
+        on_attempt: called after every attempt is recorded (for live views).
+        failover: another backend can take the call, so a failure moves on to it
+            rather than waiting to retry here (see ``RetryPolicy.delay``).
+        tool_choice: sent with ``tools`` (``"none"``: offered, but the model must answer).
+
+    Returns:
+        The reply of the first successful attempt.
+
+    Raises:
+        BackendError: when every attempt failed, or a non-retryable error occurred.
+        MissingKeyError: when the backend's key variable is unset.
+    """
+    out = Outgoing(
+        backend, messages, backend.api_key(env), timeout, tools or None,
+        tool_choice if tools else None, max_tokens,
+    )  # fmt: skip
+    transport = transport_for(backend, env)
+    # The request body's messages as UTF-8 JSON: what goes over the wire, give or take.
+    bytes_in = len(json.dumps(messages, default=str, ensure_ascii=False).encode())
+    attempt_no = 0
+    while True:
+        attempt_no += 1
+        attempt = Attempt(backend=backend.id, model=backend.model, started=time.time())
+        attempt.bytes_in, attempt.transport = bytes_in, transport.name
+        call.attempts.append(attempt)
+        t0 = time.perf_counter()
+        streamed: list[str] = []
+        try:
+            if on_text is None:
+                with anyio.fail_after(timeout + _GRACE_S):
+                    reply = _whole(backend, messages, await transport.complete(out))
+            else:
+                reply = await _stream(transport, out, on_text, streamed)
+        except SinkError as exc:
+            call.attempts.remove(attempt)  # we stopped it; the backend did not fail
+            raise exc.error from None
+        except BaseException as exc:
+            attempt.latency_ms = (time.perf_counter() - t0) * 1000
+            if not isinstance(exc, Exception):  # cancelled or interrupted: not the backend
+                attempt.status = "cancelled"
+                if on_attempt:
+                    on_attempt()
+                raise
+            err = _failed(attempt, backend, exc, timeout, out.api_key, streamed)
+            if on_attempt:
+                on_attempt()
+            wait = (
+                retry.delay(attempt_no, err.retry_after, failover=failover)
+                if err.retryable and not streamed  # text reached the user: no repeat
+                else None
+            )
+            if wait is None:
+                raise err from None
+            await anyio.sleep(wait)
+            continue
+        attempt.latency_ms = (time.perf_counter() - t0) * 1000
+        attempt.prompt_tokens = reply.prompt_tokens
+        attempt.completion_tokens = reply.completion_tokens
+        attempt.cost_usd = reply.cost_usd
+        attempt.bytes_out = len(reply.text.encode()) + sum(
+            len(t.arguments.encode()) for t in reply.tool_calls
+        )
+        if on_attempt:
+            on_attempt()
+        return reply
+
+
+def _failed(
+    attempt: Attempt,
+    backend: Backend,
+    exc: Exception,
+    timeout: float,
+    key: str | None,
+    streamed: list[str],
+) -> BackendError:
+    """Record a failed attempt and return its error (a cut one when text had arrived)."""
+    err = to_backend_error(backend.id, exc, timeout, secrets=[key])
+    if streamed:  # text already reached the user: retrying would repeat it
+        err = BackendError(
+            backend.id, f"stream cut after {len(''.join(streamed))} chars: {err.reason}",
+            kind="cut", status=err.status,
+        )  # fmt: skip
+    attempt.status, attempt.error, attempt.http_status = "error", err.reason, err.status
+    attempt.error_kind = err.kind
+    return err
+
+
+def _whole(backend: Backend, messages: Sequence[Message], done: Completion) -> Reply:
+    if not done.text.strip() and not done.tool_calls:
+        raise BackendError(backend.id, "empty response: the reply has no content", kind="empty")
+    return _reply(backend, messages, done.text, done.tool_calls, done.usage, done.finish_reason)
+
+
+async def _stream(
+    transport: Transport,
+    out: Outgoing,
+    on_text: Callable[[str], None],
+    streamed: list[str],
+) -> Reply:
+    """Stream one reply; the timeout bounds the wait for the first byte and each gap after it.
+
+    A healthy stream may run as long as the model writes: only silence is a timeout. Once
+    the stream is open (the backend answered 200), how it ended is judged by what arrived,
+    not by how a library words it: nothing at all is an empty response, content without a
+    finish reason is a cut stream. A reply caught in a loop (see ``looping``) is stopped
+    there and returned with the finish reason ``REPEATED``: like a cut at ``max_tokens``,
+    what arrived is kept and marked incomplete.
+    """
+    backend_id, timeout = out.backend.id, out.timeout
+    usage: Usage | None = None
+    finish: str | None = None
+    calls: dict[int, list[str]] = {}
+    guard = RepetitionGuard()
+    async with AsyncExitStack() as stack:
+        with anyio.fail_after(timeout + _GRACE_S):
+            chunks = aiter(await stack.enter_async_context(transport.stream(out)))
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            stack.push_async_callback(close)  # before the stream itself is closed
+        while finish != REPEATED:
+            try:
+                with anyio.fail_after(timeout + _GRACE_S):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except BackendError:
+                raise
+            except Exception as exc:
+                raise _ended_early(backend_id, streamed, calls, exc, timeout) from exc
+            usage = chunk.usage or usage
+            finish = chunk.finish_reason or finish
+            if chunk.text:
+                streamed.append(chunk.text)
+                try:
+                    on_text(chunk.text)
+                except Exception as exc:  # the reader's failure, not the backend's
+                    raise SinkError(exc) from exc
+                if guard.feed(chunk.text):
+                    finish = REPEATED  # closing the stream below stops the generation
+            for tc in chunk.tool_calls:
+                slot = calls.setdefault(tc.index, ["", "", ""])
+                slot[0] = tc.id or slot[0]
+                slot[1] += tc.name
+                slot[2] += tc.arguments
+    text = "".join(streamed)
+    if finish is None or (not text.strip() and not calls):
+        raise _ended_early(backend_id, streamed, calls)
+    tool_calls = tuple(
+        ToolCallRequest(id=c[0] or f"call_{i}", name=c[1], arguments=c[2])
+        for i, c in sorted(calls.items())
+    )
+    return _reply(out.backend, out.messages, text, tool_calls, usage, finish)
+
+
+def _ended_early(
+    backend_id: str,
+    streamed: list[str],
+    calls: dict[int, list[str]],
+    exc: BaseException | None = None,
+    timeout: float = 0.0,
+) -> BackendError:
+    """The error for a stream that ended before its finish reason.
+
+    Judged by what arrived and by the kinds of exception in the chain (litellm wraps them
+    differently from one release to the next; their types survive, their wording does not).
+    """
+    chain = causes(exc)
+    if any(isinstance(e, TimeoutError) or "Timeout" in type(e).__name__ for e in chain):
+        return BackendError(backend_id, f"timed out after {timeout:g}s", kind="timeout")
+    if any(isinstance(e, json.JSONDecodeError | UnicodeDecodeError) for e in chain):
+        return BackendError(
+            backend_id, "malformed response: a stream chunk is not valid JSON", kind="malformed"
+        )
+    if not "".join(streamed).strip() and not calls:
+        if any(isinstance(e, OSError) or type(e).__name__ == "APIConnectionError" for e in chain):
+            reason = f"connection failed: {connection_problem(chain)}"
+            return BackendError(backend_id, reason, kind="connect", retryable=True)
+        return BackendError(
+            backend_id, "empty response: the stream carried no content", kind="empty"
+        )
+    # Retrying is safe only while nothing reached the reader; ``complete`` checks that.
+    return BackendError(
+        backend_id, "the stream ended without a finish reason", kind="cut", retryable=True
+    )
+
+
+def _reply(
+    backend: Backend,
+    messages: Sequence[Message],
+    text: str,
+    calls: tuple[ToolCallRequest, ...],
+    usage: Usage | None,
+    finish_reason: str | None,
+) -> Reply:
+    prompt = usage.prompt_tokens if usage else 0
+    completion = usage.completion_tokens if usage else 0
+    if not prompt:  # a server that reports no usage: count it ourselves
+        prompt = count_tokens(backend, messages)
+    if not completion:
+        completion = math.ceil((len(text) + sum(len(c.arguments) for c in calls)) / 4)
+    cost = cost_of(backend, prompt, completion)
+    return Reply(text, calls, prompt, completion, cost, finish_reason)
