@@ -33,7 +33,7 @@ from tanglebrain.orchestrator import Hooks, Request, run
 from tanglebrain.roster import Roster, parse
 from tanglebrain.sim import Simulator
 from tanglebrain.trace import Run
-from tanglebrain.views.render import LiveView
+from tanglebrain.views.live import LiveView
 
 
 def roster(base: str, n: int) -> Roster:

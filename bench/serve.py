@@ -28,8 +28,6 @@ Usage: python bench/serve.py [--concurrency 200,20,1] [--rounds 3] [--fanout 4]
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import re
 import socket
@@ -45,7 +43,7 @@ from pathlib import Path
 
 import anyio
 
-from common import LATENCY, fanout_roster, free_port
+from common import LATENCY, fanout_roster, free_port, post
 
 WORKER = f"worker:latency={LATENCY}"
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,33 +70,6 @@ def start_raw(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
     )
-
-
-async def post(url: str, model: str, text: str, *, stream: bool) -> float:
-    """POST one chat request (a fresh connection, ``Connection: close``); seconds to EOF.
-
-    A raw asyncio client: httpx costs several ms of CPU per request, which on 2 cores
-    would measure the client more than the servers.
-    """
-    host, port, path = re.match(r"http://([^:/]+):(\d+)(/.*)", url).groups()  # type: ignore[union-attr]
-    body: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": text}]}
-    if stream:
-        body.update(stream=True, stream_options={"include_usage": True})
-    data = json.dumps(body).encode()
-    head = (
-        f"POST {path}/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode()
-    t0 = time.perf_counter()
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(head + data)
-    reply = await reader.read()
-    writer.close()
-    ok = reply.startswith(b"HTTP/1.1 200") and (not stream or b"data: [DONE]" in reply)
-    if not ok:
-        raise RuntimeError(f"{url} {model}: request failed: {reply[:60]!r} ... {reply[-300:]!r}")
-    return time.perf_counter() - t0
 
 
 async def auto_baseline(url: str, fanout: int, i: int) -> float:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -485,3 +487,33 @@ def test_sigterm_handler_belongs_to_run_alone(tmp_path: Path, sim_thread: Simula
     assert run_cli(["hello"], tmp_path).code == 0
     assert run_cli(["hello", "--budget", "-1"], tmp_path).code == 2
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+LITELLM_PROBE = (
+    "import sys, threading\nfrom tanglebrain.cli import run_argv\n"
+    "code = run_argv(sys.argv[1:])\n"
+    "loading = any(t.name == 'litellm-import' for t in threading.enumerate())\n"
+    "print('litellm' in sys.modules or loading, code)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("transport", "loaded"), [("auto", False), ("openai", False), ("litellm", True)]
+)
+def test_litellm_is_loaded_only_when_a_backend_needs_it(
+    tmp_path: Path, sim_thread: Simulator, transport: str, loaded: bool
+) -> None:
+    # A process of its own: the test process itself has litellm loaded.
+    extra = f'transport = "{transport}"\n'
+    roster = write_roster(
+        tmp_path / "roster.toml",
+        backend_toml("o", "orchestrator:fanout=2", sim_thread.base_url, orchestrator=True,
+                     extra=extra),
+        backend_toml("w", "worker", sim_thread.base_url),
+    )  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", LITELLM_PROBE, "--roster", str(roster), "--no-log", "go"],
+        capture_output=True, text=True, env=cli_env(tmp_path), timeout=WAIT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == f"{loaded} 0", proc.stdout

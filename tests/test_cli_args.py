@@ -70,9 +70,9 @@ def test_default_command_insertion(argv: list[str], expected: list[str]) -> None
 def test_value_options_match_the_run_command() -> None:
     import typer
 
-    from tanglebrain.cli.app import _register, app
+    from tanglebrain.cli.app import make_app
 
-    _register()
+    app = make_app()
     run = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
     taking = {o for p in run.params if not getattr(p, "is_flag", True) for o in p.opts}
     assert taking - {p.name for p in run.params if p.param_type_name == "argument"} == set(

@@ -14,7 +14,7 @@ from tanglebrain.ledger import _stats as ledger_stats
 from tanglebrain.sim import Simulator
 from tanglebrain.trace import Attempt, Call, Run, Subtask, ToolCall, Turn
 from tanglebrain.views import history as render_history
-from tanglebrain.views import render
+from tanglebrain.views import live, render
 from tests.test_trace import fanout_run
 
 
@@ -77,7 +77,7 @@ def test_summary_line() -> None:
 
 
 def test_live_tree_shows_every_state() -> None:
-    out = text_of(render.live_tree(states_run()))
+    out = text_of(live.live_tree(states_run()))
     assert "5 sub-tasks: 1 ok · 1 failed over · 1 running · 1 queued · 1 error" in out
     assert "#0 code ok w1 0.3s" in out
     assert "#1 code failed over → w1 ok 0.4s" in out
@@ -87,7 +87,7 @@ def test_live_tree_shows_every_state() -> None:
 
 
 def test_live_tree_caps_rows_and_keeps_the_interesting_ones() -> None:
-    out = text_of(render.live_tree(states_run(), max_rows=2))
+    out = text_of(live.live_tree(states_run(), max_rows=2))
     assert "#4 grunt error" in out and "#1 code failed over" in out
     assert "#3 grunt queued" not in out and "… 3 more" in out
 
@@ -96,7 +96,7 @@ def test_live_view_observer_never_renders() -> None:
     file = io.StringIO()
     console = Console(file=file, force_terminal=True, width=100, height=30, color_system=None)
     run = states_run()
-    view = render.LiveView(run, console, fps=50)
+    view = live.LiveView(run, console, fps=50)
     for _ in range(10_000):
         view.observe(run)
     assert file.getvalue() == ""  # observers only mark the view dirty

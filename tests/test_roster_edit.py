@@ -12,13 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tanglebrain import roster_edit
 from tanglebrain.errors import ConfigError, UsageError
-from tanglebrain.roster import Backend, load_file, packaged_path, parse
-from tanglebrain.roster_edit import (
+from tanglebrain.roster import (
     FIELDS,
+    OPTIONAL_FIELDS,
+    Backend,
     add_backend,
     editable_path,
+    load_file,
+    packaged_path,
+    parse,
     parse_value,
     remove_backend,
     set_field,
@@ -335,7 +338,7 @@ def test_parse_value_refuses(field: str, raw: str) -> None:
 
 def test_every_backend_field_is_settable() -> None:
     assert set(FIELDS) == set(Backend.model_fields)
-    assert set(FIELDS) >= roster_edit.OPTIONAL_FIELDS
+    assert set(FIELDS) >= OPTIONAL_FIELDS
 
 
 @settings(

@@ -37,7 +37,6 @@ class Budget:
         self.cap = cap_usd
         self.spent = 0.0
         self.reserved = 0.0
-        self.unknown_spend = False
         self._settled: anyio.Event | None = None  # created on first wait, inside the loop
 
     @property
@@ -98,9 +97,7 @@ class Budget:
             return
         reservation.settled = True
         if self.cap is None:
-            if actual_usd is None:
-                self.unknown_spend = True
-            else:
+            if actual_usd is not None:
                 self.spent += actual_usd
             return
         self.reserved -= reservation.amount

@@ -51,6 +51,7 @@ class Verdict:
     model: str
     enabled: bool
     key: str
+    transport: str = "openai"  # "openai" (native) or "litellm": how its calls are made
     reachable: bool | None = None
     latency_ms: float | None = None
     tools: str = "not checked"
@@ -79,10 +80,10 @@ def _fix(b: Backend, err: BackendError, timeout: float) -> str:
         return "rate limited: try again later, or lower max_concurrency"
     if err.status is not None and err.status >= 500:
         return "the server failed: try again later"
-    if "timed out" in err.reason:
+    if err.kind == "timeout":
         where = f"is the server at {host} up?" if host else "is the provider reachable?"
         return f"no answer within {timeout:g}s: {where}"
-    if "connect" in err.reason.lower():
+    if err.kind == "connect":
         if ollama:
             return "start Ollama: `ollama serve`"
         return f"is the server at {host} running?" if host else "check your network connection"
@@ -128,7 +129,7 @@ async def _probe(b: Backend, v: Verdict, timeout: float) -> None:
 
 
 def _static(b: Backend) -> Verdict:
-    v = Verdict(b.id, b.model, b.enabled, b.key_status(os.environ))
+    v = Verdict(b.id, b.model, b.enabled, b.key_status(os.environ), models.transport_name(b))
     v.context_window = b.context_window
     if b.price is not None:
         v.price_per_mtok = {"input": b.price.input, "output": b.price.output}
@@ -162,7 +163,9 @@ def run_checks(roster: Roster, targets: list[Backend], offline: bool) -> list[Ve
     if offline:
         return verdicts
     for b, v in zip(targets, verdicts, strict=True):
-        _facts(b, v)  # imports litellm before the clocks start
+        _facts(b, v)
+    if any(v.transport == "litellm" and not v.problems for v in verdicts):
+        models.load_litellm()  # its import is not the backend's latency
     timeout = min(roster.settings.timeout_s, CHECK_TIMEOUT)
 
     async def main() -> None:

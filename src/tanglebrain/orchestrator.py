@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from tanglebrain import compress, delegation, llm_digest, models, review, router
+from tanglebrain import delegation, models, router
 from tanglebrain.budget import Budget
 from tanglebrain.errors import BackendError, CircuitOpen, ConfigError, NoAnswerError
 from tanglebrain.models import estimate_tokens
@@ -97,6 +97,8 @@ def attachment_view(att: Attachment, digest: str) -> str:
 
 async def attachment_views(ctx: RunContext, orchestrator_id: str | None) -> str:
     """Every attachment's view (size and digest), recording the digests in the trace."""
+    from tanglebrain import compress, llm_digest  # only runs with attachments need them
+
     budget = ctx.roster.settings.context_budget_bytes
     views = []
     for att in ctx.attachments.values():
@@ -190,6 +192,8 @@ async def run(
             ctx, plan.candidates, convo, draft_hooks, tools=True, roster_dir=roster_dir
         )
     if reviewing:
+        from tanglebrain import review  # only reviewed runs need it
+
         trace.review = await review.panel(ctx, backend, convo, trace.answer, views)
         trace.answer = trace.review.answer
         if trace.review.warning:
@@ -372,6 +376,8 @@ def fit_result(result: Any, budget: int) -> str:
         return text
     skeleton = len(text.encode()) - sum(len(e["text"].encode()) for e in entries)
     share = max(MIN_SHARE, (budget - skeleton) // len(entries))
+    from tanglebrain import compress  # only bulky tool results need it
+
     for entry in entries:
         size = len(entry["text"].encode())
         if size > share:

@@ -28,7 +28,7 @@ from typing import Any
 
 from tanglebrain._version import __version__
 from tanglebrain.redact import Redactor
-from tanglebrain.trace import Call, Run, Subtask, Turn
+from tanglebrain.trace import Attempt, Call, Run, Subtask, Turn
 
 ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 TIMEOUT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
@@ -53,12 +53,14 @@ def provider_and_model(litellm_model: str) -> tuple[str, str]:
     return PROVIDERS.get(prefix, prefix), model
 
 
-def _error_type(http_status: int | None, reason: str | None) -> str:
-    if http_status:
-        return str(http_status)
-    if reason and "timed out" in reason:
-        return "timeout"
-    return "_OTHER"
+def _error_type(attempt: Attempt) -> str:
+    """``error.type``: the HTTP status when there was one, else the error's kind."""
+    if attempt.http_status:
+        return str(attempt.http_status)
+    kind = attempt.error_kind
+    if kind is None and attempt.error and "timed out" in attempt.error:
+        kind = "timeout"  # recorded before attempts carried their kind
+    return kind if kind and kind != "other" else "_OTHER"
 
 
 class _Builder:
@@ -99,7 +101,7 @@ class _Builder:
             "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
             "gen_ai.request.model": model, "gen_ai.usage.input_tokens": prompt,
             "gen_ai.usage.output_tokens": completion,
-            "error.type": _error_type(last.http_status, last.error) if failed and last
+            "error.type": _error_type(last) if failed and last
             else ("_OTHER" if failed else None),
             "tanglebrain.backend": call.backend, "tanglebrain.role": call.role,
             "tanglebrain.attempts": len(call.attempts), "tanglebrain.retries": call.retries,
@@ -113,7 +115,7 @@ class _Builder:
                 "tanglebrain.status": a.status,
                 "tanglebrain.latency_ms": a.latency_ms,
                 "http.response.status_code": a.http_status,
-                "error.type": _error_type(a.http_status, a.error) if a.status == "error" else None,
+                "error.type": _error_type(a) if a.status == "error" else None,
                 "tanglebrain.error": a.error,
             }
             span.add_event("tanglebrain.attempt", self.attrs(attrs), timestamp=_ns(a.started))

@@ -22,7 +22,6 @@ from tanglebrain.trace import Call, Critique, Disagreement, Review, Verdict
 
 MARKER = "REVIEW PANEL"
 SEVERITIES = ("blocker", "major", "minor")
-VERDICTS = ("AFFIRM", "MODIFY", "REVERSE")
 
 REVIEWER_PROMPT = """You are one reviewer on an independent review panel. Another model wrote the
 draft answer below for the request below. Critique the draft against the request: what is right,

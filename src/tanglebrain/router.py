@@ -82,16 +82,7 @@ def plan_orchestrator(
             fix="known tags: " + (", ".join(roster.tags()) or "none"),
         )
     if pin is not None:
-        backend = _pinned(roster, pin)
-        backend.api_key(env)
-        if not _fits(backend, needed_tokens, window_of):
-            raise ConfigError(
-                f"request needs ~{needed_tokens} tokens but the context window is "
-                f"{window_of(backend)}",
-                backend=pin,
-                fix="pin a larger-context backend or send less input",
-            )
-        return OrchestratorPlan((backend,), direct=not backend.can_orchestrate)
+        return _plan_pinned(roster, pin, env, needed_tokens, window_of)
     enabled = roster.enabled()
     if not enabled:
         raise ConfigError(
@@ -104,6 +95,32 @@ def plan_orchestrator(
         return OrchestratorPlan(
             direct, direct=True, notes=("no orchestrator is configured; answering directly",)
         )
+    fitting = _fitting_orchestrators(orchestrators, env, needed_tokens, window_of)
+    return _ranked(fitting, task, rotation_offset)
+
+
+def _plan_pinned(
+    roster: Roster, pin: str, env: Mapping[str, str], needed_tokens: int, window_of: WindowOf
+) -> OrchestratorPlan:
+    """The pinned backend alone: it orchestrates if it can, else answers directly."""
+    backend = _pinned(roster, pin)
+    backend.api_key(env)
+    if not _fits(backend, needed_tokens, window_of):
+        raise ConfigError(
+            f"request needs ~{needed_tokens} tokens but the context window is {window_of(backend)}",
+            backend=pin,
+            fix="pin a larger-context backend or send less input",
+        )
+    return OrchestratorPlan((backend,), direct=not backend.can_orchestrate)
+
+
+def _fitting_orchestrators(
+    orchestrators: Sequence[Backend],
+    env: Mapping[str, str],
+    needed_tokens: int,
+    window_of: WindowOf,
+) -> list[Backend]:
+    """The orchestrators with their key set whose context window holds the request."""
     usable = [b for b in orchestrators if _usable(b, env)]
     if not usable:
         first = orchestrators[0]
@@ -116,6 +133,13 @@ def plan_orchestrator(
             f"(largest context window: {largest})",
             fix="add a larger-context orchestrator or send less input",
         )
+    return fitting
+
+
+def _ranked(
+    fitting: Sequence[Backend], task: str | None, rotation_offset: Callable[[str, int], int]
+) -> OrchestratorPlan:
+    """Order by task fit, then cost; rotate the tied best so that load spreads over them."""
 
     def rank(b: Backend) -> tuple[int, float]:
         return (0 if task is None or task in b.good_at else 1, b.cost)

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from tanglebrain import compress, models
+from tanglebrain import models
 from tanglebrain.budget import Budget, Reservation
 from tanglebrain.errors import BackendError, CircuitOpen, ConfigError
 from tanglebrain.roster import Backend, Roster
@@ -41,6 +41,8 @@ class Attachment:
     def __post_init__(self) -> None:
         # Binary data (an image, an archive) piped in is useless to a model and costly:
         # every reader of the attachment gets a one-line note instead.
+        from tanglebrain import compress  # only runs with attachments need it
+
         note = compress.binary_note(self.text)
         if note is not None:
             object.__setattr__(self, "text", note)

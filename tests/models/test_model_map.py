@@ -32,3 +32,13 @@ def test_the_same_prices_and_window_as_litellm(model: str) -> None:
 def test_a_provider_prefix_is_stripped_only_for_that_providers_entry() -> None:
     assert model_map.info("openai/gpt-4o")["litellm_provider"] == "openai"
     assert model_map.info("anthropic/gpt-4o") == {}
+
+
+def test_each_entry_found_alone_is_the_entry_of_the_whole_map() -> None:
+    import json
+
+    whole = json.loads(model_map._text())
+    keys = sorted(whole)
+    for key in keys[:: max(1, len(keys) // 300)]:  # ~300 keys spread over the map
+        assert model_map._entry(key) == whole[key], key
+    assert model_map._entry("no-such-provider/no-such-model") is None

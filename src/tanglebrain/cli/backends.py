@@ -12,7 +12,6 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,9 +20,7 @@ import typer
 from tanglebrain.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
-    from tanglebrain.health import Verdict
-    from tanglebrain.roster import Backend, LoadedRoster, Roster
-    from tanglebrain.roster_edit import EditResult
+    from tanglebrain.roster import Backend, EditResult, LoadedRoster, Roster
 
 WHY = {
     "flag": "from --roster",
@@ -104,8 +101,7 @@ def init_command(
     force: Annotated[bool, typer.Option("--force", help="Overwrite (keeps a .bak).")] = False,
 ) -> None:
     """Write a starter roster (the packaged default, with its comments) for you to edit."""
-    from tanglebrain.roster import discover, xdg_path
-    from tanglebrain.roster_edit import write_starter
+    from tanglebrain.roster import discover, write_starter, xdg_path
 
     dest = path if path is not None else xdg_path(os.environ)
     backup = write_starter(dest, force=force)
@@ -209,89 +205,13 @@ def backends_root(ctx: typer.Context, roster: RosterOpt = None, json_out: JsonOp
         _list(_explicit(ctx, None), json_out)
 
 
-# --- check ---------------------------------------------------------------------------
-
-
-def _report(verdicts: list[Verdict]) -> None:
-    from rich.table import Table
-
-    table = Table(
-        "id", "result", "key", "reachable", "latency", "tools", "context", "$/M tokens in/out"
-    )
-    for v in verdicts:
-        reach = {True: "yes", False: "no", None: "not checked"}[v.reachable]
-        price = v.price_per_mtok
-        table.add_row(
-            v.id,
-            "ok" if v.usable else "FAIL",
-            v.key,
-            reach,
-            f"{v.latency_ms:.0f} ms" if v.latency_ms is not None else "-",
-            v.tools,
-            f"{v.context_window:,}" if v.context_window else "unknown",
-            f"{price['input']:g}/{price['output']:g}" if price else "unknown",
-        )
-    console = _console()
-    console.print(table)
-    for v in verdicts:
-        for line in v.problems:
-            console.print(f"{v.id}: problem: {line}", markup=False, soft_wrap=True)
-        for line in v.warnings:
-            console.print(f"{v.id}: warning: {line}", markup=False, soft_wrap=True)
-
-
-def check_command(
-    ctx: typer.Context,
-    ids: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="ID",
-            help="Backends to check (default: every enabled one).",
-            autocompletion=complete_ids,
-        ),
-    ] = None,
-    offline: Annotated[
-        bool, typer.Option("--offline", help="No network: validate the file and keys only.")
-    ] = False,
-    json_out: JsonOpt = False,
-    roster: RosterOpt = None,
-) -> None:
-    """Validate the roster and send each backend a tiny request; exit 0 only if all are usable."""
-    from tanglebrain.roster import load
-
-    loaded = load(_explicit(ctx, roster))
-    known = [b.id for b in loaded.roster.backends]
-    unknown = [i for i in ids or [] if i not in known]
-    if unknown:
-        raise UsageError(f"unknown backend id {unknown[0]!r}", fix="known ids: " + ", ".join(known))
-    targets = [b for b in loaded.roster.backends if b.id in ids] if ids else loaded.roster.enabled()
-    if not targets:
-        raise UsageError("no enabled backend to check", fix="`tanglebrain backends enable ID`")
-    _note(f"roster {loaded.path} ({WHY[loaded.source]}) is valid")
-    from tanglebrain.health import run_checks
-
-    verdicts = run_checks(loaded.roster, targets, offline)
-    if json_out:
-        rows = [{**asdict(v), "usable": v.usable} for v in verdicts]
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-    else:
-        _report(verdicts)
-    good = sum(v.usable for v in verdicts)
-    _note(
-        f"{good} of {len(verdicts)} checked backend(s) usable"
-        + (" (offline: keys and file only)" if offline else "")
-    )
-    if good < len(verdicts):
-        raise typer.Exit(1)
-
-
 # --- edits --------------------------------------------------------------------------
 
 
 def _edit(
     ctx: typer.Context, roster: Path | None, fn: Callable[[Path], EditResult], done: str, same: str
 ) -> None:
-    from tanglebrain.roster_edit import editable_path
+    from tanglebrain.roster import editable_path
 
     path = editable_path(_explicit(ctx, roster), os.environ, Path.cwd())
     result = fn(path)
@@ -331,7 +251,7 @@ def add_command(
     roster: RosterOpt = None,
 ) -> None:
     """Add a backend to the roster file (comments and formatting are kept)."""
-    from tanglebrain.roster_edit import add_backend, parse_value
+    from tanglebrain.roster import add_backend, parse_value
 
     if good_at is None or cost is None:
         raise UsageError(
@@ -357,7 +277,7 @@ def add_command(
 
 def remove_command(ctx: typer.Context, backend_id: IdArg, roster: RosterOpt = None) -> None:
     """Remove a backend (and the comment block directly above it)."""
-    from tanglebrain.roster_edit import remove_backend
+    from tanglebrain.roster import remove_backend
 
     _edit(
         ctx, roster, lambda p: remove_backend(p, backend_id), f"removed backend '{backend_id}'", ""
@@ -365,7 +285,7 @@ def remove_command(ctx: typer.Context, backend_id: IdArg, roster: RosterOpt = No
 
 
 def _switch(ctx: typer.Context, backend_id: str, roster: Path | None, on: bool) -> None:
-    from tanglebrain.roster_edit import set_field
+    from tanglebrain.roster import set_field
 
     word = "enabled" if on else "disabled"
     _edit(
@@ -402,7 +322,7 @@ def set_command(
     roster: RosterOpt = None,
 ) -> None:
     """Set one field of a backend, e.g. `set claude cost 25` or `set gpt price 2,8`."""
-    from tanglebrain.roster_edit import parse_value, set_field
+    from tanglebrain.roster import parse_value, set_field
 
     parsed = parse_value(field_name, value)
     _edit(
@@ -416,12 +336,14 @@ def set_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``init`` and the ``backends`` group to ``app``."""
+    from tanglebrain.cli import check
+
     app.command("init")(init_command)
     group = typer.Typer(help="See, check and edit the roster's backends (default: list).")
     group.callback(invoke_without_command=True)(backends_root)
     for name, command in (
         ("list", list_command),
-        ("check", check_command),
+        ("check", check.check_command),
         ("add", add_command),
         ("remove", remove_command),
         ("enable", enable_command),

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 
@@ -18,6 +18,9 @@ from tanglebrain.runtime import Attachment
 from tanglebrain.trace import Run
 from tanglebrain.views import render
 
+if TYPE_CHECKING:
+    from tanglebrain.views.live import LiveView
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
@@ -26,13 +29,34 @@ def logging_disabled(no_log: bool, env: os._Environ[str] | dict[str, str]) -> bo
     return no_log or env.get("TANGLEBRAIN_NO_LOG", "").strip().lower() in _TRUE
 
 
-def live_view(trace: Run, *, quiet: bool, progress: bool | None) -> render.LiveView | None:
+def live_view(trace: Run, *, quiet: bool, progress: bool | None) -> LiveView | None:
     """A live view on stderr when wanted: ``--progress``, else when stderr is a terminal."""
     if quiet or progress is False or (progress is None and not sys.stderr.isatty()):
         return None
     from rich.console import Console
 
-    return render.LiveView(trace, Console(stderr=True, force_terminal=True if progress else None))
+    from tanglebrain.views.live import LiveView
+
+    return LiveView(trace, Console(stderr=True, force_terminal=True if progress else None))
+
+
+def preload_transport(loaded: LoadedRoster, backend: str | None, task: str | None) -> None:
+    """Start importing litellm in the background when the likely orchestrator needs it.
+
+    The import takes seconds; started now, it overlaps the run's own start (attachments,
+    routing, the system prompt) instead of following it. "Likely": the first choice of the
+    orchestrator plan and the backends that cost the same (round-robin may pick any).
+    """
+    from tanglebrain import models, router
+
+    try:
+        plan = router.plan_orchestrator(loaded.roster, os.environ, pin=backend, task=task)
+    except TanglebrainError:
+        return  # the run reports it
+    first = plan.candidates[0]
+    peers = [b for b in plan.candidates if b.cost == first.cost]
+    if any(models.transport_name(b) == "litellm" for b in peers):
+        models.preload_litellm()
 
 
 def mark_unpriced(trace: Run, loaded: LoadedRoster) -> None:
@@ -87,7 +111,7 @@ def export(trace: Run, loaded: LoadedRoster) -> None:
 
 
 def _hooks(
-    view: render.LiveView | None, sink: StdoutSink, *, json_out: bool, quiet: bool, verbose: bool
+    view: LiveView | None, sink: StdoutSink, *, json_out: bool, quiet: bool, verbose: bool
 ) -> Hooks:
     def note(message: str) -> None:
         if not quiet:
@@ -148,6 +172,7 @@ def execute_run(
     """
     stop = stop or SigtermStop()
     loaded = load(roster_path, os.environ, Path.cwd())
+    preload_transport(loaded, backend, task)
     request = Request(
         prompt=prompt,
         attachments=(Attachment("stdin", piped),) if piped else (),

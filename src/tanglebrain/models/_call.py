@@ -13,7 +13,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AbstractContextManager, AsyncExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +35,8 @@ from tanglebrain.models._types import (
 from tanglebrain.roster import Backend
 from tanglebrain.trace import Attempt, Call
 
-# Our own deadline sits this far behind the transport's, so that its timeout (which knows
-# the phase: connect, first byte, next chunk) normally fires first; ours is the safety net.
+# Our own deadline sits this far behind litellm's, so that its timeout (which knows the
+# phase: connect, first byte, next chunk) normally fires first; ours is the safety net.
 _GRACE_S = 5.0
 # Providers that go native when the roster leaves ``transport`` to us: the OpenAI API
 # itself and the local servers that speak it. Hosted compatible services (Groq, …) go
@@ -164,7 +164,7 @@ async def complete(
         streamed: list[str] = []
         try:
             if on_text is None:
-                with anyio.fail_after(timeout + _GRACE_S):
+                with _safety_net(transport, timeout):
                     reply = _whole(backend, messages, await transport.complete(out))
             else:
                 reply = await _stream(transport, out, on_text, streamed)
@@ -200,6 +200,13 @@ async def complete(
         if on_attempt:
             on_attempt()
         return reply
+
+
+def _safety_net(transport: Transport, timeout: float) -> AbstractContextManager[object]:
+    """Our own deadline behind litellm's (the native transport keeps its own exactly)."""
+    if transport.name == "litellm":
+        return anyio.fail_after(timeout + _GRACE_S)
+    return nullcontext()
 
 
 def _failed(
@@ -249,14 +256,14 @@ async def _stream(
     calls: dict[int, list[str]] = {}
     guard = RepetitionGuard()
     async with AsyncExitStack() as stack:
-        with anyio.fail_after(timeout + _GRACE_S):
+        with _safety_net(transport, timeout):
             chunks = aiter(await stack.enter_async_context(transport.stream(out)))
         close = getattr(chunks, "aclose", None)
         if close is not None:
             stack.push_async_callback(close)  # before the stream itself is closed
         while finish != REPEATED:
             try:
-                with anyio.fail_after(timeout + _GRACE_S):
+                with _safety_net(transport, timeout):
                     chunk = await anext(chunks)
             except StopAsyncIteration:
                 break

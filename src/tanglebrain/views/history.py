@@ -313,32 +313,36 @@ def show_tree(stored: StoredRun) -> Tree:
 
 def stats_view(data: dict[str, Any]) -> RenderableType:
     """``stats``: per-backend and per-kind tables plus the specialist and savings lines."""
-    backends = Table(title="backends", box=None, header_style="bold", title_justify="left")
+    header = Text(f"{data['runs']} run(s)" + (f" since {data['since']}" if data["since"] else ""))
+    backends, kinds = _backends_table(data["backends"]), _kinds_table(data["modes"])
+    return Group(header, Text(""), backends, Text(""), kinds, Text(""), *_summary_lines(data))
+
+
+def _backends_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per backend: calls, success, latency, retries, tokens, cost, failovers."""
+    table = Table(title="backends", box=None, header_style="bold", title_justify="left")
     for name in (
-        "backend",
-        "calls",
-        "success",
-        "p50",
-        "p95",
-        "retries",
-        "tokens",
-        "cost",
-        "failovers",
-    ):
-        backends.add_column(name, justify="left" if name == "backend" else "right")
-    for b in data["backends"]:
-        backends.add_row(
+        "backend", "calls", "success", "p50", "p95", "retries", "tokens", "cost", "failovers"
+    ):  # fmt: skip
+        table.add_column(name, justify="left" if name == "backend" else "right")
+    for b in rows:
+        table.add_row(
             b["backend"], str(b["calls"]), _pct(b["success_rate"]), seconds(b["p50_ms"]),
             seconds(b["p95_ms"]), str(b["retries"]),
             str(b["prompt_tokens"] + b["completion_tokens"]), money(b["cost_usd"]),
             str(b["failovers"]),
         )  # fmt: skip
-    kinds = Table(title="run kinds", box=None, header_style="bold", title_justify="left")
+    return table
+
+
+def _kinds_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per run kind (mode): runs, successes, median wall time, tokens, cost."""
+    table = Table(title="run kinds", box=None, header_style="bold", title_justify="left")
     for name in ("kind", "runs", "ok", "median wall", "tokens", "cost", "median ctx tokens"):
-        kinds.add_column(name, justify="left" if name == "kind" else "right")
-    for m in data["modes"]:
+        table.add_column(name, justify="left" if name == "kind" else "right")
+    for m in rows:
         ctx = m["median_orchestrator_context_tokens"]
-        kinds.add_row(
+        table.add_row(
             m["mode"],
             str(m["runs"]),
             str(m["ok"]),
@@ -347,6 +351,11 @@ def stats_view(data: dict[str, Any]) -> RenderableType:
             money(m["cost_usd"]) if m["runs"] else "-",
             "-" if ctx is None else f"{ctx:.0f}",
         )
+    return table
+
+
+def _summary_lines(data: dict[str, Any]) -> list[Text]:
+    """The specialist, context, offload and savings lines, and reviews when there were any."""
     spec, sav = data["specialist"], data["savings"]
     rate = spec["success_rate"]
     met = rate is not None and rate > spec["target"]
@@ -376,5 +385,4 @@ def stats_view(data: dict[str, Any]) -> RenderableType:
                 f"verdicts {counts}; the panel changed {_pct(rv['changed_share'])} of them"
             )
         )
-    header = Text(f"{data['runs']} run(s)" + (f" since {data['since']}" if data["since"] else ""))
-    return Group(header, Text(""), backends, Text(""), kinds, Text(""), *lines)
+    return lines

@@ -1,10 +1,8 @@
-"""The roster: which backends exist, what each is good at and costs.
+"""Parsing a roster file, strictly, with errors a person can act on.
 
-This is the only module that parses roster files. Loading is strict: unknown keys,
-literal secrets (in any string, lists and tables included), duplicate ids, bad values
-and values that would only fail at call time (an infinite timeout, a model string with
-spaces, an ``api_base`` that is not a URL, a hosted model with neither a key variable
-nor an ``api_base``, nesting deeper than a roster ever needs) are each a
+Loading refuses unknown keys, literal secrets (in any string, lists and tables
+included), duplicate ids, bad values, a hosted model with neither a key variable nor an
+``api_base``, and nesting deeper than a roster ever needs. Each refusal is a
 ``ConfigError`` whose one line names the file, the line, the backend, the field and the
 fix.
 """
@@ -12,22 +10,23 @@ fix.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-from tanglebrain.errors import ConfigError, MissingKeyError
-
-ID_PATTERN = r"^[a-z0-9_-]+$"
-TAG_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
-ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+from tanglebrain.errors import ConfigError
+from tanglebrain.roster._schema import (
+    KEYED_PROVIDERS,
+    OPENAI_COMPATIBLE,
+    Backend,
+    Price,
+    Roster,
+    Settings,
+)
 
 # Values that look like credentials rather than references to them.
 _SECRET_VALUE = re.compile(
@@ -46,233 +45,6 @@ _PART = r"""(?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*')"""
 _DEEP_KEY = re.compile(
     rf"^[ \t]*\[{{0,2}}[ \t]*{_PART}(?:[ \t]*\.[ \t]*{_PART}){{{MAX_DEPTH},}}", re.M
 )
-MAX_MODEL_LEN = 256
-# Providers whose calls need an API key unless an api_base points at a server of one's
-# own, with the variable their documentation names.
-KEYED_PROVIDERS = {
-    "openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY",
-    "deepseek": "DEEPSEEK_API_KEY", "mistral": "MISTRAL_API_KEY", "groq": "GROQ_API_KEY",
-    "xai": "XAI_API_KEY", "openrouter": "OPENROUTER_API_KEY", "cohere": "COHERE_API_KEY",
-    "together_ai": "TOGETHERAI_API_KEY", "fireworks_ai": "FIREWORKS_AI_API_KEY",
-    "perplexity": "PERPLEXITYAI_API_KEY", "deepinfra": "DEEPINFRA_API_KEY",
-    "cerebras": "CEREBRAS_API_KEY", "anyscale": "ANYSCALE_API_KEY",
-}  # fmt: skip
-# Providers that speak the OpenAI chat-completions API, with where they listen when the
-# roster gives no ``api_base`` (None: a server of one's own, so api_base is required).
-OPENAI_COMPATIBLE: dict[str, str | None] = {
-    "openai": "https://api.openai.com/v1",
-    "ollama": "http://localhost:11434/v1",
-    "ollama_chat": "http://localhost:11434/v1",
-    "lm_studio": "http://localhost:1234/v1",
-    "hosted_vllm": None,
-    "groq": "https://api.groq.com/openai/v1",
-    "deepseek": "https://api.deepseek.com/v1",
-    "openrouter": "https://openrouter.ai/api/v1",
-    "together_ai": "https://api.together.xyz/v1",
-    "mistral": "https://api.mistral.ai/v1",
-    "xai": "https://api.x.ai/v1",
-    "fireworks_ai": "https://api.fireworks.ai/inference/v1",
-    "deepinfra": "https://api.deepinfra.com/v1/openai",
-    "cerebras": "https://api.cerebras.ai/v1",
-}
-
-# Default output caps (tokens, sent as max_tokens): every call is bounded, so a model
-# that loops cannot run until its context is full.
-DEFAULT_MAX_OUTPUT_TOKENS = 4096
-DEFAULT_ORCHESTRATOR_MAX_OUTPUT_TOKENS = 8192
-MAX_OUTPUT_LIMIT = 1_000_000
-
-KeyStatus = Literal["set", "missing", "not needed"]
-Source = Literal["flag", "env", "cwd", "xdg", "packaged"]
-
-
-class Price(BaseModel):
-    """USD per million tokens."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    input: float = Field(ge=0, strict=True, allow_inf_nan=False)
-    output: float = Field(ge=0, strict=True, allow_inf_nan=False)
-
-
-class Settings(BaseModel):
-    """The optional ``[settings]`` table."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    max_subtasks: int = Field(default=32, ge=1, le=10_000, strict=True)
-    max_turns: int = Field(default=8, ge=1, le=100, strict=True)
-    budget_usd: float | None = Field(default=None, gt=0, strict=True, allow_inf_nan=False)
-    timeout_s: float = Field(default=120.0, gt=0, le=86_400, strict=True, allow_inf_nan=False)
-    max_attempts: int = Field(default=3, ge=1, le=10, strict=True)
-    system_prompt_file: str | None = None
-    context_budget_bytes: int = Field(default=6000, ge=200, strict=True)
-    llm_digest: bool = Field(default=False, strict=True)
-    review: Literal["never", "always"] = "never"
-    reviewers: int = Field(default=1, ge=1, le=3, strict=True)
-    # A saturated backend's sub-tasks go to an idle one good at the same tag when it
-    # costs at most this factor times the cheapest fitting one (see router).
-    spill_cost_factor: float = Field(default=2.0, ge=1, le=1_000, strict=True, allow_inf_nan=False)
-    # Output caps sent as max_tokens: sub-tasks, reviews and digests, then the
-    # orchestrator's turns (its final answer is the longest reply of a run).
-    max_output_tokens: int = Field(
-        default=DEFAULT_MAX_OUTPUT_TOKENS, ge=1, le=MAX_OUTPUT_LIMIT, strict=True
-    )
-    orchestrator_max_output_tokens: int = Field(
-        default=DEFAULT_ORCHESTRATOR_MAX_OUTPUT_TOKENS, ge=1, le=MAX_OUTPUT_LIMIT, strict=True
-    )
-
-
-class Backend(BaseModel):
-    """One ``[[backend]]`` entry."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    id: str = Field(pattern=ID_PATTERN, max_length=64)
-    model: str = Field(min_length=1, max_length=MAX_MODEL_LEN)
-    api_key_env: str | None = Field(default=None, pattern=ENV_PATTERN, max_length=128)
-    api_base: str | None = Field(default=None, strict=True, max_length=2048)
-    good_at: tuple[str, ...] = Field(min_length=1)
-    cost: float = Field(ge=0, strict=True, allow_inf_nan=False)
-    can_orchestrate: bool = Field(default=False, strict=True)
-    enabled: bool = Field(default=True, strict=True)
-    max_concurrency: int = Field(default=4, ge=1, le=1024, strict=True)
-    context_window: int | None = Field(default=None, gt=0, strict=True)
-    price: Price | None = None
-    # This backend's own output cap; it replaces both [settings] caps for its calls.
-    max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_LIMIT, strict=True)
-    # "openai": the native OpenAI-compatible transport; "litellm": translation through
-    # litellm; "auto": native for the OpenAI API and local servers, litellm otherwise.
-    transport: Literal["auto", "openai", "litellm"] = "auto"
-
-    @field_validator("good_at")
-    @classmethod
-    def _tags(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
-        for tag in tags:
-            if len(tag) > 64 or not re.match(TAG_PATTERN, tag):
-                raise ValueError(f"tag {tag!r} must be lowercase letters, digits, '-' or '_'")
-        return tags
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, model: str) -> str:
-        # litellm would send "openai/ a b" as is and fail with an obscure error per call.
-        if re.search(r"[\s\x00-\x1f\x7f]", model) or "" in model.split("/"):
-            raise ValueError("model must be a non-empty litellm model string without spaces")
-        return model
-
-    @field_validator("api_base")
-    @classmethod
-    def _api_base(cls, base: str | None) -> str | None:
-        if base is not None and not _is_http_url(base):
-            raise ValueError("api_base must be an http:// or https:// URL")
-        return base
-
-    def key_status(self, env: Mapping[str, str]) -> KeyStatus:
-        """Whether this backend's API key is available in ``env``."""
-        if self.api_key_env is None:
-            return "not needed"
-        return "set" if env.get(self.api_key_env) else "missing"
-
-    def api_key(self, env: Mapping[str, str]) -> str | None:
-        """Return the key from ``env``, raising ``MissingKeyError`` when it is unset."""
-        if self.api_key_env is None:
-            return None
-        value = env.get(self.api_key_env)
-        if not value:
-            raise MissingKeyError(self.id, self.api_key_env)
-        return value
-
-    @property
-    def provider(self) -> str:
-        """The litellm provider prefix of ``model`` (``anthropic`` for ``anthropic/…``)."""
-        return self.model.split("/", 1)[0] if "/" in self.model else self.model
-
-
-def _is_http_url(text: str) -> bool:
-    if re.search(r"[\s\x00-\x1f\x7f]", text):
-        return False
-    try:
-        parts = urlsplit(text)
-        port = parts.port  # raises ValueError on a port that is not a number
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
-
-
-class Roster(BaseModel):
-    """A validated roster file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    settings: Settings = Settings()
-    backends: tuple[Backend, ...] = Field(alias="backend", min_length=1)
-
-    def get(self, backend_id: str) -> Backend | None:
-        """Return the backend with this id, or None."""
-        return next((b for b in self.backends if b.id == backend_id), None)
-
-    def enabled(self) -> list[Backend]:
-        """Enabled backends, in file order."""
-        return [b for b in self.backends if b.enabled]
-
-    def tags(self) -> list[str]:
-        """Every ``good_at`` tag of the enabled backends, sorted."""
-        return sorted({t for b in self.enabled() for t in b.good_at})
-
-    def key_values(self, env: Mapping[str, str]) -> list[str]:
-        """The API-key values ``env`` holds for this roster's backends (to mask them)."""
-        return [v for b in self.backends if b.api_key_env and (v := env.get(b.api_key_env))]
-
-
-@dataclass(frozen=True)
-class LoadedRoster:
-    """A roster plus where it came from."""
-
-    roster: Roster
-    path: Path
-    source: Source
-
-
-def packaged_path() -> Path:
-    """The default roster shipped inside the package."""
-    return Path(__file__).with_name("roster.toml")
-
-
-def xdg_path(env: Mapping[str, str]) -> Path:
-    """``$XDG_CONFIG_HOME/tanglebrain/roster.toml`` (default ``~/.config``)."""
-    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "tanglebrain" / "roster.toml"
-
-
-def discover(explicit: Path | None, env: Mapping[str, str], cwd: Path) -> tuple[Path, Source]:
-    """Find the roster file: flag, then env var, then ./roster.toml, then XDG, then packaged.
-
-    Raises:
-        ConfigError: when an explicitly named file (flag or env var) does not exist.
-    """
-    if explicit is not None:
-        if not explicit.is_file():
-            raise ConfigError("roster file not found", file=explicit, fix="check the --roster path")
-        return explicit, "flag"
-    from_env = env.get("TANGLEBRAIN_ROSTER")
-    if from_env:
-        path = Path(from_env)
-        if not path.is_file():
-            raise ConfigError("roster file not found", file=path, fix="check $TANGLEBRAIN_ROSTER")
-        return path, "env"
-    if (cwd / "roster.toml").is_file():
-        return cwd / "roster.toml", "cwd"
-    if xdg_path(env).is_file():
-        return xdg_path(env), "xdg"
-    return packaged_path(), "packaged"
-
-
-def load(
-    explicit: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-) -> LoadedRoster:
-    """Discover and load the roster."""
-    env = os.environ if env is None else env
-    path, source = discover(explicit, env, cwd or Path.cwd())
-    return LoadedRoster(load_file(path), path, source)
 
 
 def load_file(path: Path) -> Roster:
@@ -352,11 +124,6 @@ def _require_key_or_base(b: Backend, index: int, text: str, path: Path | str) ->
             fix="set api_base to the server's OpenAI-compatible root (…/v1), "
             'or transport = "auto"',
         )
-
-
-def check_key(backend: Backend, env: Mapping[str, str]) -> None:
-    """Raise ``MissingKeyError`` when ``backend`` needs a key that ``env`` lacks."""
-    backend.api_key(env)
 
 
 # --- error reporting -------------------------------------------------------------
@@ -501,13 +268,7 @@ def _explain(
             fix=f"add {field} = …",
         )
     problem = str(err["msg"]).replace("valid tuple", "valid list").removeprefix("Value error, ")
-    if kind == "string_pattern_mismatch" and field == "api_key_env":
-        fix = "give the NAME of an environment variable, e.g. ANTHROPIC_API_KEY"
-    elif kind == "value_error" and field in _VALUE_FIXES:
-        fix = _VALUE_FIXES[field]
-    else:
-        fix = _FIXES.get(kind, "see the roster reference in README.md")
-        fix = fix.format(**{k: f"{v:g}" for k, v in ctx.items() if isinstance(v, int | float)})
+    fix = _fix(kind, field, ctx)
     value = err.get("input")
     if (
         kind not in {"too_short"}
@@ -516,6 +277,16 @@ def _explain(
     ):
         problem = f"{problem} (got {value!r})"
     return ConfigError(problem, file=path, line=line, backend=backend, field=field, fix=fix)
+
+
+def _fix(kind: str, field: str | None, ctx: dict[str, Any]) -> str:
+    """The fix for a failed check of ``field``, with the limit it broke filled in."""
+    if kind == "string_pattern_mismatch" and field == "api_key_env":
+        return "give the NAME of an environment variable, e.g. ANTHROPIC_API_KEY"
+    if kind == "value_error" and field in _VALUE_FIXES:
+        return _VALUE_FIXES[field]
+    fix = _FIXES.get(kind, "see the roster reference in README.md")
+    return fix.format(**{k: f"{v:g}" for k, v in ctx.items() if isinstance(v, int | float)})
 
 
 def _valid_keys(loc: tuple[Any, ...]) -> list[str]:

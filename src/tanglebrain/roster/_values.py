@@ -1,0 +1,96 @@
+"""The values ``tanglebrain backends set`` accepts, and how each is written as TOML."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import tomlkit
+
+from tanglebrain.errors import UsageError
+
+Value = str | int | float | bool | list[str] | dict[str, float] | None
+
+FIELDS: dict[str, str] = {
+    "id": "a non-empty string",
+    "model": "a non-empty string",
+    "api_key_env": "the NAME of an environment variable",
+    "api_base": "a URL",
+    "good_at": "comma-separated tags, e.g. code,review",
+    "cost": "a number >= 0, e.g. 3 or 0.5",
+    "can_orchestrate": "true or false",
+    "enabled": "true or false",
+    "max_concurrency": "a whole number, e.g. 8",
+    "context_window": "a whole number of tokens, e.g. 128000",
+    "price": "INPUT,OUTPUT in USD per million tokens, e.g. 3,15",
+    "max_output_tokens": "a whole number of tokens, e.g. 4096",
+    "transport": "auto, openai or litellm",
+}
+"""Every backend field ``backends set`` accepts, and what its VALUE must be."""
+OPTIONAL_FIELDS = frozenset(
+    {"api_key_env", "api_base", "context_window", "price", "max_output_tokens", "transport"}
+)
+"""Fields that an empty VALUE removes from the entry."""
+_TRUE, _FALSE = frozenset({"true", "yes", "on", "1"}), frozenset({"false", "no", "off", "0"})
+
+
+def parse_value(field: str, raw: str) -> Value:
+    """Parse a ``backends set`` VALUE by the field's type.
+
+    Args:
+        field: a backend field name (a key of :data:`FIELDS`).
+        raw: the text from the command line; empty removes an optional field.
+
+    Returns:
+        The TOML value, or None to remove the key.
+
+    Raises:
+        UsageError: the field is unknown or the value does not fit its type.
+    """
+    if field not in FIELDS:
+        raise UsageError(f"unknown field {field!r}", fix="valid fields: " + ", ".join(FIELDS))
+    text = raw.strip()
+    if not text and field in OPTIONAL_FIELDS:
+        return None
+    try:
+        return _convert(field, text)
+    except ValueError:
+        raise UsageError(f"{field}: cannot use {raw!r}", fix=f"give {FIELDS[field]}") from None
+
+
+def _convert(field: str, text: str) -> Value:
+    if field in ("can_orchestrate", "enabled"):
+        if text.lower() not in _TRUE | _FALSE:
+            raise ValueError(text)
+        return text.lower() in _TRUE
+    if field in ("max_concurrency", "context_window", "max_output_tokens"):
+        return int(text)
+    if field == "good_at":
+        tags = [t.strip() for t in text.split(",") if t.strip()]
+        if not tags:
+            raise ValueError(text)
+        return tags
+    if field in ("cost", "price"):
+        numbers = [
+            int(p) if re.fullmatch(r"\s*[+-]?\d+\s*", p) else float(p) for p in text.split(",")
+        ]
+        if len(numbers) != (2 if field == "price" else 1) or not all(map(math.isfinite, numbers)):
+            raise ValueError(text)
+        return (
+            {"input": float(numbers[0]), "output": float(numbers[1])}
+            if field == "price"
+            else numbers[0]
+        )
+    if field == "transport" and text not in ("auto", "openai", "litellm"):
+        raise ValueError(text)
+    if not text:
+        raise ValueError(text)
+    return text
+
+
+def render(value: Value) -> str:
+    """``value`` as TOML text; a price as an inline table of two floats."""
+    if isinstance(value, dict):
+        inp, out = (tomlkit.item(float(value[k])).as_string() for k in ("input", "output"))
+        return f"{{ input = {inp}, output = {out} }}"
+    return tomlkit.item(value).as_string()
