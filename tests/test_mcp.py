@@ -241,8 +241,8 @@ async def test_a_delegate_that_produced_nothing_is_a_failed_run(
     # The ledger tells the truth: a `delegate` whose only sub-task failed, or a
     # `delegate_many` whose every sub-task failed, is a failed run; one with a success
     # among failures is ok (its failed sub-tasks are recorded as such).
-    from tanglebrain.cli.execute import record
     from tanglebrain.mcp import Bridge
+    from tanglebrain.session import ledger_recorder
 
     url = sim.base_url
     dark = backend_toml("dark", "fail:status=503", url, good_at=("dark",))
@@ -254,7 +254,10 @@ async def test_a_delegate_that_produced_nothing_is_a_failed_run(
         settings="max_attempts = 1\n",
     )
     state = tmp_path / "state"
-    bridge = Bridge(roster, cli_env(tmp_path), tmp_path, record=lambda t, r: record(t, r, state))
+    env = cli_env(tmp_path)
+    bridge = Bridge(
+        roster, env, tmp_path, record=lambda t, r: ledger_recorder(r.roster, env, state)(t)
+    )
     calls: list[tuple[str, dict[str, Any]]] = [
         ("delegate", {"prompt": "one", "backend": "flaky"}),
         ("delegate_many", {"tasks": [{"prompt": "a", "backend": "flaky"},

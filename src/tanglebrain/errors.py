@@ -15,6 +15,7 @@ writes its own one-line message, and carries the process exit code the CLI uses:
     └── LedgerError(msg)                                     (a warning, never fatal)
 
 The CLI catches only this tree; anything else is a bug and shows a traceback.
+``Terminated`` (SIGTERM) stands outside it, beside ``KeyboardInterrupt``.
 A backend failure inside a fan-out never escapes as an exception: delegation turns
 it into a tool result for the orchestrator.
 """
@@ -236,3 +237,14 @@ class OutputClosed(TanglebrainError):
 
 class LedgerError(TanglebrainError):
     """The run ledger could not be written or read; never sinks a run."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (``timeout``, CI, a service manager) stopped ``run``.
+
+    Like ``KeyboardInterrupt`` it derives from ``BaseException``: no ``except Exception``
+    swallows it on its way to the CLI's edge, which exits 143 (``cli.run.SIGTERM_EXIT``).
+    """
+
+    def __str__(self) -> str:
+        return "stopped by SIGTERM"

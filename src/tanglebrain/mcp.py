@@ -48,7 +48,8 @@ from tanglebrain._version import __version__
 from tanglebrain.budget import Budget
 from tanglebrain.errors import ConfigError
 from tanglebrain.roster import LoadedRoster, discover, load
-from tanglebrain.runtime import Limits, RunContext
+from tanglebrain.runtime import RunContext
+from tanglebrain.session import Session, finish, server_limits
 from tanglebrain.trace import Call, Run, ToolCall, Turn
 
 TOOLS = ("delegate", "delegate_many", "backends")
@@ -76,8 +77,8 @@ class Bridge:
         self.client = "mcp:client"
         self._loaded: LoadedRoster | None = None
         self._data: bytes | None = None
-        self._ledger: anyio.CapacityLimiter | None = None
-        self.limits = Limits()
+        self._writer = anyio.CapacityLimiter(1)  # one ledger writer across calls
+        self.limits = server_limits()
 
     def roster(self) -> LoadedRoster:
         """The roster, re-read whenever its file's content changed.
@@ -168,13 +169,13 @@ class Bridge:
             text = json.dumps(result, ensure_ascii=False)
             node.result_bytes = node.context_bytes = len(text.encode())
             failed = isinstance(result, dict) and result.get("status") != "ok"
-            trace.answer, trace.error = text, node.error or _failure(trace)
-            trace.finish("error" if trace.error else "ok")
+            trace.answer = text
+            finish(trace, error=node.error or _failure(trace))
+        except BaseException as exc:
+            finish(trace, exc)
+            raise
         finally:
-            if trace.status == "running":
-                trace.finish("interrupted")
-            with anyio.CancelScope(shield=True):
-                await self._record(trace, loaded)
+            await self.session(loaded).keep(trace)
         subs = trace.subtasks()
         log.info(
             "%s: %d sub-task(s), %d ok, %.0f ms",
@@ -183,11 +184,18 @@ class Bridge:
         )  # fmt: skip
         return result, failed
 
-    async def _record(self, trace: Run, loaded: LoadedRoster) -> None:
-        if self.record is None:
-            return
-        self._ledger = self._ledger or anyio.CapacityLimiter(1)
-        await anyio.to_thread.run_sync(self.record, trace, loaded, limiter=self._ledger)
+    def session(self, loaded: LoadedRoster) -> Session:
+        """The session that finishes and keeps this roster's calls."""
+        record = self.record
+        return Session(
+            loaded.roster, self.env, roster_dir=loaded.path.parent,
+            record=(lambda trace: record(trace, loaded)) if record is not None else None,
+            limits=self.limits, note=_log_note, writer=self._writer,
+        )  # fmt: skip
+
+
+def _log_note(message: str, prefix: str) -> None:
+    log.warning("%s: %s", prefix, message)
 
 
 def _failure(trace: Run) -> str | None:

@@ -20,8 +20,8 @@ from typer._click.exceptions import ClickException
 from typer.core import TyperOption
 
 from tanglebrain._version import __version__
-from tanglebrain.cli.run import SIGTERM_EXIT, Terminated
-from tanglebrain.errors import ConfigError, MissingKeyError, TanglebrainError
+from tanglebrain.cli.run import SIGTERM_EXIT
+from tanglebrain.errors import ConfigError, MissingKeyError, TanglebrainError, Terminated
 
 HELP_OPTIONS = ["--help", "-h"]
 # The module that registers each command, in the order ``--help`` lists them.

@@ -67,9 +67,10 @@ def demo_command(
     import anyio
 
     from tanglebrain.cli.run import StdoutSink
-    from tanglebrain.orchestrator import Hooks, Request, run
+    from tanglebrain.orchestrator import Hooks, Request
     from tanglebrain.roster import load_file
     from tanglebrain.runtime import Attachment
+    from tanglebrain.session import Session, finish
     from tanglebrain.sim import Simulator
     from tanglebrain.trace import Run
     from tanglebrain.views import render
@@ -89,25 +90,25 @@ def demo_command(
                 path = Path(tmp) / "roster.toml"
                 path.write_text(demo_roster(sim.base_url))
                 render.note(f"backends simulated at {sim.base_url}; the run is not recorded")
-                await run(
-                    request,
-                    load_file(path),
-                    env=os.environ,
-                    hooks=Hooks(on_text=None if json_out else sink.write, on_note=render.note),
-                    trace=trace,
-                )
+                # No ledger, no export: a demo run is not the user's.
+                session = Session(load_file(path), os.environ, export=False)
+                hooks = Hooks(on_text=None if json_out else sink.write, on_note=render.note)
+                await session.run(request, trace, hooks)
 
     anyio.run(main)
-    trace.finish("ok")
+    if not json_out:
+        sink.finish()
+    finish(trace)
     if json_out:
         data = render.run_json(trace)
         data["simulated"] = True
         sys.stdout.write(json.dumps(data) + "\n")
     else:
-        sink.finish()
         sys.stdout.write(f"\n[{SIMULATED}]\n")
     for line in render.review_lines(trace.review) if trace.review else []:
         render.note(line, prefix="review")
+    for warning in trace.warnings:
+        render.note(warning, prefix="warning")
     render.note(render.summary_line(trace, recorded=False), prefix="done")
 
 

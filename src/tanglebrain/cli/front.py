@@ -77,11 +77,12 @@ def _quick_exit() -> None:
 
 
 def _recorder(state: Path, no_log: bool) -> Callable[[Run, LoadedRoster], None] | None:
-    from tanglebrain.cli.execute import logging_disabled, record
+    """Writes a run to the ledger, with the roster it ran on; None under ``--no-log``."""
+    from tanglebrain.session import ledger_recorder, logging_disabled
 
     if logging_disabled(no_log, os.environ):
         return None
-    return lambda trace, loaded: record(trace, loaded, state)
+    return lambda trace, loaded: ledger_recorder(loaded.roster, os.environ, state)(trace)
 
 
 def serve_command(

@@ -16,20 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
-from tanglebrain.errors import OutputClosed, UsageError
+from tanglebrain.errors import OutputClosed, Terminated, UsageError
 
 SIGTERM_EXIT = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
-
-
-class Terminated(BaseException):
-    """SIGTERM (``timeout``, CI, a service manager) stopped ``run``.
-
-    Like ``KeyboardInterrupt`` it derives from ``BaseException``: no ``except Exception``
-    swallows it on its way to the CLI's edge, which exits with :data:`SIGTERM_EXIT`.
-    """
-
-    def __str__(self) -> str:
-        return "stopped by SIGTERM"
 
 
 class SigtermStop:
@@ -253,25 +242,27 @@ def run_command(
     if max_subtasks is not None and max_subtasks < 1:
         raise UsageError("--max-subtasks must be at least 1")
     with SigtermStop() as stop:  # first: importing the run's modules takes a while
-        from tanglebrain.cli.execute import execute_run
+        from tanglebrain.cli.execute import Output, execute_run
+        from tanglebrain.orchestrator import Request
+        from tanglebrain.runtime import Attachment
 
         text, piped = read_input(prompt)
-        code = execute_run(
+        request = Request(
             prompt=text,
-            piped=piped,
-            roster_path=roster or (ctx.obj or {}).get("roster"),
+            attachments=(Attachment("stdin", piped),) if piped else (),
             backend=backend,
             task=task,
-            json_out=json_out,
             no_delegate=no_delegate,
-            budget=budget,
+            budget_usd=budget,
             max_subtasks=max_subtasks,
-            quiet=quiet,
-            verbose=verbose,
-            state=state_dir(os.environ),
-            progress=progress,
-            no_log=no_log,
             review=review,
+        )
+        code = execute_run(
+            request,
+            roster_path=roster or (ctx.obj or {}).get("roster"),
+            output=Output(json_out=json_out, quiet=quiet, verbose=verbose, progress=progress),
+            state=state_dir(os.environ),
+            no_log=no_log,
             stop=stop,
         )
     raise typer.Exit(code)

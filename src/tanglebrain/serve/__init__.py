@@ -49,8 +49,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tanglebrain.errors import BudgetExceeded, TanglebrainError
-from tanglebrain.orchestrator import Hooks, Request, run
+from tanglebrain.errors import TanglebrainError
+from tanglebrain.orchestrator import Hooks, Request
 from tanglebrain.roster import Roster
 from tanglebrain.runtime import Limits
 from tanglebrain.serve._wire import (
@@ -66,8 +66,8 @@ from tanglebrain.serve._wire import (
     parse_chat,
     usage,
 )
+from tanglebrain.session import Session, finish, server_limits
 from tanglebrain.trace import Run
-from tanglebrain.views import render
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 KEEPALIVE_S = 15.0
@@ -168,9 +168,16 @@ class _Completions:
     """The raw ASGI endpoint for ``POST /v1/chat/completions``."""
 
     config: ServeConfig
-    ledger: anyio.CapacityLimiter | None = None  # one writer at a time: no lock contention
     # Shared by every request: a backend's max_concurrency holds for the whole server.
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = field(default_factory=server_limits)
+    session: Session = field(init=False)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.session = Session(
+            cfg.roster, cfg.env, roster_dir=cfg.roster_dir, state_dir=cfg.state_dir,
+            record=cfg.record, limits=self.limits, note=_log_note,
+        )  # fmt: skip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -208,20 +215,13 @@ class _Completions:
 
     async def _execute(self, request: Request, trace: Run, hooks: Hooks) -> BaseException | None:
         """Run the request; return the failure (None on success). Cancellation propagates."""
-        cfg = self.config
         try:
-            await run(request, cfg.roster, env=cfg.env, state_dir=cfg.state_dir,
-                      roster_dir=cfg.roster_dir, hooks=hooks, trace=trace,
-                      limits=self.limits)  # fmt: skip
-        except Exception as exc:
+            await self.session.run(request, trace, hooks)
+        except Exception as exc:  # the session finished the trace with its status
             if not isinstance(exc, TanglebrainError):
                 log.exception("run %s failed", trace.id)
-            trace.error = str(exc) or type(exc).__name__
-            trace.finish("budget" if isinstance(exc, BudgetExceeded) else "error")
             return exc
-        if trace.degraded:
-            trace.warn(render.degraded_warning(trace))
-        trace.finish("ok")
+        finish(trace)
         return None
 
     async def _complete(self, chat: Chat, trace: Run, receive: Receive, send: Send) -> None:
@@ -301,9 +301,11 @@ class _Completions:
     async def _record(self, trace: Run) -> None:
         if self.config.on_done is not None:
             self.config.on_done(trace)
-        if self.config.record is not None:
-            self.ledger = self.ledger or anyio.CapacityLimiter(1)
-            await anyio.to_thread.run_sync(self.config.record, trace, limiter=self.ledger)
+        await self.session.keep(trace)
+
+
+def _log_note(message: str, prefix: str) -> None:
+    log.warning("%s: %s", prefix, message)
 
 
 class _Auth:
