@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tanglebrain.budget import Budget
+from tanglebrain.budget import Budget, Reservation
 from tanglebrain.errors import BudgetExceeded
 from tanglebrain.orchestrator import Request, run
 from tanglebrain.roster import parse
@@ -167,3 +167,47 @@ def test_an_overrun_is_said_on_stderr_in_json_and_in_the_ledger(
     assert any(said in w for w in json.loads(out.stdout)["warnings"])
     stored = Ledger(default_path(tmp_path / "state")).recent(1)
     assert any(said in w for w in json.loads(stored[0]["warnings"]))
+
+
+class _Spy(Budget):
+    """A budget that remembers what each call reserved."""
+
+    def __init__(self, cap_usd: float | None) -> None:
+        super().__init__(cap_usd)
+        self.reservations: list[float] = []
+
+    def reserve(self, backend: str, worst_case_usd: float | None) -> Reservation:
+        booked = super().reserve(backend, worst_case_usd)
+        self.reservations.append(booked.amount)
+        return booked
+
+
+async def test_a_cache_hit_is_reserved_at_the_input_price_and_settled_at_its_cost(
+    sim: Simulator,
+) -> None:
+    from tanglebrain import models
+    from tanglebrain.runtime import RunContext
+    from tanglebrain.trace import Call
+
+    # The same call twice: 1,000 prompt tokens, none / 900 of them read from the cache.
+    entries = [
+        f'[[backend]]\nid = "{bid}"\nmodel = "openai/worker:cached={n},tokens=50"\n'
+        f'api_base = "{sim.base_url}"\ngood_at = ["x"]\ncost = 1\nmax_output_tokens = 100\n'
+        "price = { input = 2.0, output = 8.0, cached_input = 0.5 }\n"
+        for bid, n in (("cold", 0), ("warm", 900))
+    ]
+    roster = parse("\n".join(entries))
+    budget = _Spy(1.0)
+    ctx = RunContext(roster=roster, env={}, run=Run(prompt="x"), budget=budget,
+                     retry=models.RetryPolicy(max_attempts=1), timeout=30)  # fmt: skip
+    prompt = [{"role": "user", "content": LOG[:4000]}]  # 1,000 tokens, by any count
+    costs = []
+    for b in roster.backends:
+        reply = await ctx.call(b, prompt, Call("subtask", b.id, b.model))
+        costs.append(reply.cost_usd)
+    cold, warm = (1000 * 2.0 + 50 * 8.0) / 1e6, (100 * 2.0 + 900 * 0.5 + 50 * 8.0) / 1e6
+    assert costs == [pytest.approx(cold), pytest.approx(warm)]
+    assert budget.spent == pytest.approx(cold + warm) and budget.reserved == 0
+    # Reserved alike: nothing tells how much a prompt the cache will serve before the reply.
+    first, second = budget.reservations
+    assert first == pytest.approx(second) and second > cold

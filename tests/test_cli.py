@@ -91,6 +91,8 @@ def test_json_object(tmp_path: Path, sim_thread: Simulator) -> None:
     assert data["degraded"] is False and data["subtasks"] == []
     assert set(data["usage"]) == {
         "prompt_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
         "completion_tokens",
         "cost_usd",
         "orchestrator_context_tokens",

@@ -22,11 +22,12 @@ SHOW_KEYS = {
 }  # fmt: skip
 CALL_KEYS = {
     "role", "backend", "model", "status", "retries", "latency_ms", "prompt_tokens",
-    "completion_tokens", "cost_usd", "attempts",
+    "completion_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "attempts",
 }  # fmt: skip
 ATTEMPT_KEYS = {
     "backend", "model", "status", "error", "http_status", "started", "ended", "latency_ms",
-    "prompt_tokens", "completion_tokens", "cost_usd", "bytes_in", "bytes_out",
+    "prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
+    "bytes_in", "bytes_out",
 }  # fmt: skip
 SUBTASK_KEYS = {
     "index", "task", "prompt", "requested_backend", "attach", "status", "backend",
@@ -38,7 +39,8 @@ STATS_KEYS = {
 }  # fmt: skip
 BACKEND_KEYS = {
     "backend", "calls", "ok", "success_rate", "p50_ms", "p95_ms", "retries", "prompt_tokens",
-    "completion_tokens", "cost_usd", "failovers", "cancelled",
+    "completion_tokens", "cache_read_tokens", "cache_write_tokens", "cache_hit_share",
+    "cost_usd", "failovers", "cancelled",
 }  # fmt: skip
 MODE_KEYS = {
     "mode", "runs", "ok", "median_wall_ms", "tokens", "cost_usd",
@@ -333,3 +335,34 @@ def test_unknown_price_is_unknown_even_when_every_call_failed(
     table = run_cli(["stats"], tmp_path).stdout
     [dark_line] = [line for line in table.splitlines() if line.strip().startswith("dark")]
     assert "unknown" in dark_line and "$0" not in dark_line
+
+
+def test_cached_prompt_tokens_are_priced_shown_and_counted(
+    tmp_path: Path, sim_thread: Simulator
+) -> None:
+    # 400 characters: 100 prompt tokens, 90 of them read from the prompt cache.
+    entry = backend_toml("w", "worker:cached=90,tokens=10", sim_thread.base_url).replace(
+        "price = { input = 1.0, output = 2.0 }",
+        "price = { input = 1.0, output = 2.0, cached_input = 0.1 }",
+    )
+    write_roster(tmp_path / "roster.toml", entry)
+    out = run_cli(["--json", "-b", "w", "x" * 400], tmp_path)
+    assert out.code == 0, out.stderr
+    usage = json.loads(out.stdout)["usage"]
+    true_cost = (10 * 1.0 + 90 * 0.1 + 10 * 2.0) / 1e6
+    assert usage == {**usage, "prompt_tokens": 100, "completion_tokens": 10,
+                     "cache_read_tokens": 90, "cache_write_tokens": 0}  # fmt: skip
+    assert usage["cost_usd"] == pytest.approx(true_cost)
+    assert "tokens 100+10 (90 cached)" in out.stderr
+
+    call = cli_json(["show", "latest", "--json"], tmp_path)["turns"][0]["call"]  # type: ignore[index]
+    assert (call["cache_read_tokens"], call["cache_write_tokens"]) == (90, 0)
+    assert call["attempts"][0]["cache_read_tokens"] == 90
+    assert call["cost_usd"] == pytest.approx(true_cost)
+    assert "100+10 tok (90 cached)" in run_cli(["show", "latest"], tmp_path).stdout
+
+    stats = cli_json(["stats", "--json"], tmp_path)
+    [w] = stats["backends"]  # type: ignore[index]
+    assert (w["cache_read_tokens"], w["cache_hit_share"]) == (90, 0.9)
+    table = run_cli(["stats"], tmp_path).stdout
+    assert "cached" in table and "90.0 %" in table

@@ -207,6 +207,48 @@ def test_upgrades_from_the_previous_version(tmp_path: Path) -> None:
     assert stored is not None and stored.orchestrator_price == (1e-6, 2e-6)
 
 
+def cached_run(run_id: str, read: int, write: int = 0) -> Run:
+    """A direct run on ``orch``: one call of 7 prompt tokens, ``read``/``write`` of them cached."""
+    run = small_run(run_id)
+    attempt = run.turns[0].call.attempts[0]
+    attempt.cache_read_tokens, attempt.cache_write_tokens = read, write
+    return run
+
+
+def test_cache_tokens_round_trip_per_attempt_and_call(tmp_path: Path) -> None:
+    ledger = Ledger(default_path(tmp_path))
+    run = cached_run("ffffffffffff", 5, 1)
+    ledger.record(run)
+    stored = ledger.load(run.id)
+    assert stored is not None and as_dict(stored.run) == as_dict(run)
+    assert stored.run.turns[0].call.cache_tokens == (5, 1)
+    with sqlite3.connect(default_path(tmp_path)) as conn:
+        rows = conn.execute(
+            "SELECT kind, cache_read_tokens, cache_write_tokens FROM calls ORDER BY seq"
+        ).fetchall()
+    assert rows == [("turn", None, None), ("call", 5, 1), ("attempt", 5, 1)]
+
+
+def test_stats_share_of_cache_hits_leaves_out_calls_recorded_without_counts(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V1_SCHEMA)  # one call of 10 prompt tokens, cache unrecorded
+    ledger = Ledger(path)
+    old = ledger.load("0123456789ab")
+    assert old is not None and old.run.cache_totals() == (0, 0)  # NULL reads as none
+    per = {b["backend"]: b for b in ledger_stats.summarize(*ledger.rows_since(None))["backends"]}
+    assert per["orch"]["cache_hit_share"] is None and per["orch"]["cache_read_tokens"] == 0
+    ledger.record(cached_run("aaaaaaaaaaaa", 7))  # 7 of 7 prompt tokens from the cache
+    ledger.record(cached_run("bbbbbbbbbbbb", 0, 2))
+    per = {b["backend"]: b for b in ledger_stats.summarize(*ledger.rows_since(None))["backends"]}
+    orch = per["orch"]
+    assert orch["prompt_tokens"] == 10 + 7 + 7  # every call's tokens still count
+    assert (orch["cache_read_tokens"], orch["cache_write_tokens"]) == (7, 2)
+    assert orch["cache_hit_share"] == pytest.approx(7 / 14)
+
+
 def test_unwritable_location_raises_ledger_error(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")

@@ -76,6 +76,20 @@ def test_summary_line() -> None:
     assert render.summary_line(run, recorded=False).endswith(f"run {run.id} (not recorded)")
 
 
+def test_cached_prompt_tokens_in_the_summary_and_json() -> None:
+    run = states_run()
+    run.finish("ok")
+    assert "(" not in render.summary_line(run).split("tokens ")[1].split(" · ")[0]
+    ok = run.turns[0].call.attempts[0]  # the same ok attempt, three times in the tree
+    ok.cache_read_tokens, ok.cache_write_tokens = 1, 1
+    assert "tokens 6+9 (3 cached)" in render.summary_line(run)
+    data = render.run_json(run)
+    assert {k: data["usage"][k] for k in ("cache_read_tokens", "cache_write_tokens")} == {
+        "cache_read_tokens": 3, "cache_write_tokens": 3}  # fmt: skip
+    reads = [(s["cache_read_tokens"], s["cache_write_tokens"]) for s in data["subtasks"]]
+    assert reads == [(1, 1), (1, 1), (0, 0), (0, 0), (0, 0)]
+
+
 def test_live_tree_shows_every_state() -> None:
     out = text_of(live.live_tree(states_run()))
     assert "5 sub-tasks: 1 ok · 1 failed over · 1 running · 1 queued · 1 error" in out

@@ -64,6 +64,11 @@ BAD = [
     ("window-float", backend(OK + "context_window = 1.5\n"), "field 'context_window'", 6),
     ("price-missing-output", backend(OK + "price = { input = 1 }\n"), "field 'output'", 6),
     ("price-unknown", backend(OK + "price = { input = 1, output = 2, cache = 1 }\n"), "'cache'", 6),
+    ("price-cached-negative",
+     backend(OK + "price = { input = 1, output = 2, cached_input = -1 }\n"),
+     "field 'cached_input': Input should be greater than or equal to 0", 6),
+    ("price-write-string", backend(OK + 'price = { input = 1, output = 2, cache_write = "x" }\n'),
+     "field 'cache_write'", 6),
     ("backend-table", "[backend]\nid = 'a'\n", "array of tables", None),
     ("settings-type", "[settings]\nmax_turns = 'eight'\n" + backend(), "settings.max_turns", 2),
     ("settings-budget", "[settings]\nbudget_usd = 0\n" + backend(), "settings.budget_usd", 2),
@@ -160,6 +165,11 @@ GOOD = [
     ("cloud-credentials", 'model = "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0"\n'),
     ("https-base-with-port", 'model = "ollama_chat/x"\napi_base = "https://gpu.lan:11434"\n'),
     ("dotted-keys", 'model = "ollama_chat/x"\nprice.input = 1.0\nprice.output = 2.0\n'),
+    (
+        "cache-prices",
+        'model = "ollama_chat/x"\n'
+        "price = { input = 3, output = 15, cached_input = 0.3, cache_write = 3.75 }\n",
+    ),
 ]
 
 

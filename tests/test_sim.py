@@ -314,6 +314,8 @@ async def test_http_errors(
         "reviewer:verdict=maybe",
         "echo:size=10",
         "worker:latency=nan",
+        "worker:cached=-1",
+        "worker:cached=1.5",
     ],
 )
 async def test_bad_options_are_400(client: httpx.AsyncClient, model: str) -> None:
@@ -750,6 +752,29 @@ async def test_prompt_x_inflates_the_reported_prompt(
     messages = [{"role": "user", "content": "a" * 20}]  # 5 tokens at 4 chars a token
     usage = (await chat(client, f"worker:prompt_x={x}", messages=messages)).json()["usage"]
     assert usage["prompt_tokens"] == expected
+
+
+@pytest.mark.parametrize(("cached", "expected"), [("0", 0), ("3", 3), ("900", 5)])
+async def test_cached_reports_openai_cached_prompt_tokens(
+    client: httpx.AsyncClient, cached: str, expected: int
+) -> None:
+    messages = [{"role": "user", "content": "a" * 20}]  # 5 tokens at 4 chars a token
+    usage = (await chat(client, f"worker:cached={cached}", messages=messages)).json()["usage"]
+    assert usage["prompt_tokens"] == 5  # the cached tokens are part of the prompt's
+    assert usage["prompt_tokens_details"] == {"cached_tokens": expected, "audio_tokens": 0}
+    plain = (await chat(client, "worker", messages=messages)).json()["usage"]
+    assert "prompt_tokens_details" not in plain
+
+
+async def test_cached_is_in_the_streamed_usage_too(oai: openai.AsyncOpenAI) -> None:
+    stream = await oai.chat.completions.create(
+        model="worker:cached=2", messages=user("hello there"), stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = [c async for c in stream]
+    usage = chunks[-1].usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == 2
 
 
 LOOP_LIMITS = [

@@ -175,3 +175,15 @@ def test_unknown_price_is_unknown_not_zero() -> None:
     assert sub.latency_ms == 0.0 and sub.attempts == [ok_unknown]
     run.extra_calls.append(sub.calls[0])
     assert run.totals() == (0, 0, None)
+
+
+def test_cache_tokens_add_up_per_call_and_run() -> None:
+    hit = Attempt("b", "m", started=0.0, prompt_tokens=1000, cache_read_tokens=900)
+    write = Attempt("b", "m", started=1.0, prompt_tokens=500, cache_write_tokens=400)
+    failed = Attempt("b", "m", started=2.0, status="error")
+    call = Call("subtask", "b", "m", [failed, hit])
+    assert call.cache_tokens == (900, 0) and call.tokens == (1000, 0)
+    run = Run(prompt="x")
+    run.extra_calls += [call, Call("digest", "b", "m", [write])]
+    assert run.cache_totals() == (900, 400) and run.totals()[:2] == (1500, 0)
+    assert Run(prompt="y").cache_totals() == (0, 0)

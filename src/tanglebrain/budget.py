@@ -6,6 +6,11 @@ over the cap is refused. After the call the reservation is settled with the real
 cost. ``reserve`` and ``settle`` never await, so on one event loop the check and the
 booking are atomic and the cap holds under any amount of concurrent fan-out.
 
+How much of a prompt the provider will find in its prompt cache is known only from its
+reply, so the reservation prices every prompt token at the input price (a cache read
+costs at most that) and the settlement books the call's cache-aware cost
+(``models.cost_of``): the money a cache hit saves is free again once the call settles.
+
 Worst cases are pessimistic, so under a wide fan-out the reservations of calls in
 flight can crowd out a call that the money actually spent would allow. ``acquire``
 therefore waits for in-flight calls to settle before it gives up: a call is refused

@@ -156,6 +156,12 @@ class RunContext:
         is reserved at the larger of our count and what this backend reported so far
         (``prompt_ratio``), plus headroom; the output at ``max_tokens``, which is the cap
         or, when the money left cannot pay for it, fewer.
+
+        Every prompt token is reserved at the input price: the share the provider's
+        prompt cache will serve (cheaper) is unknown until it replies, and the settlement
+        books the true, cache-aware cost. A cache write may cost more than the input
+        price, but providers write only where a request marks a prefix for caching
+        (``cache_control``), which these requests never do.
         """
         if not self.budget.limited:
             return cap, None, 0

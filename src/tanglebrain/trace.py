@@ -39,6 +39,10 @@ class Attempt:
     http_status: int | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # The parts of prompt_tokens read from and written to the provider's prompt cache
+    # (billed at their own prices; see ``models.prices``).
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_usd: float | None = 0.0
     bytes_in: int = 0
     bytes_out: int = 0
@@ -101,6 +105,11 @@ class Call:
             sum(a.prompt_tokens for a in self.attempts),
             sum(a.completion_tokens for a in self.attempts),
         )
+
+    @property
+    def cache_tokens(self) -> tuple[int, int]:
+        """(cache-read, cache-write) prompt tokens over every attempt."""
+        return cache_tokens(self.attempts)
 
     @property
     def cost_usd(self) -> float | None:
@@ -321,6 +330,19 @@ class Run:
             sum(a.completion_tokens for a in atts),
             cost_of(atts),
         )
+
+    def cache_totals(self) -> tuple[int, int]:
+        """(cache-read, cache-write) prompt tokens of the whole run (parts of its prompt)."""
+        return cache_tokens(self.attempts())
+
+
+def cache_tokens(attempts: Iterable[Attempt]) -> tuple[int, int]:
+    """(cache-read, cache-write) prompt tokens summed over ``attempts``."""
+    read = write = 0
+    for a in attempts:
+        read += a.cache_read_tokens
+        write += a.cache_write_tokens
+    return read, write
 
 
 def cost_of(attempts: Iterable[Attempt]) -> float | None:

@@ -76,6 +76,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN review TEXT;
     """,
+    # 4: the prompt tokens read from and written to the provider's prompt cache (parts of
+    # prompt_tokens), per call and attempt. NULL on older rows: not recorded, not zero.
+    """
+    ALTER TABLE calls ADD COLUMN cache_read_tokens INTEGER;
+    ALTER TABLE calls ADD COLUMN cache_write_tokens INTEGER;
+    """,
 )
 VERSION = len(MIGRATIONS)
 
@@ -234,7 +240,8 @@ class Ledger:
             calls = _dicts(
                 conn.execute(
                     "SELECT c.run_id, c.role, c.backend, c.status, c.failover, c.latency_ms, "
-                    "c.prompt_tokens, c.completion_tokens, c.cost_usd, c.retries FROM calls c "
+                    "c.prompt_tokens, c.completion_tokens, c.cost_usd, c.retries, "
+                    "c.cache_read_tokens, c.cache_write_tokens FROM calls c "
                     "JOIN runs r ON r.id = c.run_id WHERE c.kind = 'call' AND r.started >= ?",
                     (start,),
                 )

@@ -22,6 +22,7 @@ from tanglebrain.trace import (
     Subtask,
     ToolCall,
     Turn,
+    cache_tokens,
     cost_of,
     review_from_dict,
     review_to_dict,
@@ -36,7 +37,8 @@ RUN_COLUMNS = (
 CALL_COLUMNS = (
     "run_id, seq, parent, kind, role, idx, name, task, status, backend, model, failover, "
     "error, http_status, started, ended, latency_ms, prompt_tokens, completion_tokens, "
-    "cost_usd, bytes_in, bytes_out, retries, prompt, answer, extra"
+    "cache_read_tokens, cache_write_tokens, cost_usd, bytes_in, bytes_out, retries, prompt, "
+    "answer, extra"
 )
 N_CALL = CALL_COLUMNS.count(",") + 1
 
@@ -120,12 +122,14 @@ class _Rows:
         if not call.attempts:  # nothing was sent: over MCP, a missing key, a closed stdout
             return
         prompt, completion = call.tokens
+        read, write = call.cache_tokens
         atts = call.attempts
         seq = self.add(
             parent, "call", role=call.role, backend=call.backend, model=call.model,
             status=call.status, failover=int(failover),
             started=call.started, ended=call.ended, latency_ms=call.latency_ms,
-            prompt_tokens=prompt, completion_tokens=completion, cost_usd=call.cost_usd,
+            prompt_tokens=prompt, completion_tokens=completion, cache_read_tokens=read,
+            cache_write_tokens=write, cost_usd=call.cost_usd,
             retries=call.retries, bytes_in=sum(a.bytes_in for a in atts),
             bytes_out=sum(a.bytes_out for a in atts),
         )  # fmt: skip
@@ -134,12 +138,14 @@ class _Rows:
                 seq, "attempt", role=call.role, idx=n, backend=a.backend, model=a.model,
                 status=a.status, error=a.error, http_status=a.http_status, started=a.started,
                 ended=a.ended, latency_ms=a.latency_ms, prompt_tokens=a.prompt_tokens,
-                completion_tokens=a.completion_tokens, cost_usd=a.cost_usd,
+                completion_tokens=a.completion_tokens, cache_read_tokens=a.cache_read_tokens,
+                cache_write_tokens=a.cache_write_tokens, cost_usd=a.cost_usd,
                 bytes_in=a.bytes_in, bytes_out=a.bytes_out, extra=_attempt_extra(a),
             )  # fmt: skip
 
     def subtask(self, parent: int, sub: Subtask) -> None:
         atts = sub.attempts
+        read, write = cache_tokens(atts)
         s = self.add(
             parent, "subtask", role="subtask", idx=sub.index, task=sub.task,
             status=sub.status, backend=sub.backend, failover=int(sub.failed_over),
@@ -147,6 +153,7 @@ class _Rows:
             latency_ms=sub.latency_ms if sub.ended else None,
             prompt_tokens=sum(a.prompt_tokens for a in atts),
             completion_tokens=sum(a.completion_tokens for a in atts),
+            cache_read_tokens=read, cache_write_tokens=write,
             cost_usd=cost_of(atts), retries=sum(c.retries for c in sub.calls),
             prompt=sub.prompt, answer=sub.answer,
             extra={"requested_backend": sub.requested_backend, "attach": sub.attach,
@@ -242,6 +249,9 @@ def _node(n: dict[str, Any]) -> Turn | ToolCall | Subtask | Call | Attempt:
         http_status=n["http_status"],
         prompt_tokens=n["prompt_tokens"],
         completion_tokens=n["completion_tokens"],
+        # Rows older than the cache columns hold NULL: nothing was recorded, so none.
+        cache_read_tokens=n.get("cache_read_tokens") or 0,
+        cache_write_tokens=n.get("cache_write_tokens") or 0,
         cost_usd=n["cost_usd"],
         bytes_in=n["bytes_in"],
         bytes_out=n["bytes_out"],

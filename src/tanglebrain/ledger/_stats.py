@@ -1,10 +1,10 @@
 """Aggregates behind ``tanglebrain stats``, computed from ledger rows.
 
 Pure functions over the row dicts that :meth:`tanglebrain.ledger.Ledger.rows_since`
-returns: per backend (calls, success rate, latency percentiles, tokens, dollars,
-failovers), per run kind (delegated, solo, direct), the specialists' success rate,
-the orchestrator's context size and what delegation saved. Unknown prices stay
-unknown (``None``), never $0.
+returns: per backend (calls, success rate, latency percentiles, tokens, prompt-cache
+hits, dollars, failovers), per run kind (delegated, solo, direct), the specialists'
+success rate, the orchestrator's context size and what delegation saved. Unknown prices
+stay unknown (``None``), never $0.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def summarize(runs: Sequence[dict[str, Any]], calls: Sequence[dict[str, Any]]) -
             "retries": sum(c["retries"] or 0 for c in cs),
             "prompt_tokens": sum(c["prompt_tokens"] or 0 for c in cs),
             "completion_tokens": sum(c["completion_tokens"] or 0 for c in cs),
+            **_cache(cs),
             "cost_usd": _sum_cost([c["cost_usd"] for c in cs]),
             "failovers": sum(c["failover"] or 0 for c in cs),
             "cancelled": cancelled.get(name, 0),
@@ -82,6 +83,23 @@ def summarize(runs: Sequence[dict[str, Any]], calls: Sequence[dict[str, Any]]) -
         "savings": _savings(runs, calls),
         "reviews": _reviews(runs),
     }  # fmt: skip
+
+
+def _cache(calls: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Prompt-cache reads and writes, and the cache-hit share of the prompt tokens.
+
+    The share is cache-read prompt tokens over prompt tokens, over the calls recorded
+    with cache counts: calls recorded before the ledger kept them (NULL) would read as
+    misses, so they are left out of both sides; None when no such call had a prompt.
+    """
+    known = [c for c in calls if c.get("cache_read_tokens") is not None]
+    read = sum(c["cache_read_tokens"] for c in known)
+    prompt = sum(c["prompt_tokens"] or 0 for c in known)
+    return {
+        "cache_read_tokens": read,
+        "cache_write_tokens": sum(c.get("cache_write_tokens") or 0 for c in known),
+        "cache_hit_share": read / prompt if prompt else None,
+    }
 
 
 def _reviews(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -6,7 +6,8 @@
       ├── OpenAITransport   OpenAI-compatible backends, spoken directly    (_openai, _http)
       └── LitellmTransport  providers that need translation; litellm
                             is imported on first use                        (_litellm)
-    price_per_token, cost_of, context_window, count_tokens     without litellm (_prices)
+    price_per_token, prices, cost_of (prompt-cache aware), context_window,
+    count_tokens                           without litellm                  (_prices)
     errors of either transport → BackendError with a kind                   (_errors)
 
 Which transport a backend uses: the roster's ``transport`` ("openai" or "litellm"), else
@@ -25,11 +26,13 @@ from tanglebrain.models._call import (
     transport_name,
 )
 from tanglebrain.models._prices import (
+    Prices,
     context_window,
     cost_of,
     count_tokens,
     estimate_tokens,
     price_per_token,
+    prices,
 )
 from tanglebrain.models._repeat import REPEATED, looping
 from tanglebrain.models._types import Message, ToolCallRequest, TransportName
@@ -38,6 +41,7 @@ __all__ = [
     "NATIVE_BY_DEFAULT",
     "REPEATED",
     "Message",
+    "Prices",
     "Reply",
     "RetryPolicy",
     "SinkError",
@@ -52,6 +56,7 @@ __all__ = [
     "looping",
     "preload_litellm",
     "price_per_token",
+    "prices",
     "transport_name",
 ]
 

@@ -81,6 +81,9 @@ class Reply:
     completion_tokens: int
     cost_usd: float | None
     finish_reason: str | None = None  # "length": cut at max_tokens
+    # Parts of prompt_tokens read from / written to the provider's prompt cache.
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,16 +193,23 @@ async def complete(
                 raise err from None
             await anyio.sleep(wait)
             continue
-        attempt.latency_ms = (time.perf_counter() - t0) * 1000
-        attempt.prompt_tokens = reply.prompt_tokens
-        attempt.completion_tokens = reply.completion_tokens
-        attempt.cost_usd = reply.cost_usd
-        attempt.bytes_out = len(reply.text.encode()) + sum(
-            len(t.arguments.encode()) for t in reply.tool_calls
-        )
+        _succeeded(attempt, reply, (time.perf_counter() - t0) * 1000)
         if on_attempt:
             on_attempt()
         return reply
+
+
+def _succeeded(attempt: Attempt, reply: Reply, latency_ms: float) -> None:
+    """Record a successful attempt: its time, usage, cost and reply size."""
+    attempt.latency_ms = latency_ms
+    attempt.prompt_tokens = reply.prompt_tokens
+    attempt.completion_tokens = reply.completion_tokens
+    attempt.cache_read_tokens = reply.cache_read_tokens
+    attempt.cache_write_tokens = reply.cache_write_tokens
+    attempt.cost_usd = reply.cost_usd
+    attempt.bytes_out = len(reply.text.encode()) + sum(
+        len(t.arguments.encode()) for t in reply.tool_calls
+    )
 
 
 def _safety_net(transport: Transport, timeout: float) -> AbstractContextManager[object]:
@@ -336,11 +346,12 @@ def _reply(
     usage: Usage | None,
     finish_reason: str | None,
 ) -> Reply:
-    prompt = usage.prompt_tokens if usage else 0
-    completion = usage.completion_tokens if usage else 0
+    usage = usage or Usage()
+    prompt, completion = usage.prompt_tokens, usage.completion_tokens
     if not prompt:  # a server that reports no usage: count it ourselves
         prompt = count_tokens(backend, messages)
     if not completion:
         completion = math.ceil((len(text) + sum(len(c.arguments) for c in calls)) / 4)
-    cost = cost_of(backend, prompt, completion)
-    return Reply(text, calls, prompt, completion, cost, finish_reason)
+    read, write = usage.cache_read_tokens, usage.cache_write_tokens
+    cost = cost_of(backend, prompt, completion, read, write)
+    return Reply(text, calls, prompt, completion, cost, finish_reason, read, write)

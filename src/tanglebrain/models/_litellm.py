@@ -25,6 +25,7 @@ from tanglebrain.models._types import (
     ToolDelta,
     TransportName,
     Usage,
+    count,
 )
 
 _litellm: ModuleType | None = None
@@ -95,11 +96,36 @@ def _kwargs(out: Outgoing) -> dict[str, Any]:
     return kwargs
 
 
+def _field(obj: Any, name: str) -> Any:
+    """``obj.name`` or ``obj[name]``: litellm's usage parts are models or, at times, dicts."""
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
 def _usage(raw: Any) -> Usage | None:
+    """The usage litellm normalised, as ours.
+
+    litellm reports every provider in OpenAI's shape: ``prompt_tokens`` includes the
+    prompt-cache reads and writes (for Anthropic, whose ``input_tokens`` excludes them,
+    it adds them back), ``prompt_tokens_details.cached_tokens`` holds the reads and
+    ``cache_write_tokens`` (or ``cache_creation_tokens``) the writes; the top-level
+    ``cache_read_input_tokens`` / ``cache_creation_input_tokens`` carry the same counts.
+    """
     if raw is None:
         return None
+    details = _field(raw, "prompt_tokens_details")
+    read = _field(details, "cached_tokens") or _field(raw, "cache_read_input_tokens")
+    write = (
+        _field(details, "cache_write_tokens")
+        or _field(details, "cache_creation_tokens")
+        or _field(raw, "cache_creation_input_tokens")
+    )
     return Usage(
-        int(getattr(raw, "prompt_tokens", 0) or 0), int(getattr(raw, "completion_tokens", 0) or 0)
+        count(_field(raw, "prompt_tokens")),
+        count(_field(raw, "completion_tokens")),
+        count(read),
+        count(write),
     )
 
 

@@ -27,6 +27,7 @@ from tanglebrain.models._types import (
     ToolDelta,
     TransportName,
     Usage,
+    count,
 )
 from tanglebrain.roster import OPENAI_COMPATIBLE, Backend
 
@@ -182,9 +183,23 @@ def _arguments(value: Any) -> str:
 
 
 def _usage(raw: Any) -> Usage | None:
+    """The ``usage`` object of a completion or of a stream's last chunk.
+
+    Cached prompt tokens are part of ``prompt_tokens`` in OpenAI's shape:
+    ``prompt_tokens_details.cached_tokens`` (OpenAI, and the compatible servers that
+    copy it), ``prompt_cache_hit_tokens`` (DeepSeek); ``cache_write_tokens`` is where
+    gateways such as OpenRouter report writes.
+    """
     if not isinstance(raw, dict):
         return None
-    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+    details = raw.get("prompt_tokens_details")
+    details = details if isinstance(details, dict) else {}
+    return Usage(
+        count(raw.get("prompt_tokens")),
+        count(raw.get("completion_tokens")),
+        count(details.get("cached_tokens") or raw.get("prompt_cache_hit_tokens")),
+        count(details.get("cache_write_tokens")),
+    )
 
 
 def _not_a_completion(backend_id: str) -> BackendError:

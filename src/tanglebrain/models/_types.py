@@ -28,10 +28,33 @@ class ToolCallRequest:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts a backend reported for one reply."""
+    """Token counts a backend reported for one reply.
+
+    ``prompt_tokens`` counts every prompt token, those read from or written to the
+    provider's prompt cache included (OpenAI and Gemini report them so; litellm adds
+    Anthropic's back). ``cache_read_tokens`` and ``cache_write_tokens`` are the parts of
+    it billed at their own prices; they are clamped so that the parts never exceed the
+    whole, whatever a server reports, and no token is billed twice.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        read = min(max(self.cache_read_tokens, 0), max(self.prompt_tokens, 0))
+        write = min(max(self.cache_write_tokens, 0), max(self.prompt_tokens, 0) - read)
+        object.__setattr__(self, "cache_read_tokens", read)
+        object.__setattr__(self, "cache_write_tokens", write)
+
+
+def count(value: Any) -> int:
+    """A token count from a usage report: a non-negative int, 0 for anything else."""
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError, OverflowError):  # a server's odd value is no count
+        return 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,11 +61,18 @@ KeyStatus = Literal["set", "missing", "not needed"]
 
 
 class Price(BaseModel):
-    """USD per million tokens."""
+    """USD per million tokens.
+
+    ``cached_input`` prices prompt tokens read from the provider's prompt cache and
+    ``cache_write`` those written to it; when left out, ``models.prices`` derives them
+    (litellm's map, else the input price).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     input: float = Field(ge=0, strict=True, allow_inf_nan=False)
     output: float = Field(ge=0, strict=True, allow_inf_nan=False)
+    cached_input: float | None = Field(default=None, ge=0, strict=True, allow_inf_nan=False)
+    cache_write: float | None = Field(default=None, ge=0, strict=True, allow_inf_nan=False)
 
 
 class Settings(BaseModel):

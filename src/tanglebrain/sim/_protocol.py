@@ -21,13 +21,15 @@ FINGERPRINT = "tanglebrain-sim"
 
 def usage(
     body: Mapping[str, Any], spec: ModelSpec, reply: Reply, completion: int | None = None
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Compute the reported usage.
 
     ``prompt_tokens`` = ceil(chars of all message contents / 4) + ceil(chars of the
     compact JSON of ``tools`` / 4), times ``prompt_x=`` (rounded up) when the spec sets it;
     ``completion_tokens`` = ``completion`` when given, else ceil(chars of text plus
-    tool-call names and arguments / 4), unless the spec sets ``tokens=``.
+    tool-call names and arguments / 4), unless the spec sets ``tokens=``. With ``cached=N``,
+    ``prompt_tokens_details.cached_tokens`` = min(N, ``prompt_tokens``): in OpenAI's
+    shape the cached tokens are part of the prompt tokens.
     """
     chars = sum(len(content_text(m.get("content"))) for m in messages_of(body))
     tools = body.get("tools")
@@ -40,11 +42,15 @@ def usage(
         completion = spec.int_opt("tokens")
     if completion is None:
         completion = math.ceil(out_chars / 4)
-    return {
+    used: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+    cached = spec.int_opt("cached")
+    if cached is not None:
+        used["prompt_tokens_details"] = {"cached_tokens": min(cached, prompt), "audio_tokens": 0}
+    return used
 
 
 def envelope(cid: str, spec: ModelSpec, obj: str, choices: list[Any]) -> dict[str, Any]:
@@ -60,7 +66,7 @@ def envelope(cid: str, spec: ModelSpec, obj: str, choices: list[Any]) -> dict[st
 
 
 def completion(
-    cid: str, spec: ModelSpec, reply: Reply, used: dict[str, int], finish: str | None = None
+    cid: str, spec: ModelSpec, reply: Reply, used: dict[str, Any], finish: str | None = None
 ) -> dict[str, Any]:
     """A non-streaming ``chat.completion`` body (``finish`` overrides the finish reason)."""
     message: dict[str, Any] = {"role": "assistant", "content": reply.text}

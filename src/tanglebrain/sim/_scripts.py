@@ -14,10 +14,12 @@ Model-spec grammar (``litellm`` model ``openai/<spec>`` sends ``<spec>``)::
 
 Options for every kind: ``latency=SECONDS`` (sleep before answering), ``tokens=N``
 (completion tokens to report), ``prompt_x=FACTOR`` (report FACTOR times the prompt tokens,
-as a provider whose tokenizer counts more than ours), ``id=TEXT`` (only makes the spec string
-distinct). Options for streamed replies: ``gap=SECONDS`` (pause before each event after the
-first: a slow, healthy stream), ``pieces=N`` (content chunks, default 3), ``finish=none`` (no
-finish reason, as some providers' streams end).
+as a provider whose tokenizer counts more than ours), ``cached=N`` (report N of the prompt
+tokens, at most all, as read from the prompt cache: ``prompt_tokens_details.cached_tokens``,
+as OpenAI does), ``id=TEXT`` (only makes the spec string distinct). Options for streamed
+replies: ``gap=SECONDS`` (pause before each event after the first: a slow, healthy stream),
+``pieces=N`` (content chunks, default 3), ``finish=none`` (no finish reason, as some
+providers' streams end).
 An unknown kind is a 404 ``model_not_found``; an unknown or bad option is a 400.
 
 ==============  ===============================================  ==========================
@@ -65,7 +67,7 @@ KINDS: tuple[str, ...] = (
 )  # fmt: skip
 """Every model kind the simulator knows, as listed by ``GET /v1/models``."""
 
-_COMMON = frozenset({"latency", "tokens", "id", "gap", "pieces", "finish", "prompt_x"})
+_COMMON = frozenset({"latency", "tokens", "id", "gap", "pieces", "finish", "prompt_x", "cached"})
 _KIND_OPTIONS: dict[str, frozenset[str]] = {
     "worker": frozenset({"size", "loop"}),
     "cut": frozenset({"size"}),
@@ -85,24 +87,15 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "body": ("html", "page", "utf8", "charset", "nochoices"),
 }
 _INT_RANGES: dict[str, tuple[int, int]] = {
-    "tokens": (0, 10_000_000),
-    "size": (0, 64 * 1024 * 1024),
-    "status": (400, 599),
-    "times": (0, 1_000_000),
-    "rounds": (1, 100),
-    "fanout": (1, 1000),
-    "calls": (1, 1000),
-    "echo_auth": (0, 1),
-    "choice": (0, 1),
-    "pieces": (1, 100_000),
+    "tokens": (0, 10_000_000), "cached": (0, 10_000_000), "size": (0, 64 * 1024 * 1024),
+    "status": (400, 599), "times": (0, 1_000_000), "rounds": (1, 100), "fanout": (1, 1000),
+    "calls": (1, 1000), "echo_auth": (0, 1), "choice": (0, 1), "pieces": (1, 100_000),
     "loop": (0, 1),
-}
+}  # fmt: skip
 _FLOAT_RANGES: dict[str, tuple[float, float]] = {
-    "latency": (0.0, 3600.0),
-    "retry_after": (0.0, 3600.0),
-    "gap": (0.0, 60.0),
+    "latency": (0.0, 3600.0), "retry_after": (0.0, 3600.0), "gap": (0.0, 60.0),
     "prompt_x": (0.0, 1000.0),
-}
+}  # fmt: skip
 
 LOOP_SENTENCE = "This simulated model repeats this sentence and never stops. "
 """What ``worker:loop=1`` writes, over and over."""
@@ -354,12 +347,9 @@ def scripted(spec: ModelSpec, item: SimReply | None, turn: int) -> Reply:
 def error_for_status(status: int, message: str, headers: Mapping[str, str]) -> SimError:
     """Build an OpenAI-shaped error whose type/code match the HTTP status."""
     types = {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        403: "permission_error",
-        404: "not_found_error",
-        429: "rate_limit_error",
-    }
+        400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+        404: "not_found_error", 429: "rate_limit_error",
+    }  # fmt: skip
     kind = types.get(status, "server_error" if status >= 500 else "invalid_request_error")
     code = "rate_limit_exceeded" if status == 429 else "simulated_failure"
     return SimError(status, message, type=kind, code=code, headers=headers)

@@ -19,7 +19,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from tanglebrain.ledger import StoredRun
-from tanglebrain.trace import Attempt, Call, Subtask, cost_of, review_to_dict
+from tanglebrain.trace import Attempt, Call, Subtask, cache_tokens, cost_of, review_to_dict
 from tanglebrain.views.render import first_words, money, seconds
 
 
@@ -155,18 +155,21 @@ def _attempt_json(a: Attempt) -> dict[str, Any]:
         "backend": a.backend, "model": a.model, "status": a.status, "error": a.error,
         "http_status": a.http_status, "started": when(a.started), "ended": when(a.ended),
         "latency_ms": a.latency_ms, "prompt_tokens": a.prompt_tokens,
-        "completion_tokens": a.completion_tokens, "cost_usd": a.cost_usd,
+        "completion_tokens": a.completion_tokens, "cache_read_tokens": a.cache_read_tokens,
+        "cache_write_tokens": a.cache_write_tokens, "cost_usd": a.cost_usd,
         "bytes_in": a.bytes_in, "bytes_out": a.bytes_out,
     }  # fmt: skip
 
 
 def _call_json(c: Call) -> dict[str, Any]:
     prompt, completion = c.tokens
+    read, write = c.cache_tokens
     return {
         "role": c.role, "backend": c.backend, "model": c.model,
         "status": c.status, "retries": c.retries,
         "latency_ms": c.latency_ms, "prompt_tokens": prompt, "completion_tokens": completion,
-        "cost_usd": c.cost_usd, "attempts": [_attempt_json(a) for a in c.attempts],
+        "cache_read_tokens": read, "cache_write_tokens": write, "cost_usd": c.cost_usd,
+        "attempts": [_attempt_json(a) for a in c.attempts],
     }  # fmt: skip
 
 
@@ -186,6 +189,7 @@ def show_json(stored: StoredRun) -> dict[str, Any]:
     """``show --json``: the whole run, every attempt included, as one object."""
     run, price = stored.run, stored.orchestrator_price
     prompt, completion, cost = run.totals()
+    read, write = run.cache_totals()
     return {
         "run_id": run.id, "started": when(run.started), "ended": when(run.ended),
         "wall_ms": run.wall_ms if run.ended else None, "origin": run.origin,
@@ -193,7 +197,8 @@ def show_json(stored: StoredRun) -> dict[str, Any]:
         "degraded": run.degraded, "prompt": run.prompt, "answer": run.answer,
         "error": run.error, "warnings": list(run.warnings),
         "usage": {
-            "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": cost,
+            "prompt_tokens": prompt, "completion_tokens": completion,
+            "cache_read_tokens": read, "cache_write_tokens": write, "cost_usd": cost,
             "orchestrator_context_tokens": run.orchestrator_context_tokens,
         },
         "orchestrator_price": (
@@ -223,8 +228,8 @@ def show_json(stored: StoredRun) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _tokens(prompt: int, completion: int) -> str:
-    return f"{prompt}+{completion} tok"
+def _tokens(prompt: int, completion: int, cached: int = 0) -> str:
+    return f"{prompt}+{completion} tok" + (f" ({cached} cached)" if cached else "")
 
 
 # An interrupted call is not the backend's failure: not in red.
@@ -238,12 +243,13 @@ def _add_call(parent: Tree, call: Call, label: str) -> None:
         (label, "bold"), f" {call.model} · ",
         (call.status, _STATUS_STYLE.get(call.status, "red")),
         f" · {n} attempt{'s' * (n != 1)} · {seconds(call.latency_ms)} · ",
-        f"{_tokens(prompt, completion)} · {money(call.cost_usd)}",
+        f"{_tokens(prompt, completion, call.cache_tokens[0])} · {money(call.cost_usd)}",
     ))  # fmt: skip
     for i, a in enumerate(call.attempts, 1):
         if a.status == "ok":
             what = ("ok", "green")
-            usage = f" · {_tokens(a.prompt_tokens, a.completion_tokens)} · {money(a.cost_usd)}"
+            tokens = _tokens(a.prompt_tokens, a.completion_tokens, a.cache_read_tokens)
+            usage = f" · {tokens} · {money(a.cost_usd)}"
         else:
             what = (a.status, _STATUS_STYLE.get(a.status, "red"))
             usage = (f" · HTTP {a.http_status}" if a.http_status else "") + (
@@ -265,7 +271,8 @@ def _add_subtask(parent: Tree, s: Subtask) -> None:
         (s.status, style), (" · failed over", "yellow") if s.failed_over else "",
         f" · {seconds(s.latency_ms if s.ended else None)}",
         f" (queued {seconds(s.queue_ms)})" if s.queue_ms >= 50 else "", " · ",
-        f"{_tokens(sum(a.prompt_tokens for a in atts), sum(a.completion_tokens for a in atts))}",
+        _tokens(sum(a.prompt_tokens for a in atts), sum(a.completion_tokens for a in atts),
+                cache_tokens(atts)[0]),
         f" · {money(cost_of(atts))}",
     ))  # fmt: skip
     head.add(Text("prompt: " + first_words(s.prompt, 100), style="dim"))
@@ -285,7 +292,7 @@ def show_tree(stored: StoredRun) -> Tree:
         (f"run {run.id}", "bold"), f" · {run.mode} by {run.orchestrator or '-'} · ",
         (run.status, "green" if run.status == "ok" else "red"),
         f" · {when(run.started)} · {seconds(run.wall_ms if run.ended else None)} · ",
-        f"{_tokens(prompt, completion)} · {money(cost)}",
+        f"{_tokens(prompt, completion, run.cache_totals()[0])} · {money(cost)}",
     ))  # fmt: skip
     tree.add(Text("prompt: " + first_words(run.prompt, 100)))
     for t in run.turns:
@@ -319,18 +326,19 @@ def stats_view(data: dict[str, Any]) -> RenderableType:
 
 
 def _backends_table(rows: list[dict[str, Any]]) -> Table:
-    """One row per backend: calls, success, latency, retries, tokens, cost, failovers."""
+    """One row per backend; ``cached``: prompt tokens read from the cache / prompt tokens."""
     table = Table(title="backends", box=None, header_style="bold", title_justify="left")
     for name in (
-        "backend", "calls", "success", "p50", "p95", "retries", "tokens", "cost", "failovers"
+        "backend", "calls", "success", "p50", "p95", "retries", "tokens", "cached", "cost",
+        "failovers",
     ):  # fmt: skip
         table.add_column(name, justify="left" if name == "backend" else "right")
     for b in rows:
         table.add_row(
             b["backend"], str(b["calls"]), _pct(b["success_rate"]), seconds(b["p50_ms"]),
             seconds(b["p95_ms"]), str(b["retries"]),
-            str(b["prompt_tokens"] + b["completion_tokens"]), money(b["cost_usd"]),
-            str(b["failovers"]),
+            str(b["prompt_tokens"] + b["completion_tokens"]), _pct(b["cache_hit_share"]),
+            money(b["cost_usd"]), str(b["failovers"]),
         )  # fmt: skip
     return table
 

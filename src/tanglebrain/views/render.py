@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from tanglebrain.trace import Review, Run, cost_of, review_to_dict
+from tanglebrain.trace import Review, Run, cache_tokens, cost_of, review_to_dict
 
 FAILED = ("error", "no_fit", "refused")
 
@@ -78,13 +78,14 @@ def summary_line(run: Run, *, recorded: bool = True) -> str:
     ok = sum(1 for s in subs if s.status == "ok")
     over = sum(1 for s in subs if s.failed_over)
     prompt, completion, cost = run.totals()
+    cached = run.cache_totals()[0]
     used = sorted({a.backend for a in run.attempts() if a.status == "ok"})
     tasks = f"sub-tasks {ok} ok/{len(subs) - ok} failed" if subs else "no sub-tasks"
     parts = [
         f"{run.mode} by {run.orchestrator or '-'}",
         tasks + (f" ({over} failed over)" if over else ""),
         f"backends {', '.join(used) or '-'}",
-        f"tokens {prompt}+{completion}",
+        f"tokens {prompt}+{completion}" + (f" ({cached} cached)" if cached else ""),
         money(cost),
         f"{run.wall_ms / 1000:.2f}s",
         f"run {run.id}" if recorded else f"run {run.id} (not recorded)",
@@ -93,11 +94,17 @@ def summary_line(run: Run, *, recorded: bool = True) -> str:
 
 
 def run_json(run: Run) -> dict[str, Any]:
-    """The ``--json`` object (docs/contracts.md)."""
+    """The ``--json`` object (docs/contracts.md).
+
+    Cached prompt tokens are parts of the prompt tokens: ``cache_read_tokens`` were read
+    from the provider's prompt cache, ``cache_write_tokens`` written to it.
+    """
     prompt, completion, cost = run.totals()
+    read, write = run.cache_totals()
     subtasks = []
     for i, s in enumerate(run.subtasks()):
         atts = s.attempts
+        s_read, s_write = cache_tokens(atts)
         subtasks.append(
             {
                 "index": i,
@@ -108,6 +115,8 @@ def run_json(run: Run) -> dict[str, Any]:
                 "latency_ms": round(s.latency_ms, 1) if s.ended else 0.0,
                 "queue_ms": round(s.queue_ms, 1),
                 "tokens": sum(a.prompt_tokens + a.completion_tokens for a in atts),
+                "cache_read_tokens": s_read,
+                "cache_write_tokens": s_write,
                 "cost_usd": cost_of(atts),
             }
         )
@@ -120,6 +129,8 @@ def run_json(run: Run) -> dict[str, Any]:
         "usage": {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
+            "cache_read_tokens": read,
+            "cache_write_tokens": write,
             "cost_usd": cost,
             "orchestrator_context_tokens": run.orchestrator_context_tokens,
         },
