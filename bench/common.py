@@ -6,6 +6,8 @@ import asyncio
 import json
 import re
 import socket
+import subprocess
+import sys
 import time
 
 LATENCY = 0.3  # seconds per simulated worker call
@@ -16,6 +18,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def start_sim() -> tuple[subprocess.Popen[bytes], str]:
+    """The loopback simulator in a process of its own (its CPU is not ours); its /v1 URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tanglebrain", "sim", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"http://127.0.0.1:{port}/v1"
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit("simulator did not start") from None
+            time.sleep(0.05)
 
 
 def fanout_roster(

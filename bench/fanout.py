@@ -20,7 +20,6 @@ Usage: python bench/fanout.py [--repeats R] [--sizes 1,8,32,64,256] [--transport
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,29 +30,9 @@ from pathlib import Path
 
 import anyio
 
-from common import LATENCY, fanout_roster, free_port, post
+from common import LATENCY, fanout_roster, post, start_sim
 
 WORKER = f"worker:latency={LATENCY}"
-
-
-def start_sim() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tanglebrain", "sim", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise SystemExit("simulator did not start") from None
-            time.sleep(0.05)
-    return proc, f"http://127.0.0.1:{port}/v1"
 
 
 async def baseline(base: str, n: int) -> None:

@@ -29,31 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import free_port
+from common import start_sim
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = ROOT / ".bench" / "tanglebrain-0.25"
-
-
-def start_sim() -> tuple[subprocess.Popen[bytes], str]:
-    import socket
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tanglebrain", "sim", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"http://127.0.0.1:{port}/v1"
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise SystemExit("simulator did not start") from None
-            time.sleep(0.05)
 
 
 def install_baseline(venv: Path) -> None:
