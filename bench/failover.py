@@ -24,8 +24,7 @@ from pathlib import Path
 
 import anyio
 
-from common import LATENCY, fanout_roster
-from fanout import start_sim
+from common import LATENCY, fanout_roster, start_sim
 
 DEAD = """
 [[backend]]
