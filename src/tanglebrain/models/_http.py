@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import anyio.abc
@@ -132,6 +132,28 @@ class Pool:
 
     def __init__(self) -> None:
         self._idle: dict[Origin, list[_Conn]] = {}
+        # Where each URL goes and how its request line and headers start: worked out once
+        # (a fan-out posts to the same few URLs hundreds of times). The proxy variables
+        # are read when the pool is made: one per event loop, i.e. per run or server.
+        self._proxies = tuple(os.environ.get(n) or os.environ.get(n.upper()) for n in _PROXY_VARS)
+        self._routes: dict[str, tuple[Origin, str, list[tuple[str, str]]]] = {}
+
+    def _route(self, url: str) -> tuple[Origin, str, list[tuple[str, str]]]:
+        """(origin, request target, leading headers) of ``url``."""
+        route = self._routes.get(url)
+        if route is None:
+            parts = urlsplit(url)
+            scheme, host = parts.scheme, parts.hostname or ""
+            port = parts.port or (443 if scheme == "https" else 80)
+            proxy = _decide_proxy(scheme, host, self._proxies) if any(self._proxies[:3]) else None
+            origin = Origin(scheme, host, port, proxy)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            lead = [("Host", parts.netloc.rpartition("@")[2])]
+            if proxy and scheme == "http":
+                target = url  # a plain-HTTP proxy takes the absolute URL
+                lead += _proxy_auth(proxy)
+            route = self._routes[url] = (origin, target, lead)
+        return route
 
     @asynccontextmanager
     async def post(
@@ -144,17 +166,8 @@ class Pool:
         A pooled connection the server had closed meanwhile is replaced once, before any
         byte of the response arrived.
         """
-        parts = urlsplit(url)
-        origin = _origin(parts)
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        if origin.proxy and origin.scheme == "http":
-            target = url  # a plain-HTTP proxy takes the absolute URL
-        host = parts.netloc.rpartition("@")[2]
-        all_headers = [("Host", host), *headers, ("Content-Length", str(len(body)))]
-        if origin.proxy and origin.scheme == "http":
-            all_headers += _proxy_auth(origin.proxy)
+        origin, target, lead = self._route(url)
+        all_headers = [*lead, *headers, ("Content-Length", str(len(body)))]
         request = h11.Request(method="POST", target=target, headers=all_headers)
         conn, response = await self._send(origin, request, body)
         try:
@@ -331,22 +344,8 @@ def _proxy_auth(proxy: str) -> list[tuple[str, str]]:
     return [("Proxy-Authorization", "Basic " + base64.b64encode(user.encode()).decode())]
 
 
-def _origin(parts: SplitResult) -> Origin:
-    scheme = parts.scheme
-    host = parts.hostname or ""
-    port = parts.port or (443 if scheme == "https" else 80)
-    return Origin(scheme, host, port, _proxy_for(scheme, host))
-
-
+# Lower case wins, as in curl and urllib.
 _PROXY_VARS = ("https_proxy", "http_proxy", "all_proxy", "no_proxy")
-
-
-def _proxy_for(scheme: str, host: str) -> str | None:
-    """The proxy URL the environment names for ``scheme`` and ``host``, or None."""
-    # Lower case wins, as in curl and urllib; read per request (a handful of look-ups),
-    # decided once per distinct setting.
-    values = tuple(os.environ.get(n) or os.environ.get(n.upper()) for n in _PROXY_VARS)
-    return _decide_proxy(scheme, host, values) if any(values[:3]) else None
 
 
 @functools.lru_cache(maxsize=64)
