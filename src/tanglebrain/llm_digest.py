@@ -73,10 +73,8 @@ def summarizer(ctx: RunContext, orchestrator_id: str | None) -> Backend | None:
     """The cheapest enabled backend good at long-context or summarize (not the orchestrator)."""
     pool = [
         b
-        for b in ctx.roster.enabled()
-        if set(SUMMARIZER_TAGS) & set(b.good_at)
-        and b.id != orchestrator_id
-        and b.key_status(ctx.env) != "missing"
+        for b in ctx.roster.usable(ctx.env)
+        if set(SUMMARIZER_TAGS) & set(b.good_at) and b.id != orchestrator_id
     ]
     return min(pool, key=lambda b: b.cost) if pool else None
 

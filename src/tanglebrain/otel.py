@@ -28,7 +28,7 @@ from typing import Any
 
 from tanglebrain._version import __version__
 from tanglebrain.redact import Redactor
-from tanglebrain.trace import Attempt, Call, Run, Subtask, Turn
+from tanglebrain.trace import FAILED, Attempt, Call, Run, Subtask, Turn
 
 ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 TIMEOUT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
@@ -123,7 +123,7 @@ class _Builder:
 
     def subtask(self, parent: Any, sub: Subtask, fallback: float) -> float:
         start, end = sub.started or fallback, sub.ended or sub.started or fallback
-        failed = sub.status in ("error", "no_fit", "refused")
+        failed = sub.status in FAILED
         span = self.span(f"subtask {sub.index}", parent, start, {
             "tanglebrain.subtask.index": sub.index, "tanglebrain.subtask.task": sub.task,
             "tanglebrain.subtask.status": sub.status, "tanglebrain.backend": sub.backend,

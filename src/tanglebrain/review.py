@@ -42,9 +42,7 @@ Reply with one JSON object and nothing else, of this shape:
 def pick_reviewers(ctx: RunContext, orchestrator: Backend, count: int) -> list[Backend]:
     """Backends good at ``review``: other providers first, then cheapest; never the orchestrator."""
     pool = [
-        b
-        for b in ctx.roster.enabled()
-        if "review" in b.good_at and b.id != orchestrator.id and b.key_status(ctx.env) != "missing"
+        b for b in ctx.roster.usable(ctx.env) if "review" in b.good_at and b.id != orchestrator.id
     ]
     pool.sort(key=lambda b: (b.provider == orchestrator.provider, b.cost))
     return pool[:count]

@@ -42,10 +42,6 @@ class OrchestratorPlan:
     notes: tuple[str, ...] = ()
 
 
-def _usable(backend: Backend, env: Mapping[str, str]) -> bool:
-    return backend.enabled and backend.key_status(env) != "missing"
-
-
 def _fits(backend: Backend, needed_tokens: int, window_of: WindowOf) -> bool:
     window = window_of(backend)
     return window is None or needed_tokens <= window
@@ -121,7 +117,7 @@ def _fitting_orchestrators(
     window_of: WindowOf,
 ) -> list[Backend]:
     """The orchestrators with their key set whose context window holds the request."""
-    usable = [b for b in orchestrators if _usable(b, env)]
+    usable = [b for b in orchestrators if b.usable(env)]
     if not usable:
         first = orchestrators[0]
         raise MissingKeyError(first.id, first.api_key_env or "")
@@ -170,7 +166,7 @@ def _pinned(roster: Roster, pin: str) -> Backend:
 def _direct_candidates(
     enabled: Sequence[Backend], env: Mapping[str, str], needed: int, window_of: WindowOf
 ) -> tuple[Backend, ...]:
-    usable = [b for b in enabled if _usable(b, env)]
+    usable = [b for b in enabled if b.usable(env)]
     if not usable:
         first = enabled[0]
         raise MissingKeyError(first.id, first.api_key_env or "")
@@ -263,7 +259,7 @@ def subtask_candidates(
     out: list[Backend] = []
     if backend_id is not None:
         named = roster.get(backend_id)
-        if named is not None and _usable(named, env) and _fits(named, needed_tokens, window_of):
+        if named is not None and named.usable(env) and _fits(named, needed_tokens, window_of):
             out.append(named)
     if task is not None or backend_id is None:
         pool = [
@@ -272,7 +268,7 @@ def subtask_candidates(
             if (task is None or task in b.good_at)
             and b.id != orchestrator_id
             and b not in out
-            and _usable(b, env)
+            and b.usable(env)
             and _fits(b, needed_tokens, window_of)
         ]
         pool.sort(key=lambda b: (load.cooling(b.id), b.cost, load.in_flight.get(b.id, 0)))

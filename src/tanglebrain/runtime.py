@@ -122,7 +122,7 @@ class RunContext:
 
     def usable(self) -> list[Backend]:
         """Enabled backends whose API key (if they need one) is set: the real menu."""
-        return [b for b in self.roster.enabled() if b.key_status(self.env) != "missing"]
+        return self.roster.usable(self.env)
 
     def window_of(self, backend: Backend) -> int | None:
         """Context window of ``backend`` (roster, else litellm, else unknown)."""

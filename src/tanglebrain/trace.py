@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Status = Literal["queued", "running", "ok", "error", "no_fit", "refused", "cancelled"]
+FAILED: frozenset[Status] = frozenset({"error", "no_fit", "refused"})
+"""The statuses of a sub-task whose work was lost."""
 
 
 def now() -> float:
@@ -309,9 +311,7 @@ class Run:
     @property
     def degraded(self) -> bool:
         """Whether work was lost: a sub-task failed, or a whole tool call was rejected."""
-        return bool(self.rejected_calls()) or any(
-            s.status in ("error", "no_fit", "refused") for s in self.subtasks()
-        )
+        return bool(self.rejected_calls()) or any(s.status in FAILED for s in self.subtasks())
 
     def rejected_calls(self) -> list[ToolCall]:
         """Tool calls refused as a whole (bad JSON, too many sub-tasks, unknown tool)."""

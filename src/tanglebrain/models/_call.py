@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, AsyncExitStack, nullcontext
@@ -19,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from tanglebrain.backoff import backoff
 from tanglebrain.errors import BackendError
 from tanglebrain.models._errors import causes, connection_problem, to_backend_error
 from tanglebrain.models._prices import cost_of, count_tokens
@@ -107,8 +107,7 @@ class RetryPolicy:
             return None
         if retry_after is not None:
             return retry_after if retry_after <= self.max_retry_after else None
-        backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
-        return backoff * (0.5 + random.random() / 2)  # jitter spreads synchronized retries
+        return backoff(attempt, self.base_delay, self.max_delay)
 
 
 async def complete(

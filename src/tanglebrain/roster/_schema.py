@@ -146,6 +146,10 @@ class Backend(BaseModel):
             raise ValueError("api_base must be an http:// or https:// URL")
         return base
 
+    def usable(self, env: Mapping[str, str]) -> bool:
+        """Whether a call can be made: enabled, with its API key set when it needs one."""
+        return self.enabled and self.key_status(env) != "missing"
+
     def key_status(self, env: Mapping[str, str]) -> KeyStatus:
         """Whether this backend's API key is available in ``env``."""
         if self.api_key_env is None:
@@ -192,6 +196,10 @@ class Roster(BaseModel):
     def enabled(self) -> list[Backend]:
         """Enabled backends, in file order."""
         return [b for b in self.backends if b.enabled]
+
+    def usable(self, env: Mapping[str, str]) -> list[Backend]:
+        """Enabled backends whose API key (if they need one) is set in ``env``, in file order."""
+        return [b for b in self.backends if b.usable(env)]
 
     def tags(self) -> list[str]:
         """Every ``good_at`` tag of the enabled backends, sorted."""

@@ -11,9 +11,7 @@ import os
 import sys
 from typing import Any
 
-from tanglebrain.trace import Review, Run, cache_tokens, cost_of, review_to_dict
-
-FAILED = ("error", "no_fit", "refused")
+from tanglebrain.trace import FAILED, Review, Run, cache_tokens, cost_of, review_to_dict
 
 
 def _color() -> bool:
