@@ -163,3 +163,44 @@ def test_retry_after_as_seconds_or_an_http_date() -> None:
     assert retry_after_seconds("Thu, 01 Jan 1970 00:00:00 GMT", now) == 0.0
     assert retry_after_seconds("soon", now) is None
     assert retry_after_seconds(None, now) is None
+
+
+async def test_a_pooled_connection_the_server_closed_is_replaced() -> None:
+    # A server that answers each request and then closes the socket without saying so
+    # (no "Connection: close"): the client pools the connection, finds it dead on the
+    # next request before any byte of a response, and retries on a fresh one.
+    served: list[int] = []
+    reply = json.dumps({
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+    }).encode()  # fmt: skip
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        fields = dict(ln.lower().split(b":", 1) for ln in head.split(b"\r\n")[1:] if b":" in ln)
+        await reader.readexactly(int(fields[b"content-length"]))
+        served.append(1)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(reply)}\r\n\r\n".encode()
+            + reply
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        b = parse(
+            f'[[backend]]\nid = "b"\nmodel = "openai/m"\napi_base = "http://127.0.0.1:{port}/v1"\n'
+            'good_at = ["x"]\ncost = 0\n'
+        ).backends[0]
+        for _ in range(3):
+            node = Call("subtask", "b", b.model)
+            done = await models.complete(
+                b, [{"role": "user", "content": "hi"}], call=node, env={}, timeout=30,
+                retry=models.RetryPolicy(max_attempts=1),
+            )  # fmt: skip
+            assert done.text == "fine" and len(node.attempts) == 1  # no attempt was lost
+    assert len(served) == 3
