@@ -13,8 +13,9 @@ import sys
 from tanglebrain._version import __version__
 
 COMMANDS = frozenset(
-    {"run", "demo", "sim", "compress", "init", "backends", "runs", "show", "stats", "serve", "mcp"}
-)
+    {"run", "demo", "sim", "compress", "init", "backends", "runs", "show", "stats", "serve", "mcp",
+     "hooks", "hook", "wrap", "raw", "gain"}
+)  # fmt: skip
 # Options of the top-level callback, and whether each takes a value.
 GLOBAL_OPTIONS = {
     "--roster": True,
@@ -79,6 +80,15 @@ def run_argv(args: list[str]) -> int:
     if args == ["--version"]:  # the fast path: no typer, no pydantic, no litellm
         sys.stdout.write(f"tanglebrain {__version__}\n")
         return 0
+    # Agent hooks run on every tool call: they skip typer, rich and pydantic altogether.
+    if args[:1] == ["hook"] and "--help" not in args:
+        from tanglebrain.hooks._entry import hook_main
+
+        return hook_main(args[1:])
+    if args[:1] == ["wrap"] and "--help" not in args[: [*args, "--"].index("--")]:
+        from tanglebrain.hooks._entry import wrap_main
+
+        return wrap_main(args[1:])
     from tanglebrain.cli.app import invoke
 
     debug = "--debug" in args or os.environ.get("TANGLEBRAIN_DEBUG") == "1"

@@ -28,7 +28,8 @@ HELP_OPTIONS = ["--help", "-h"]
 MODULES = {
     "run": "run", "demo": "commands", "sim": "commands", "compress": "commands",
     "init": "backends", "backends": "backends", "runs": "history", "show": "history",
-    "stats": "history", "serve": "front", "mcp": "front",
+    "stats": "history", "serve": "front", "mcp": "front", "hooks": "hooks", "hook": "hooks",
+    "wrap": "hooks", "raw": "hooks", "gain": "hooks",
 }  # fmt: skip
 
 

@@ -8,32 +8,29 @@ parallel ``tanglebrain`` processes never show "database is locked". Failures rai
 ``LedgerError``; the CLI turns them into a warning. This is the only module that
 imports ``sqlite3``. No API key or header is ever stored: the trace holds none, and
 ``record`` scrubs the key values it is given from every text it writes.
+
+The ``hook_log`` table holds one row per invocation of an agent hook or of ``wrap``
+(``record_hook``, ``hook_rows``). Those run on every tool call of a coding agent, so this
+module imports the run-tree code (``_rows``, ``trace``) only when a run is read or written.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from tanglebrain.backoff import backoff
 from tanglebrain.errors import LedgerError
-from tanglebrain.ledger._rows import (
-    CALL_COLUMNS,
-    N_CALL,
-    RUN_COLUMNS,
-    StoredRun,
-    call_rows,
-    rebuild,
-    run_row,
-    scrubber,
-)
 from tanglebrain.state import ensure_dir
-from tanglebrain.trace import Run
+
+if TYPE_CHECKING:
+    from tanglebrain.ledger._rows import StoredRun
+    from tanglebrain.trace import Run
 
 __all__ = ["Ledger", "LedgerError", "StoredRun", "default_path", "migrate"]
 
@@ -82,8 +79,29 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE calls ADD COLUMN cache_read_tokens INTEGER;
     ALTER TABLE calls ADD COLUMN cache_write_tokens INTEGER;
     """,
+    # 5: one row per agent-hook or ``wrap`` invocation (see ``HOOK_COLUMNS``).
+    """
+    CREATE TABLE hook_log (
+        time REAL NOT NULL, agent TEXT NOT NULL, event TEXT NOT NULL, tool TEXT,
+        command TEXT, family TEXT, outcome TEXT, exit_code INTEGER, bytes_in INTEGER,
+        bytes_out INTEGER, handler_ms REAL, command_ms REAL, raw_id TEXT
+    );
+    CREATE INDEX hook_log_time ON hook_log (time);
+    """,
 )
 VERSION = len(MIGRATIONS)
+HOOK_COLUMNS = (
+    "time", "agent", "event", "tool", "command", "family", "outcome", "exit_code",
+    "bytes_in", "bytes_out", "handler_ms", "command_ms", "raw_id",
+)  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name == "StoredRun":  # re-exported lazily: it needs the run-tree code
+        from tanglebrain.ledger._rows import StoredRun
+
+        return StoredRun
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_path(state_dir: Path) -> Path:
@@ -116,7 +134,6 @@ class Ledger:
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
         """Run ``fn``, retrying with jittered backoff while the database is busy."""
-        delay = 0.02
         for attempt in range(1, WRITE_TRIES + 1):
             try:
                 return fn()
@@ -127,8 +144,7 @@ class Ledger:
             except (sqlite3.Error, OSError) as exc:
                 reason = getattr(exc, "strerror", None) or str(exc)
                 raise LedgerError(f"cannot {what} {self.path}: {reason}") from None
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 1.0)
+            time.sleep(backoff(attempt, 0.03, 1.0))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _read(self, fn: Callable[[sqlite3.Connection], T], empty: T) -> T:
@@ -162,6 +178,15 @@ class Ledger:
         Raises:
             LedgerError: the file could not be created or written.
         """
+        from tanglebrain.ledger._rows import (
+            CALL_COLUMNS,
+            N_CALL,
+            RUN_COLUMNS,
+            call_rows,
+            run_row,
+            scrubber,
+        )
+
         scrub = scrubber(secrets)
         head = scrub(run_row(run, orchestrator_price))
         nodes = [scrub(row) for row in call_rows(run)]
@@ -188,6 +213,7 @@ class Ledger:
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` runs, newest first, as column dicts."""
+        from tanglebrain.ledger._rows import RUN_COLUMNS
 
         def go(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             cur = conn.execute(
@@ -216,6 +242,7 @@ class Ledger:
 
     def load(self, run_id: str) -> StoredRun | None:
         """The run with this exact id, rebuilt as a trace, or None."""
+        from tanglebrain.ledger._rows import CALL_COLUMNS, RUN_COLUMNS, rebuild
 
         def go(conn: sqlite3.Connection) -> StoredRun | None:
             cur = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
@@ -231,6 +258,7 @@ class Ledger:
 
     def rows_since(self, since: float | None) -> tuple[list[Row], list[Row]]:
         """(runs, calls of kind ``call``) of the runs started at or after ``since``."""
+        from tanglebrain.ledger._rows import RUN_COLUMNS
 
         def go(conn: sqlite3.Connection) -> tuple[list[Row], list[Row]]:
             start = since if since is not None else float("-inf")
@@ -250,6 +278,46 @@ class Ledger:
 
         empty: tuple[list[Row], list[Row]] = ([], [])
         return self._read(go, empty)
+
+    # --- the hook log -------------------------------------------------------------
+
+    def record_hook(self, row: Mapping[str, Any]) -> None:
+        """Append one hook invocation (``HOOK_COLUMNS``; missing ones are NULL).
+
+        The caller scrubs secrets from the command first; this only stores.
+
+        Raises:
+            LedgerError: the file could not be created or written.
+        """
+        values = tuple(row.get(name) for name in HOOK_COLUMNS)
+
+        def go() -> None:
+            with self._connect(create=True) as conn:
+                marks = ", ".join("?" * len(HOOK_COLUMNS))
+                conn.execute(
+                    f"INSERT INTO hook_log ({', '.join(HOOK_COLUMNS)}) VALUES ({marks})", values
+                )
+
+        self._retry("write", go)
+
+    def hook_rows(
+        self, since: float | None = None, *, agent: str | None = None, limit: int | None = None
+    ) -> list[Row]:
+        """Hook invocations at or after ``since`` (of ``agent`` when given), newest first."""
+
+        def go(conn: sqlite3.Connection) -> list[Row]:
+            sql = f"SELECT {', '.join(HOOK_COLUMNS)} FROM hook_log WHERE time >= ?"
+            args: list[Any] = [since if since is not None else float("-inf")]
+            if agent is not None:
+                sql += " AND agent = ?"
+                args.append(agent)
+            sql += " ORDER BY time DESC, rowid DESC"
+            if limit is not None:
+                sql += " LIMIT ?"
+                args.append(limit)
+            return _dicts(conn.execute(sql, args))
+
+        return self._read(go, [])
 
 
 def migrate(conn: sqlite3.Connection) -> int:

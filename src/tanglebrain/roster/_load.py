@@ -23,6 +23,7 @@ from tanglebrain.roster._schema import (
     KEYED_PROVIDERS,
     OPENAI_COMPATIBLE,
     Backend,
+    Hooks,
     Price,
     Roster,
     Settings,
@@ -246,8 +247,8 @@ def _explain(
             field="backend",
             fix="add a [[backend]] table, or run `tanglebrain init`",
         )
-    if loc and loc[0] == "settings" and field != "settings":
-        field = f"settings.{field}"
+    if loc and loc[0] in ("settings", "hooks") and field != loc[0]:
+        field = f"{loc[0]}.{field}"
     backend = _backend_id(data, loc)
     line = _find_line(text, key_loc)
     ctx = err.get("ctx") or {}
@@ -292,11 +293,13 @@ def _fix(kind: str, field: str | None, ctx: dict[str, Any]) -> str:
 def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
     if loc and loc[0] == "settings":
         return list(Settings.model_fields)
+    if loc and loc[0] == "hooks":
+        return list(Hooks.model_fields)
     if loc and loc[0] == "backend":
         if "price" in loc[:-1]:
             return list(Price.model_fields)
         return list(Backend.model_fields)
-    return ["settings", "backend"]
+    return ["settings", "hooks", "backend"]
 
 
 def _find_line(text: str, loc: tuple[Any, ...]) -> int | None:
@@ -312,8 +315,9 @@ def _find_line(text: str, loc: tuple[Any, ...]) -> int | None:
             key = loc[2] if len(loc) > 2 else None
         else:
             return None
-    elif loc and loc[0] == "settings":
-        hdr = [i for i, ln in enumerate(lines) if re.match(r"\s*\[\s*settings\s*\]", ln)]
+    elif loc and loc[0] in ("settings", "hooks"):
+        table = re.escape(str(loc[0]))
+        hdr = [i for i, ln in enumerate(lines) if re.match(rf"\s*\[\s*{table}\s*\]", ln)]
         if not hdr:
             return None
         start, section = hdr[0], True

@@ -102,6 +102,20 @@ class Settings(BaseModel):
     )
 
 
+class Hooks(BaseModel):
+    """The optional ``[hooks]`` table: which agent shell commands ``wrap`` digests.
+
+    ``tanglebrain.hooks`` reads this table without pydantic on its fast path; the two
+    must accept the same keys and values.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # shell-glob patterns of commands to wrap besides the defaults, and never to wrap
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    threshold: int = Field(default=6000, ge=0, strict=True)  # bytes printed unchanged
+
+
 class Backend(BaseModel):
     """One ``[[backend]]`` entry."""
 
@@ -187,6 +201,7 @@ class Roster(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     settings: Settings = Settings()
+    hooks: Hooks = Hooks()
     backends: tuple[Backend, ...] = Field(alias="backend", min_length=1)
 
     def get(self, backend_id: str) -> Backend | None:

@@ -1,0 +1,179 @@
+"""``hooks install|uninstall|status``, ``hook``, ``wrap``, ``raw`` and ``gain``.
+
+``hook`` and ``wrap`` normally never get here: ``cli.run_argv`` dispatches them before
+typer is imported. They are registered too so that ``--help`` lists them and a command
+line with global options before them still works.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tanglebrain.errors import UsageError
+
+AGENTS = ("claude",)
+SCOPES = ("user", "project")
+
+hooks_app = typer.Typer(
+    help="Install tanglebrain's hooks into a coding agent (Claude Code), check them, remove them.",
+    no_args_is_help=True,
+)
+AgentOption = Annotated[str, typer.Option("--agent", help="The coding agent: claude.")]
+ScopeOption = Annotated[
+    str, typer.Option("--scope", help="user (~/.claude) or project (./.claude).")
+]
+DryOption = Annotated[bool, typer.Option("--dry-run", help="Show the edit, change nothing.")]
+
+
+def _check(agent: str, scope: str) -> None:
+    if agent not in AGENTS:
+        raise UsageError(f"agent {agent!r} is not supported", fix="use --agent claude")
+    if scope not in SCOPES:
+        raise UsageError(f"scope {scope!r} is not known", fix="use --scope user or project")
+
+
+def _edit(install: bool, agent: str, scope: str, dry_run: bool) -> None:
+    from tanglebrain.hooks import _settings
+    from tanglebrain.hooks._claude import self_command
+
+    _check(agent, scope)
+    path = _settings.settings_path(scope, os.environ, Path.cwd())
+    change = (
+        _settings.plan_install(path, self_command()) if install else _settings.plan_uninstall(path)
+    )
+    what = "installed in" if install else "removed from"
+    if dry_run:
+        diff = difflib.unified_diff(
+            (change.before or "").splitlines(keepends=True),
+            change.after.splitlines(keepends=True),
+            str(path),
+            f"{path} (after)",
+        )
+        sys.stdout.write("".join(diff) or f"no change: hooks already {what} {path}\n")
+        return
+    if not change.changed:
+        sys.stdout.write(f"no change: hooks already {what} {path}\n")
+        return
+    _settings.apply(change)
+    backup = f" (previous version: {path}.bak)" if change.before is not None else ""
+    sys.stdout.write(f"hooks {what} {path}{backup}\n")
+
+
+@hooks_app.command("install")
+def install_command(
+    agent: AgentOption = "claude", scope: ScopeOption = "user", dry_run: DryOption = False
+) -> None:
+    """Add the handlers to the agent's settings file, keeping everything else."""
+    _edit(True, agent, scope, dry_run)
+
+
+@hooks_app.command("uninstall")
+def uninstall_command(
+    agent: AgentOption = "claude", scope: ScopeOption = "user", dry_run: DryOption = False
+) -> None:
+    """Remove the handlers from the agent's settings file, keeping everything else."""
+    _edit(False, agent, scope, dry_run)
+
+
+@hooks_app.command("status")
+def status_command(agent: AgentOption = "claude") -> None:
+    """Where the handlers are installed, whether they run, and their last invocation."""
+    from tanglebrain.hooks import _settings
+    from tanglebrain.hooks._config import state_dir
+    from tanglebrain.ledger import Ledger, default_path
+
+    _check(agent, "user")
+    found = False
+    for scope in SCOPES:
+        path = _settings.settings_path(scope, os.environ, Path.cwd())
+        commands = _settings.installed(path)
+        found = found or bool(commands)
+        sys.stdout.write(f"{scope}: {path}: {'installed' if commands else 'not installed'}\n")
+        for command in commands:
+            result = _settings.self_test(command, os.environ)
+            sys.stdout.write(f"  {command}\n    self-test: {result}\n")
+    rows = Ledger(default_path(state_dir(os.environ))).hook_rows(agent=agent, limit=1)
+    if rows:
+        r = rows[0]
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
+        sys.stdout.write(f"last invocation: {when} {r['event']} {r['outcome'] or ''}\n".rstrip())
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write("last invocation: none recorded\n")
+    if not found:
+        sys.stdout.write("install with: tanglebrain hooks install --agent claude\n")
+
+
+def hook_command(
+    agent: Annotated[str, typer.Argument(help="The coding agent: claude.")],
+    event: Annotated[str, typer.Argument(help="pre-tool-use or user-prompt-submit.")],
+) -> None:
+    """Run a hook handler on the agent's hook JSON from stdin (the agent calls this)."""
+    from tanglebrain.hooks._entry import hook_main
+
+    raise typer.Exit(hook_main([agent, event]))
+
+
+def wrap_command(ctx: typer.Context) -> None:
+    """Run a shell command; print its output, or a faithful digest when it is bulky.
+
+    Usage: tanglebrain wrap [--agent NAME] [--threshold BYTES] -- COMMAND. The exit status is
+    the command's; the digest's last line names the id of the full output (`tanglebrain raw`).
+    """
+    from tanglebrain.hooks._entry import wrap_main
+
+    raise typer.Exit(wrap_main(list(ctx.args)))
+
+
+def raw_command(
+    raw_id: Annotated[str, typer.Argument(help="The id a digest's last line names.")],
+) -> None:
+    """Print the full output of a wrapped command, byte for byte."""
+    from tanglebrain.hooks._wrap import load_raw
+
+    data = load_raw(os.environ, raw_id)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+def gain_command(
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only invocations this recent: 30m, 24h, 7d, …")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """What the hooks saved: calls, bytes in and out, share saved, handler times, per family."""
+    from tanglebrain.cli.history import parse_duration
+    from tanglebrain.hooks._config import state_dir
+    from tanglebrain.hooks._gain import render, summarize
+    from tanglebrain.ledger import Ledger, default_path
+
+    start = time.time() - parse_duration(since) if since is not None else None
+    rows = Ledger(default_path(state_dir(os.environ))).hook_rows(start)
+    data = summarize(rows)
+    if json_out:
+        sys.stdout.write(json.dumps(data) + "\n")
+    elif not rows:
+        sys.stdout.write("no hook invocations recorded yet (see `tanglebrain hooks install`)\n")
+    else:
+        sys.stdout.write(render(data) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``hooks``, ``hook``, ``wrap``, ``raw`` and ``gain`` to ``app``."""
+    app.add_typer(hooks_app, name="hooks")
+    app.command("hook")(hook_command)
+    app.command(
+        "wrap", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    )(wrap_command)
+    app.command("raw")(raw_command)
+    app.command("gain")(gain_command)
