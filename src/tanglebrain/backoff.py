@@ -7,8 +7,6 @@ otherwise fire in lockstep.
 
 from __future__ import annotations
 
-import random
-
 
 def backoff(attempt: int, base: float, cap: float) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based): 50-100 % of the doubling.
@@ -18,5 +16,7 @@ def backoff(attempt: int, base: float, cap: float) -> float:
         base: the wait after the first failure, before jitter.
         cap: the longest wait, before jitter.
     """
+    import random  # not at import time: the hook path imports this module and needs no RNG
+
     delay = min(cap, base * 2.0 ** (attempt - 1))
     return delay * (0.5 + random.random() / 2)
