@@ -177,6 +177,31 @@ def test_check_verdicts_against_the_simulator(tmp_path: Path, sim_thread: Simula
     assert {r.tools[0]["function"]["name"] for r in with_tools if r.tools} == {"delegate"}
 
 
+# What Qwen2.5-Coder-1.5B answered the tool probe through llama.cpp's stock chat template.
+TEXT_CALL = '```json\n{\n  "name": "delegate",\n  "arguments": {\n    "prompt": "ping"\n  }\n}\n```'
+
+
+def test_check_says_when_tool_calls_come_back_as_text(
+    tmp_path: Path, sim_thread: Simulator
+) -> None:
+    from tanglebrain.sim import SimReply
+
+    spec = "script:id=textcalls"
+    sim_thread.script(spec, [SimReply(text="ok"), SimReply(text=TEXT_CALL)])
+    write_roster(
+        tmp_path / "roster.toml",
+        backend_toml("texty", spec, sim_thread.base_url, orchestrator=True),
+        settings="timeout_s = 60\n",
+    )
+    out = run_cli(["backends", "check", "--json"], tmp_path)
+    assert out.code == 0, out.stdout + out.stderr
+    [verdict] = json.loads(out.stdout)
+    assert (verdict["usable"], verdict["tools"]) == (True, "as text")
+    [warning] = [w for w in verdict["warnings"] if "tool calls come back as text" in w]
+    assert "tanglebrain recognizes and runs them" in warning
+    assert "chat template that parses its tool calls" in warning
+
+
 def test_check_exit_zero_when_all_usable_and_named_ids(
     tmp_path: Path, sim_thread: Simulator
 ) -> None:

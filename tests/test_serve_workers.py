@@ -75,6 +75,10 @@ async def test_a_dead_worker_is_replaced(tmp_path: Path, sim: Simulator) -> None
             lambda: wait_until(lambda: len(children(server.proc.pid)) == 2
                                and workers[0] not in children(server.proc.pid), "no new worker")
         )  # fmt: skip
+        # The parent's note is read from its stderr by another thread: wait for it too.
+        await anyio.to_thread.run_sync(
+            lambda: wait_until(lambda: any("killed" in ln for ln in server.stderr), "no note")
+        )
         note = next(line for line in server.stderr if "killed" in line)
         assert f"worker 1 (pid {workers[0]}) was killed by SIGKILL; starting another" in note
         async with openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0) as c:

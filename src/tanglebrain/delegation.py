@@ -17,25 +17,25 @@ import anyio
 from tanglebrain import models, router
 from tanglebrain.errors import BackendError, BudgetExceeded, CircuitOpen, ConfigError
 from tanglebrain.models import estimate_tokens
+from tanglebrain.roster import Backend
 from tanglebrain.runtime import TRUNCATED, RunContext, with_attachments
 from tanglebrain.trace import Call, Subtask, ToolCall, now
 
 DO_IT_YOURSELF = "do this part yourself"
+TAG_HINT = "a good_at tag from the menu"
+PROMPT_HINT = "the sub-task, complete in itself: the specialist sees nothing else"
 CUT_ADVICE = "ask for less or split the sub-task, or do the rest yourself"
+# A digested sub-task text never gets less than this many bytes.
+MIN_SHARE = 400
 
 
 def _task_schema(tags: list[str], ids: list[str], attachments: list[str]) -> dict[str, Any]:
-    task: dict[str, Any] = {"type": "string", "description": "a good_at tag from the menu"}
+    """One sub-task's JSON schema; a property is offered only when the run gives it a use."""
+    properties: dict[str, Any] = {"prompt": {"type": "string", "description": PROMPT_HINT}}
     if tags:
-        task["enum"] = tags
-    backend: dict[str, Any] = {"type": "string", "description": "a backend id, to pin one"}
+        properties["task"] = {"type": "string", "description": TAG_HINT, "enum": tags}
     if ids:
-        backend["enum"] = ids
-    properties: dict[str, Any] = {
-        "prompt": {"type": "string", "description": "a self-contained sub-task prompt"},
-        "task": task,
-        "backend": backend,
-    }
+        properties["backend"] = {"type": "string", "description": "to pin one", "enum": ids}
     if attachments:  # offered only when there is something to attach: small models invent names
         properties["attach"] = {
             "type": "array",
@@ -48,6 +48,16 @@ def _task_schema(tags: list[str], ids: list[str], attachments: list[str]) -> dic
         "required": ["prompt"],
         "additionalProperties": False,
     }
+
+
+def _pinning_helps(backends: list[Backend]) -> bool:
+    """Whether a ``backend`` pin picks anything a ``task`` tag cannot: a shared tag."""
+    seen: set[str] = set()
+    for b in backends:
+        if seen & set(b.good_at):
+            return True
+        seen |= set(b.good_at)
+    return False
 
 
 def menu(ctx: RunContext, orchestrator_id: str | None) -> str:
@@ -64,86 +74,122 @@ def menu(ctx: RunContext, orchestrator_id: str | None) -> str:
     return "\n".join(lines) or "- (no specialist is enabled)"
 
 
-def tool_schemas(ctx: RunContext, orchestrator_id: str | None) -> list[dict[str, Any]]:
-    """The OpenAI function-tool schemas the orchestrator sees (docs/contracts.md)."""
+def tool_schemas(
+    ctx: RunContext, orchestrator_id: str | None, *, lean: bool = False
+) -> list[dict[str, Any]]:
+    """The OpenAI function-tool schemas of ``delegate`` and ``delegate_many``.
+
+    Args:
+        ctx: the run.
+        orchestrator_id: the orchestrator, left out of the menu.
+        lean: for an orchestrator model whose system prompt holds the menu: the
+            descriptions leave it out, and ``backend`` is offered only when two
+            specialists share a tag (small models copy every field they see).
+
+    Returns:
+        The two tool schemas (docs/contracts.md).
+    """
     enabled = [b for b in ctx.usable() if b.id != orchestrator_id]
     tags = sorted({t for b in enabled for t in b.good_at})
-    ids = [b.id for b in enabled]
-    names = sorted(ctx.attachments)
-    task = _task_schema(tags, ids, names)
-    the_menu = menu(ctx, orchestrator_id)
+    ids = [b.id for b in enabled] if not lean or _pinning_helps(enabled) else []
+    task = _task_schema(tags, ids, sorted(ctx.attachments))
+    menu_ = "" if lean else f"\nBackends:\n{menu(ctx, orchestrator_id)}"
+    one = "Hand one sub-task to a specialist and get its answer."
+    many = (
+        "Run several independent sub-tasks at once; one result per task, in order "
+        f"(at most {ctx.max_subtasks} sub-tasks per run)."
+    )
+    if not lean:
+        one += " Pick by task tag (cheapest fitting backend) or by backend id."
+    tasks = {"type": "array", "items": task, "minItems": 1}
+    listed = {"type": "object", "properties": {"tasks": tasks}, "required": ["tasks"]}
     return [
-        {
-            "type": "function",
-            "function": {
-                "name": "delegate",
-                "description": "Hand one sub-task to a specialist backend and get its answer. "
-                "Pick by task tag (cheapest fitting backend) or by backend id.\n"
-                f"Backends:\n{the_menu}",
-                "parameters": task,
-            },
-        },
-        {
-            "type": "function",
-            "function": {
-                "name": "delegate_many",
-                "description": "Run several independent sub-tasks concurrently; results come "
-                f"back in input order (at most {ctx.max_subtasks} sub-tasks per run).\n"
-                f"Backends:\n{the_menu}",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"tasks": {"type": "array", "items": task, "minItems": 1}},
-                    "required": ["tasks"],
-                    "additionalProperties": False,
-                },
-            },
-        },
+        _function("delegate", one + menu_, task),
+        _function("delegate_many", many + menu_, {**listed, "additionalProperties": False}),
     ]
+
+
+def _function(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": parameters},
+    }
 
 
 @dataclass(frozen=True)
 class Spec:
-    """One validated sub-task request."""
+    """One validated sub-task request; ``notes`` say what was ignored in it."""
 
     prompt: str
     task: str | None
     backend: str | None
     attach: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
 
-def _parse_spec(ctx: RunContext, raw: Any, orchestrator_id: str | None) -> Spec | str:
-    """A ``Spec``, or an error string explaining what is wrong with ``raw``."""
+FIELDS = ("prompt", "task", "backend", "attach")
+
+
+def _parse_spec(
+    ctx: RunContext, raw: Any, orchestrator_id: str | None, lenient: bool = False
+) -> Spec | str:
+    """A ``Spec``, or an error string explaining what is wrong with ``raw``.
+
+    ``lenient`` (an orchestrator model's calls) ignores what only steers routing, with a
+    note, instead of rejecting the sub-task: unknown fields, tags and backend ids, and
+    attachment names when the run has none. The work itself is never guessed at.
+    """
+    if lenient and isinstance(raw, str):
+        raw = {"prompt": raw}
     if not isinstance(raw, dict):
         return "each task must be an object with a 'prompt'"
-    unknown = set(raw) - {"prompt", "task", "backend", "attach"}
+    notes: list[str] = []
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown and not lenient:
+        return f"unknown field(s) {unknown}; use prompt, task, backend, attach"
     if unknown:
-        return f"unknown field(s) {sorted(unknown)}; use prompt, task, backend, attach"
-    prompt, task, backend, attach = (
-        raw.get("prompt"),
-        raw.get("task"),
-        raw.get("backend"),
-        raw.get("attach") or [],
-    )
+        notes.append(f"ignored unknown field(s) {unknown}")
+    prompt, task, backend = raw.get("prompt"), raw.get("task"), raw.get("backend")
+    attach = raw.get("attach") or []
     if not isinstance(prompt, str) or not prompt.strip():
         return "'prompt' must be a non-empty string"
     menu_ = [b for b in ctx.usable() if b.id != orchestrator_id]
     tags = sorted({t for b in menu_ for t in b.good_at})
     if task is not None and (not isinstance(task, str) or task not in tags):
-        return f"unknown task tag {task!r}; valid tags: {', '.join(tags)}"
+        if not lenient:
+            return f"unknown task tag {task!r}; valid tags: {', '.join(tags)}"
+        notes.append(f"ignored unknown task tag {task!r}")
+        task = None
     if backend is not None and backend not in [b.id for b in ctx.usable()]:
-        return f"unknown backend {backend!r}; valid ids: {', '.join(b.id for b in menu_)}"
+        if not lenient:
+            return f"unknown backend {backend!r}; valid ids: {', '.join(b.id for b in menu_)}"
+        notes.append(f"ignored unknown backend {backend!r}")
+        backend = None
+    if lenient and attach and not ctx.attachments:
+        notes.append("ignored 'attach': this run has no attachments")
+        attach = []
     if not isinstance(attach, list) or not all(isinstance(a, str) for a in attach):
         return "'attach' must be a list of attachment names"
     missing = [a for a in attach if a not in ctx.attachments]
     if missing:
         return f"unknown attachment(s) {missing}; available: {sorted(ctx.attachments)}"
-    return Spec(prompt, task, backend, tuple(dict.fromkeys(attach)))
+    return Spec(prompt, task, backend, tuple(dict.fromkeys(attach)), tuple(notes))
 
 
 async def execute(
-    ctx: RunContext, name: str, arguments: str, node: ToolCall, orchestrator_id: str | None
+    ctx: RunContext,
+    name: str,
+    arguments: str,
+    node: ToolCall,
+    orchestrator_id: str | None,
+    *,
+    lenient: bool = False,
 ) -> Any:
-    """Run one tool call; return its result (a dict, or a list for ``delegate_many``)."""
+    """Run one tool call; return its result (a dict, or a list for ``delegate_many``).
+
+    With ``lenient`` (see ``_parse_spec``) a ``delegate_many`` whose ``tasks`` is one task
+    instead of a list of them runs that task.
+    """
     try:
         args = json.loads(arguments or "{}")
     except json.JSONDecodeError as exc:
@@ -154,6 +200,8 @@ async def execute(
         raws: list[Any] = [args]
     elif name == "delegate_many":
         tasks = args.get("tasks")
+        if lenient and isinstance(tasks, dict | str):
+            tasks = [tasks]
         if not isinstance(tasks, list) or not tasks:
             return _error(node, "'tasks' must be a non-empty array of task objects")
         raws = tasks
@@ -167,7 +215,7 @@ async def execute(
             "in this run; send fewer or do the work yourself",
         )
     ctx.subtasks_used += len(raws)
-    results = await fan_out(ctx, raws, node, orchestrator_id)
+    results = await fan_out(ctx, raws, node, orchestrator_id, lenient=lenient)
     out: Any = results[0] if name == "delegate" else results
     if name == "delegate":
         out = {k: v for k, v in out.items() if k != "index"}
@@ -181,19 +229,25 @@ def _error(node: ToolCall, message: str) -> dict[str, Any]:
 
 
 async def fan_out(
-    ctx: RunContext, raws: list[Any], node: ToolCall, orchestrator_id: str | None
+    ctx: RunContext,
+    raws: list[Any],
+    node: ToolCall,
+    orchestrator_id: str | None,
+    *,
+    lenient: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every sub-task concurrently; results in input order, failures contained."""
     first = len(ctx.run.subtasks())
     results: list[dict[str, Any]] = [{} for _ in raws]
     subtasks: list[tuple[int, Subtask, Spec | str]] = []
     for i, raw in enumerate(raws):
-        spec = _parse_spec(ctx, raw, orchestrator_id)
-        prompt = raw.get("prompt", "") if isinstance(raw, dict) else ""
-        task = spec.task if isinstance(spec, Spec) else None
-        sub = Subtask(index=first + i, task=task, prompt=str(prompt))
+        spec = _parse_spec(ctx, raw, orchestrator_id, lenient)
         if isinstance(spec, Spec):
+            sub = Subtask(index=first + i, task=spec.task, prompt=spec.prompt)
             sub.requested_backend, sub.attach = spec.backend, list(spec.attach)
+        else:
+            prompt = raw.get("prompt", "") if isinstance(raw, dict) else ""
+            sub = Subtask(index=first + i, task=None, prompt=str(prompt))
         node.subtasks.append(sub)
         subtasks.append((i, sub, spec))
     ctx.run.changed()
@@ -225,14 +279,7 @@ async def _run_one(
         window_of=ctx.window_of,
     )
     if not candidates:
-        wanted = f"good at {spec.task!r}" if spec.task else f"named {spec.backend!r}"
-        return _finish(
-            ctx,
-            sub,
-            "no_fit",
-            None,
-            f"no enabled backend {wanted} can take this sub-task; {DO_IT_YOURSELF}",
-        )
+        return _finish(ctx, sub, "no_fit", None, _no_fit(spec), notes=spec.notes)
     messages = [{"role": "user", "content": text}]
 
     def started() -> None:  # a backend slot is ours: from here on it is running, not queued
@@ -249,13 +296,8 @@ async def _run_one(
                 backend, messages, call, alternatives=i < len(candidates) - 1, on_start=started
             )
         except BudgetExceeded as exc:
-            return _finish(
-                ctx,
-                sub,
-                "refused",
-                backend.id,
-                f"{exc}; budget exhausted, finish with what you have",
-            )
+            why = f"{exc}; budget exhausted, finish with what you have"
+            return _finish(ctx, sub, "refused", backend.id, why, notes=spec.notes)
         except CircuitOpen as exc:
             sub.calls.remove(call)  # nothing was sent: not a call
             reasons.append(str(exc))
@@ -264,14 +306,24 @@ async def _run_one(
             reasons.append(str(exc))
             continue
         sub.answer = reply.text
-        return _finish(ctx, sub, "ok", backend.id, None, cut=_cut_note(reply))
+        return _finish(ctx, sub, "ok", backend.id, None, _cut_note(reply), spec.notes)
     return _finish(
         ctx,
         sub,
         "error",
         candidates[-1].id,
         "every candidate failed (" + "; ".join(reasons) + f"); {DO_IT_YOURSELF}",
+        notes=spec.notes,
     )
+
+
+def _no_fit(spec: Spec) -> str:
+    """Why no backend can take ``spec``."""
+    if spec.task:
+        wanted = f"good at {spec.task!r}"
+    else:
+        wanted = f"named {spec.backend!r}" if spec.backend else "at all"
+    return f"no enabled backend {wanted} can take this sub-task; {DO_IT_YOURSELF}"
 
 
 def _cut_note(reply: models.Reply) -> str | None:
@@ -292,16 +344,51 @@ def _finish(
     backend: str | None,
     error: str | None,
     cut: str | None = None,
+    notes: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """Record how a sub-task ended; return its result (``notes``: what was ignored)."""
+    if error is not None and notes:
+        error += f" ({'; '.join(notes)})"
     sub.status, sub.backend, sub.error, sub.ended = status, backend, error, now()
     ctx.run.changed()
     out: dict[str, Any] = {"status": status, "backend": backend}
     if status == "ok":
         out["text"] = sub.answer
         if cut is not None:
-            out["truncated"], out["note"] = True, cut
+            out["truncated"] = True
+        if cut is not None or notes:
+            out["note"] = "; ".join([*notes, *([cut] if cut else [])])
     else:
         # Over the wire "refused" is an error too: the contract has ok|error|no_fit.
         out["status"] = "no_fit" if status == "no_fit" else "error"
         out["error"] = error
     return out
+
+
+def fit_result(result: Any, budget: int) -> str:
+    """The JSON text of a tool result, with bulky sub-task texts digested to fit ``budget``.
+
+    The structure survives (every entry keeps its index, status and backend); only
+    ``text`` fields over their share of the budget are replaced by a budgeted digest,
+    so the orchestrator still sees every result and knows what was shortened.
+    """
+    text = json.dumps(result, ensure_ascii=False)
+    if len(text.encode()) <= budget:
+        return text
+    entries = [
+        e
+        for e in (result if isinstance(result, list) else [result])
+        if isinstance(e, dict) and isinstance(e.get("text"), str)
+    ]
+    if not entries:
+        return text
+    skeleton = len(text.encode()) - sum(len(e["text"].encode()) for e in entries)
+    share = max(MIN_SHARE, (budget - skeleton) // len(entries))
+    from tanglebrain import compress  # only bulky tool results need it
+
+    for entry in entries:
+        size = len(entry["text"].encode())
+        if size > share:
+            entry["text"] = compress.budgeted(entry["text"], share)
+            entry["digest_of_bytes"] = size
+    return json.dumps(result, ensure_ascii=False)

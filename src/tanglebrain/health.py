@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from tanglebrain import models
+from tanglebrain import models, toolcalls
 from tanglebrain.errors import BackendError, ConfigError
 from tanglebrain.redact import Redactor
 from tanglebrain.roster import Backend, Roster
@@ -41,6 +41,14 @@ TOOL = {
         },
     },
 }
+
+
+TEXT_CALLS = (
+    "tool calls come back as text (e.g. a ```json block), not as tool_calls: the server's "
+    "chat template does not parse them. tanglebrain recognizes and runs them, but nothing "
+    "holds them to the tool schema; for reliable calls serve the model with a chat template "
+    "that parses its tool calls (llama.cpp: --jinja --chat-template-file FILE)"
+)
 
 
 @dataclass
@@ -120,8 +128,19 @@ async def _probe(b: Backend, v: Verdict, timeout: float) -> None:
         v.tools = "failed"
         v.problems.append(f"tool call failed: {exc.reason} ({_fix(b, exc, timeout)})")
         return
-    v.tools = "works" if reply.tool_calls else "no tool call returned"
-    if not reply.tool_calls:
+    _judge_tools(b, v, reply)
+
+
+def _judge_tools(b: Backend, v: Verdict, reply: models.Reply) -> None:
+    """Whether the model called the tool: as a real tool call, as text, or not at all."""
+    if reply.tool_calls:
+        v.tools = "works"
+    elif toolcalls.parse(reply.text, {"delegate"}).calls:
+        # The model called the tool, but the server's chat template did not parse the call.
+        v.tools = "as text"
+        v.warnings.append(TEXT_CALLS)
+    else:
+        v.tools = "no tool call returned"
         v.problems.append(
             "can_orchestrate, but no tool call returned (pick a model with tool calling, or "
             f"`tanglebrain backends set {b.id} can_orchestrate false`)"

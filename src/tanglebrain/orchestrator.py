@@ -9,7 +9,6 @@ candidate; when every candidate failed the run ends with ``NoAnswerError``.
 
 from __future__ import annotations
 
-import json
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,28 +16,30 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import anyio
-
-from tanglebrain import delegation, models, router
+from tanglebrain import delegation, models, router, toolcalls
 from tanglebrain.budget import Budget
 from tanglebrain.errors import BackendError, CircuitOpen, ConfigError, NoAnswerError
 from tanglebrain.models import estimate_tokens
 from tanglebrain.roster import Backend, Roster
-from tanglebrain.runtime import (
-    Attachment,
-    Limits,
-    RunContext,
-    with_attachments,
-)
+from tanglebrain.runtime import Attachment, Limits, RunContext, with_attachments
 from tanglebrain.trace import Call, Digest, Run, ToolCall, Turn
-
-# A digested sub-task text never gets less than this many bytes.
-MIN_SHARE = 400
 
 FINAL_NOTICE = (
     "You have reached the turn limit. Write your final answer now, without tools, "
     "from what you already have."
 )
+REPEAT_NOTE = (
+    "That call repeats one already answered in this run: its results are above, unchanged, "
+    "and nothing was re-run. Write the final answer now, in plain text."
+)
+BROKEN_NOTE = (
+    "Your reply holds neither a valid tool call nor an answer. Call the tool again with valid "
+    "JSON arguments, or write the final answer in plain text."
+)
+NOTICES = (FINAL_NOTICE, REPEAT_NOTE)
+# Errors of calls recorded but not run (they make the run degraded).
+UNANSWERED = "not run: the last turn must answer; the sub-task results were the answer"
+BROKEN = "not run: tool-call text that is not a valid call"
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,15 @@ def _needed_tokens(request: Request, budget_bytes: int) -> int:
     return estimate_tokens(request.prompt) + size // 4 + 1500
 
 
+@dataclass
+class _Loop:
+    """What the turn loop carries from one turn to the next."""
+
+    turn_no: int = 0
+    force_final: bool = False  # a turn only repeated answered calls: the answer is due
+    answered: dict[str, str] = field(default_factory=dict)  # call key -> its tool message
+
+
 async def _turns(
     ctx: RunContext,
     candidates: tuple[Backend, ...],
@@ -246,49 +256,32 @@ async def _turns(
     run = ctx.run
     failures: list[BackendError | ConfigError] = []
     current = 0
-    max_turns = ctx.roster.settings.max_turns
-    turn_no = 0
+    loop = _Loop()
     while True:
         if current >= len(candidates):
             raise NoAnswerError(failures)
         backend = candidates[current]
         run.orchestrator = backend.id
-        if tools:
-            system = {"role": "system", "content": system_prompt(ctx, backend.id, roster_dir)}
-            convo[: 1 if convo[0]["role"] == "system" else 0] = [system]
-        final = not tools or turn_no >= max_turns - 1
-        if tools and final and turn_no > 0 and convo[-1].get("content") != FINAL_NOTICE:
-            convo.append({"role": "user", "content": FINAL_NOTICE})
-        # The last turn keeps the tools on offer but forbids calling them: dropping them
-        # would change the prompt's prefix, and some providers' adapters then add a
-        # placeholder tool that a model may call.
-        schemas = delegation.tool_schemas(ctx, backend.id) if tools else None
-        call = Call("orchestrator", backend.id, backend.model)
-        turn = Turn(index=len(run.turns), call=call)
+        final = not tools or loop.force_final or loop.turn_no >= ctx.roster.settings.max_turns - 1
+        schemas = _prepare(ctx, backend, convo, final and loop.turn_no > 0, tools, roster_dir)
+        turn = Turn(index=len(run.turns), call=Call("orchestrator", backend.id, backend.model))
         run.turns.append(turn)
         run.changed()
-        streamed = False
-
-        def emit(delta: str) -> None:
-            nonlocal streamed
-            streamed = True
-            if hooks.on_text:
-                hooks.on_text(delta)
-
+        sink = toolcalls.StreamGate(_names(schemas), hooks.on_text if final else None)
         try:
             reply = await ctx.call(
                 # Stream only when someone reads along: a whole reply is cheaper to parse.
                 backend,
                 convo,
-                call,
+                turn.call,
                 tools=schemas,
-                on_text=emit if final and hooks.on_text else None,
+                on_text=sink.feed if sink.on_text else None,
                 alternatives=current < len(candidates) - 1,
                 tool_choice="none" if final and schemas else None,
             )  # an empty reply is a BackendError already, recorded on its attempt
-            if final and reply.tool_calls and not reply.text.strip():
-                # Past the turn limit no tool call is run, however often a model asks.
-                raise BackendError(backend.id, "called tools on its last turn instead of answering")
+            turn.text = reply.text
+            if final:
+                _settle_final(ctx, turn, reply, sink)
         except CircuitOpen as exc:  # skipped without a call: no turn to record
             run.turns.remove(turn)
             failures.append(exc)
@@ -296,91 +289,109 @@ async def _turns(
             continue
         except (BackendError, ConfigError) as exc:
             failures.append(exc)
-            if streamed:  # part of an answer already reached stdout: no clean failover
+            if sink.streamed:  # part of an answer already reached stdout: no clean failover
                 raise NoAnswerError(failures) from None
             current += 1
             continue
-        ctx.run.orchestrator_context_tokens = max(
-            ctx.run.orchestrator_context_tokens, reply.prompt_tokens
-        )
-        turn.text = reply.text
-        if not reply.tool_calls or final:  # a last turn's text is the answer, calls or not
-            run.answer = reply.text
-            if not final and hooks.on_text:
-                hooks.on_text(reply.text)
+        run.orchestrator_context_tokens = max(run.orchestrator_context_tokens, reply.prompt_tokens)
+        if final or await _step(ctx, turn, reply, convo, hooks, loop, _names(schemas)):
             run.changed()
             return convo, backend
-        if reply.text.strip() and hooks.on_thought:
-            hooks.on_thought(reply.text.strip())
-        convo.append(_assistant(reply))
-        convo.extend(await _tools(ctx, turn, reply.tool_calls, backend.id))
-        turn_no += 1
+        loop.turn_no += 1
 
 
-def _assistant(reply: models.Reply) -> dict[str, Any]:
-    return {
-        "role": "assistant",
-        "content": reply.text or None,
-        "tool_calls": [
-            {
-                "id": tc.id,
-                "type": "function",
-                "function": {"name": tc.name, "arguments": tc.arguments},
-            }
-            for tc in reply.tool_calls
-        ],
-    }
+def _prepare(
+    ctx: RunContext,
+    backend: Backend,
+    convo: list[dict[str, Any]],
+    forced: bool,
+    tools: bool,
+    roster_dir: Path | None,
+) -> list[dict[str, Any]] | None:
+    """Put ``backend``'s system prompt in front; return the tool schemas it is offered.
 
-
-async def _tools(
-    ctx: RunContext, turn: Turn, calls: tuple[models.ToolCallRequest, ...], orchestrator_id: str
-) -> list[dict[str, Any]]:
-    """Run every tool call of a turn concurrently; one tool message per call, in order."""
-    budget = ctx.roster.settings.context_budget_bytes
-    nodes = [ToolCall(id=tc.id, name=tc.name, arguments=tc.arguments) for tc in calls]
-    turn.tool_calls.extend(nodes)
-    out: list[dict[str, Any]] = [{} for _ in calls]
-
-    async def one(i: int, tc: models.ToolCallRequest) -> None:
-        node = nodes[i]
-        result = await delegation.execute(ctx, tc.name, tc.arguments, node, orchestrator_id)
-        node.result_bytes = len(json.dumps(result, ensure_ascii=False).encode())
-        text = fit_result(result, budget)
-        node.context_bytes = len(text.encode())
-        if node.context_bytes < node.result_bytes:
-            ctx.run.digests.append(Digest(f"tool:{tc.id}", node.result_bytes, node.context_bytes))
-        out[i] = {"role": "tool", "tool_call_id": tc.id, "content": text}
-
-    async with anyio.create_task_group() as tg:
-        for i, tc in enumerate(calls):
-            tg.start_soon(one, i, tc)
-    return out
-
-
-def fit_result(result: Any, budget: int) -> str:
-    """The JSON text of a tool result, with bulky sub-task texts digested to fit ``budget``.
-
-    The structure survives (every entry keeps its index, status and backend); only
-    ``text`` fields over their share of the budget are replaced by a budgeted digest,
-    so the orchestrator still sees every result and knows what was shortened.
+    A ``forced`` last turn is told to answer (once). It keeps the tools on offer but
+    forbids calling them: dropping them would change the prompt's prefix, and some
+    providers' adapters then add a placeholder tool that a model may call.
     """
-    text = json.dumps(result, ensure_ascii=False)
-    if len(text.encode()) <= budget:
-        return text
-    entries = [
-        e
-        for e in (result if isinstance(result, list) else [result])
-        if isinstance(e, dict) and isinstance(e.get("text"), str)
-    ]
-    if not entries:
-        return text
-    skeleton = len(text.encode()) - sum(len(e["text"].encode()) for e in entries)
-    share = max(MIN_SHARE, (budget - skeleton) // len(entries))
-    from tanglebrain import compress  # only bulky tool results need it
+    if not tools:
+        return None
+    system = system_prompt(ctx, backend.id, roster_dir)
+    convo[: 1 if convo[0]["role"] == "system" else 0] = [{"role": "system", "content": system}]
+    if forced and convo[-1].get("content") not in NOTICES:
+        convo.append({"role": "user", "content": FINAL_NOTICE})
+    # The menu is in the system prompt: the tools need not repeat it (a custom prompt
+    # without it gets the full descriptions).
+    lean = delegation.menu(ctx, backend.id) in system
+    return delegation.tool_schemas(ctx, backend.id, lean=lean)
 
-    for entry in entries:
-        size = len(entry["text"].encode())
-        if size > share:
-            entry["text"] = compress.budgeted(entry["text"], share)
-            entry["digest_of_bytes"] = size
-    return json.dumps(result, ensure_ascii=False)
+
+def _names(schemas: list[dict[str, Any]] | None) -> frozenset[str]:
+    return frozenset(s["function"]["name"] for s in schemas or ())
+
+
+def _settle_final(
+    ctx: RunContext, turn: Turn, reply: models.Reply, sink: toolcalls.StreamGate
+) -> None:
+    """The last turn's prose is the answer; without prose, the sub-task results are.
+
+    Raises:
+        BackendError: no prose and no sub-task result to answer with.
+    """
+    parsed = sink.finish(reply.text)
+    if parsed.prose.strip():
+        ctx.run.answer = parsed.prose
+        return
+    results = [s.answer.strip() for s in ctx.run.subtasks() if s.status == "ok"]
+    if not any(results):
+        raise BackendError(turn.call.backend, "called tools on its last turn instead of answering")
+    # Recorded as calls refused as a whole: the run is degraded, and says why.
+    asked = [(tc.name, tc.arguments) for tc in reply.tool_calls] or [
+        (c.name, c.arguments) for c in parsed.calls
+    ]
+    for i, (name, arguments) in enumerate(asked or [("", reply.text)]):
+        node = ToolCall(f"text-{turn.index}-{i}", name, arguments, error=UNANSWERED)
+        turn.tool_calls.append(node)
+    ctx.run.warn(
+        f"{turn.call.backend} wrote no answer on its last turn, only tool calls: "
+        "the answer is the sub-task results as they came back"
+    )
+    ctx.run.answer = "\n\n".join(r for r in results if r)
+    sink.show(ctx.run.answer)
+
+
+async def _step(
+    ctx: RunContext,
+    turn: Turn,
+    reply: models.Reply,
+    convo: list[dict[str, Any]],
+    hooks: Hooks,
+    loop: _Loop,
+    offered: frozenset[str],
+) -> bool:
+    """Act on a turn before the last: run its tool calls, or take its text as the answer.
+
+    Returns:
+        Whether the run is answered.
+    """
+    calls, parsed = toolcalls.turn_calls(reply, offered, f"text-{turn.index}")
+    if calls and not reply.tool_calls:
+        ctx.run.warn(f"{turn.call.backend} {toolcalls.AS_TEXT}")
+    if not calls and (parsed.broken or not parsed.prose.strip()):  # no call, no answer
+        turn.tool_calls.append(ToolCall(f"text-{turn.index}-0", "", reply.text, error=BROKEN))
+        convo.append({"role": "assistant", "content": reply.text})
+        convo.append({"role": "user", "content": BROKEN_NOTE})
+        return False
+    if not calls:
+        ctx.run.answer = reply.text
+        if hooks.on_text:
+            hooks.on_text(reply.text)
+        return True
+    if parsed.prose.strip() and hooks.on_thought:
+        hooks.on_thought(parsed.prose.strip())
+    messages, repeats = await toolcalls.run_calls(ctx, turn, parsed.prose, calls, loop.answered)
+    convo.extend(messages)
+    if repeats == len(calls):
+        convo.append({"role": "user", "content": REPEAT_NOTE})
+        loop.force_final = True
+    return False
