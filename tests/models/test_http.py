@@ -204,3 +204,19 @@ async def test_a_pooled_connection_the_server_closed_is_replaced() -> None:
             )  # fmt: skip
             assert done.text == "fine" and len(node.attempts) == 1  # no attempt was lost
     assert len(served) == 3
+
+
+async def test_a_connection_idle_too_long_is_closed_and_replaced(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_http, "IDLE_S", 0.0)  # every pooled connection counts as too old
+    b = parse(
+        f'[[backend]]\nid = "b"\nmodel = "openai/echo"\napi_base = "{sim.base_url}"\n'
+        'good_at = ["x"]\ncost = 0\n'
+    ).backends[0]
+    for text in ("one", "two"):
+        done = await models.complete(
+            b, [{"role": "user", "content": text}], call=Call("subtask", "b", b.model),
+            env={}, timeout=30, retry=models.RetryPolicy(max_attempts=1),
+        )  # fmt: skip
+        assert done.text == text

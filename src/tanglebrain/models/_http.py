@@ -189,7 +189,7 @@ class Pool:
         self, origin: Origin, request: h11.Request, body: bytes
     ) -> tuple[_Conn, Response]:
         while True:
-            conn = self._checkout(origin) or _Conn(await _connect(origin))
+            conn = await self._checkout(origin) or _Conn(await _connect(origin))
             try:
                 await conn.stream.send(conn.h11.send(request) + conn.h11.send(h11.Data(body)))
                 await conn.stream.send(conn.h11.send(h11.EndOfMessage()))
@@ -205,14 +205,14 @@ class Pool:
             assert isinstance(event, h11.Response)
             return conn, Response(conn, event)
 
-    def _checkout(self, origin: Origin) -> _Conn | None:
+    async def _checkout(self, origin: Origin) -> _Conn | None:
         idle = self._idle.get(origin)
         now = time.monotonic()
         while idle:
             conn = idle.pop()
             if now - conn.idle_since < IDLE_S:
                 return conn
-            _abandon(conn)
+            await _close(conn)  # idle too long: the server has likely dropped it
         return None
 
 
@@ -264,13 +264,6 @@ async def _close(conn: _Conn) -> None:
     with anyio.CancelScope(shield=True):
         with suppress(OSError, anyio.BrokenResourceError, ssl.SSLError):
             await conn.stream.aclose()
-
-
-def _abandon(conn: _Conn) -> None:
-    """Close an idle connection without awaiting (its peer may already be gone)."""
-    raw = conn.stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
-    if raw is not None:
-        raw.close()
 
 
 async def _connect(origin: Origin) -> anyio.abc.ByteStream:
