@@ -7,6 +7,9 @@ over ``--repeats`` runs. Rows:
 * ``python -S -c pass``: the interpreter alone, the floor of any Python hook;
 * ``hook claude pre-tool-use`` on a ``make build`` call that is rewritten (target p95 <=
   50 ms) and on a ``cat`` call that is left alone;
+* ``hook codex pre-tool-use`` and ``hook gemini before-tool`` on the same rewritten call,
+  as each agent sends it (Gemini's under a ``gemini --yolo`` stand-in parent, a bash
+  script: the handler rewrites only in YOLO mode, which it reads from its parents);
 * a ~300 KB failing build log printed bare (``bash -c``) and through ``wrap --agent
   claude``, and ``echo hi`` both ways: wrap's overhead over the bare command (target
   <= 60 ms plus the compression time, measured in-process on the same output).
@@ -52,6 +55,10 @@ def setup(tmp: Path) -> dict[str, str]:
     (home / ".claude").mkdir(parents=True)
     rules = {"permissions": {"allow": ["Bash(make:*)"]}}
     (home / ".claude" / "settings.json").write_text(json.dumps(rules))
+    gemini = tmp / "bin" / "gemini"  # a stand-in parent whose command line says --yolo
+    gemini.parent.mkdir()
+    gemini.write_text('#!/bin/bash\n"${@:2}"\nexit $?\n')
+    gemini.chmod(0o755)
     (tmp / "build.log").write_bytes(b"".join((CORPUS / n).read_bytes() for n in LOGS))
     # PYTHONDONTWRITEBYTECODE would recompile every module on every run: not a real install
     drop = ("TANGLEBRAIN_", "XDG_", "PYTHONDONTWRITEBYTECODE")
@@ -74,10 +81,15 @@ def timings(tmp: Path, env: dict[str, str], repeats: int) -> dict[str, list[floa
     tb = tanglebrain()
     log_cmd = "cat build.log; exit 2"
 
-    def payload(command: str) -> bytes:
+    def payload(command: str, mode: str = "default") -> bytes:
         tool = {"command": command}
-        data = {"tool_name": "Bash", "tool_input": tool, "permission_mode": "default"}
+        data = {"tool_name": "Bash", "tool_input": tool, "permission_mode": mode}
         return json.dumps({**data, "cwd": str(tmp)}).encode()
+
+    gemini_payload = json.dumps(
+        {"cwd": str(tmp), "hook_event_name": "BeforeTool", "tool_name": "run_shell_command",
+         "tool_input": {"command": "make build"}}
+    ).encode()  # fmt: skip
 
     rows = {
         "python -S -c pass": ([sys.executable, "-S", "-c", "print('ok')"], b"", "ok"),
@@ -85,6 +97,13 @@ def timings(tmp: Path, env: dict[str, str], repeats: int) -> dict[str, list[floa
             [*tb, "hook", "claude", "pre-tool-use"], payload("make build"), "updatedInput"),
         "hook pre-tool-use (left alone)": (
             [*tb, "hook", "claude", "pre-tool-use"], payload("cat build.log"), ""),
+        "hook codex pre-tool-use (rewrite)": (
+            [*tb, "hook", "codex", "pre-tool-use"], payload("make build", "bypassPermissions"),
+            "updatedInput"),
+        "bash parent: true": ([str(tmp / "bin" / "gemini"), "--yolo", "true"], b"", ""),
+        "hook gemini before-tool (rewrite)": (
+            [str(tmp / "bin" / "gemini"), "--yolo", *tb, "hook", "gemini", "before-tool"],
+            gemini_payload, "tool_input"),
         "bare: 300 KB failing log": (["/bin/bash", "-c", log_cmd], b"", "Finished: FAILURE"),
         "wrap: 300 KB failing log": (
             [*tb, "wrap", "--agent", "claude", "--", log_cmd], b"", "tanglebrain raw"),

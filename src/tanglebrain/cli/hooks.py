@@ -19,35 +19,47 @@ import typer
 
 from tanglebrain.errors import UsageError
 
-AGENTS = ("claude",)
+AGENTS = ("claude", "codex", "gemini")
 SCOPES = ("user", "project")
 
 hooks_app = typer.Typer(
-    help="Install tanglebrain's hooks into a coding agent (Claude Code), check them, remove them.",
+    help=(
+        "Install tanglebrain's hooks into a coding agent (Claude Code, Codex CLI, Gemini CLI), "
+        "check them, remove them."
+    ),
     no_args_is_help=True,
 )
-AgentOption = Annotated[str, typer.Option("--agent", help="The coding agent: claude.")]
+AgentOption = Annotated[
+    str, typer.Option("--agent", help="The coding agent: claude, codex or gemini.")
+]
 ScopeOption = Annotated[
-    str, typer.Option("--scope", help="user (~/.claude) or project (./.claude).")
+    str,
+    typer.Option(
+        "--scope", help="user (~/.claude, ~/.codex, ~/.gemini) or project (./.claude, …)."
+    ),
 ]
 DryOption = Annotated[bool, typer.Option("--dry-run", help="Show the edit, change nothing.")]
 
 
 def _check(agent: str, scope: str) -> None:
     if agent not in AGENTS:
-        raise UsageError(f"agent {agent!r} is not supported", fix="use --agent claude")
+        raise UsageError(
+            f"agent {agent!r} is not supported", fix="use --agent claude, codex or gemini"
+        )
     if scope not in SCOPES:
         raise UsageError(f"scope {scope!r} is not known", fix="use --scope user or project")
 
 
 def _edit(install: bool, agent: str, scope: str, dry_run: bool) -> None:
     from tanglebrain.hooks import _settings
-    from tanglebrain.hooks._claude import self_command
+    from tanglebrain.hooks._common import self_command
 
     _check(agent, scope)
-    path = _settings.settings_path(scope, os.environ, Path.cwd())
+    path = _settings.settings_path(scope, os.environ, Path.cwd(), agent)
     change = (
-        _settings.plan_install(path, self_command()) if install else _settings.plan_uninstall(path)
+        _settings.plan_install(path, self_command(), agent)
+        if install
+        else _settings.plan_uninstall(path)
     )
     what = "installed in" if install else "removed from"
     if dry_run:
@@ -65,6 +77,22 @@ def _edit(install: bool, agent: str, scope: str, dry_run: bool) -> None:
     _settings.apply(change)
     backup = f" (previous version: {path}.bak)" if change.before is not None else ""
     sys.stdout.write(f"hooks {what} {path}{backup}\n")
+    if install and agent == "codex":
+        sys.stdout.write(CODEX_TRUST)
+    if install and agent == "gemini":
+        sys.stdout.write(GEMINI_YOLO)
+
+
+CODEX_TRUST = (
+    "Codex CLI runs a hook only once you trust it, and skips an untrusted one silently:\n"
+    "start codex, type /hooks, and trust the two tanglebrain hooks. Check with:\n"
+    "  tanglebrain hooks status --agent codex\n"
+)
+GEMINI_YOLO = (
+    "Gemini CLI checks its permissions against the rewritten command, so commands are\n"
+    "rewritten only in YOLO mode (gemini --yolo) and never when a deny or ask rule\n"
+    "touches them; in other modes their output reaches the model unchanged.\n"
+)
 
 
 @hooks_app.command("install")
@@ -92,14 +120,21 @@ def status_command(agent: AgentOption = "claude") -> None:
 
     _check(agent, "user")
     found = False
+    untrusted = False
     for scope in SCOPES:
-        path = _settings.settings_path(scope, os.environ, Path.cwd())
+        path = _settings.settings_path(scope, os.environ, Path.cwd(), agent)
         commands = _settings.installed(path)
         found = found or bool(commands)
         sys.stdout.write(f"{scope}: {path}: {'installed' if commands else 'not installed'}\n")
+        trust = dict(_settings.codex_trust(path, os.environ)) if agent == "codex" else {}
         for command in commands:
-            result = _settings.self_test(command, os.environ)
+            result = _settings.self_test(command, os.environ, agent)
             sys.stdout.write(f"  {command}\n    self-test: {result}\n")
+            if agent == "codex":
+                state = trust.get(command, "untrusted")
+                untrusted = untrusted or state != "trusted"
+                note = "" if state == "trusted" else " (Codex skips it silently)"
+                sys.stdout.write(f"    trust: {state}{note}\n")
     rows = Ledger(default_path(state_dir(os.environ))).hook_rows(agent=agent, limit=1)
     if rows:
         r = rows[0]
@@ -108,13 +143,21 @@ def status_command(agent: AgentOption = "claude") -> None:
         sys.stdout.write("\n")
     else:
         sys.stdout.write("last invocation: none recorded\n")
+    if untrusted:
+        sys.stdout.write("trust the hooks: start codex, type /hooks, trust the tanglebrain hooks\n")
     if not found:
-        sys.stdout.write("install with: tanglebrain hooks install --agent claude\n")
+        sys.stdout.write(f"install with: tanglebrain hooks install --agent {agent}\n")
 
 
 def hook_command(
-    agent: Annotated[str, typer.Argument(help="The coding agent: claude.")],
-    event: Annotated[str, typer.Argument(help="pre-tool-use or user-prompt-submit.")],
+    agent: Annotated[str, typer.Argument(help="The coding agent: claude, codex or gemini.")],
+    event: Annotated[
+        str,
+        typer.Argument(
+            help="pre-tool-use or user-prompt-submit (claude, codex); "
+            "before-tool or before-agent (gemini)."
+        ),
+    ],
 ) -> None:
     """Run a hook handler on the agent's hook JSON from stdin (the agent calls this)."""
     from tanglebrain.hooks._entry import hook_main

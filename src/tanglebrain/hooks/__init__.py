@@ -14,7 +14,8 @@ pydantic or litellm; :mod:`tanglebrain.compress` is imported only for a bulky ou
 
 Modules: ``_config`` (the roster's ``[hooks]`` table, the state directory),
 ``_shell`` (a shell command's shape), ``_classify`` (which commands are wrapped),
-``_perms`` (Claude Code permission rules), ``_claude`` (its handlers), ``_wrap`` (the
+``_perms`` (permission rules, and Claude Code's), ``_common`` (the rewrite all agents
+share), ``_claude``, ``_codex``, ``_gemini`` (each agent's handlers and rules), ``_wrap`` (the
 runner), ``_log`` (the hook log), ``_settings`` (install, uninstall, status), ``_gain``
 (the savings report), ``_entry`` (the command lines that skip typer).
 """

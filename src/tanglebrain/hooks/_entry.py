@@ -15,7 +15,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-USAGE_HOOK = "usage: tanglebrain hook claude pre-tool-use|user-prompt-submit"
+USAGE_HOOK = (
+    "usage: tanglebrain hook claude|codex pre-tool-use|user-prompt-submit, "
+    "tanglebrain hook gemini before-tool|before-agent"
+)
+# The module of each agent's handlers: only the one asked for is imported.
+MODULES = {
+    "claude": "tanglebrain.hooks._claude",
+    "codex": "tanglebrain.hooks._codex",
+    "gemini": "tanglebrain.hooks._gemini",
+}
 USAGE_WRAP = "usage: tanglebrain wrap [--agent NAME] [--threshold BYTES] -- COMMAND …"
 
 
@@ -32,9 +41,12 @@ def hook_main(argv: list[str]) -> int:
     the tool call proceeds as without the hook.
     """
     start = time.perf_counter()
-    from tanglebrain.hooks._claude import HANDLERS
+    module = MODULES.get(argv[0]) if len(argv) == 2 else None
+    handler = None
+    if module is not None:
+        from importlib import import_module
 
-    handler = HANDLERS.get((argv[0], argv[1])) if len(argv) == 2 else None
+        handler = import_module(module).HANDLERS.get(argv[1])
     if handler is None:
         _error(USAGE_HOOK)
         return 1

@@ -1,4 +1,9 @@
-"""Installing the handlers into Claude Code's settings file, and taking them out again.
+"""Installing the handlers into an agent's settings file, and taking them out again.
+
+Claude Code and Gemini CLI keep hooks in ``settings.json``, Codex CLI in ``hooks.json``
+next to its ``config.toml``; all three use the same ``{"hooks": {EVENT: [{"matcher": …,
+"hooks": [{"type": "command", "command": …, "timeout": …}]}]}}`` shape (Gemini counts the
+timeout in milliseconds, the others in seconds).
 
 The file is edited in place: every other setting and every other hook stays as it was,
 installing twice changes nothing, and the previous version is kept as ``<file>.bak``.
@@ -9,6 +14,7 @@ Uninstalling restores the exact bytes of the backup when nothing else changed si
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -16,20 +22,60 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tanglebrain.errors import ConfigError
 
-# (event, matcher, handler event name) of every handler installed
-EVENTS = (("PreToolUse", "Bash", "pre-tool-use"), ("UserPromptSubmit", None, "user-prompt-submit"))
 HOOK_TIMEOUT_S = 10
-_OURS = re.compile(r"tanglebrain['\"]?\s+hook\s+claude\s")
-SAMPLE = {
-    "hook_event_name": "PreToolUse",
-    "tool_name": "Bash",
-    "tool_input": {"command": "pytest -q"},
-    "permission_mode": "bypassPermissions",
-}
+
+
+class Agent(NamedTuple):
+    """How one agent's settings file holds the handlers.
+
+    Attributes:
+        name: the agent's name on the command line.
+        events: (hook event, tool matcher or None, handler event) of every handler.
+        timeout: the timeout written with each handler, in the agent's unit.
+        sample: a hook payload the self-test feeds the handler.
+        rewritten: the keys leading from the handler's answer to the rewritten command.
+    """
+
+    name: str
+    events: tuple[tuple[str, str | None, str], ...]
+    timeout: int
+    sample: dict[str, Any]
+    rewritten: tuple[str, ...]
+
+
+_CLAUDE_LIKE = (
+    ("PreToolUse", "Bash", "pre-tool-use"),
+    ("UserPromptSubmit", None, "user-prompt-submit"),
+)
+_SAMPLE = {"tool_name": "Bash", "tool_input": {"command": "pytest -q"}}
+AGENTS = {
+    "claude": Agent(
+        "claude", _CLAUDE_LIKE, HOOK_TIMEOUT_S,
+        {"hook_event_name": "PreToolUse", **_SAMPLE, "permission_mode": "bypassPermissions"},
+        ("hookSpecificOutput", "updatedInput", "command"),
+    ),
+    "codex": Agent(
+        "codex", _CLAUDE_LIKE, HOOK_TIMEOUT_S,
+        {"hook_event_name": "PreToolUse", **_SAMPLE, "permission_mode": "bypassPermissions"},
+        ("hookSpecificOutput", "updatedInput", "command"),
+    ),
+    "gemini": Agent(
+        "gemini",
+        (("BeforeTool", "run_shell_command", "before-tool"), ("BeforeAgent", None, "before-agent")),
+        HOOK_TIMEOUT_S * 1000,  # Gemini CLI counts hook timeouts in milliseconds
+        {"hook_event_name": "BeforeTool", "tool_name": "run_shell_command",
+         "tool_input": {"command": "pytest -q"}},
+        ("hookSpecificOutput", "tool_input", "command"),
+    ),
+}  # fmt: skip
+# Kept for callers that know only Claude Code.
+EVENTS = _CLAUDE_LIKE
+SAMPLE = AGENTS["claude"].sample
+_OURS = re.compile(r"tanglebrain['\"]?\s+hook\s+(claude|codex|gemini)\s")
 
 
 @dataclass(frozen=True)
@@ -46,17 +92,33 @@ class Change:
         return self.before != self.after
 
 
-def settings_path(scope: str, env: Mapping[str, str], cwd: Path) -> Path:
-    """Claude Code's settings file of ``scope`` (``user`` or ``project``)."""
+def settings_path(scope: str, env: Mapping[str, str], cwd: Path, agent: str = "claude") -> Path:
+    """The file ``agent`` reads its hooks from, for ``scope`` (``user`` or ``project``).
+
+    Claude Code: ``~/.claude/settings.json`` (``$CLAUDE_CONFIG_DIR``), ``.claude/settings.json``;
+    Codex CLI: ``~/.codex/hooks.json`` (``$CODEX_HOME``), ``.codex/hooks.json``; Gemini CLI:
+    ``~/.gemini/settings.json`` (``$GEMINI_CLI_HOME`` for the home folder),
+    ``.gemini/settings.json``.
+    """
+    home = Path(env.get("HOME") or Path.home())
+    if agent == "codex":
+        if scope == "project":
+            return cwd / ".codex" / "hooks.json"
+        return Path(env.get("CODEX_HOME") or home / ".codex") / "hooks.json"
+    if agent == "gemini":
+        base = cwd if scope == "project" else Path(env.get("GEMINI_CLI_HOME") or home)
+        return base / ".gemini" / "settings.json"
     if scope == "project":
         return cwd / ".claude" / "settings.json"
-    home = Path(env.get("HOME") or Path.home())
     return Path(env.get("CLAUDE_CONFIG_DIR") or home / ".claude") / "settings.json"
 
 
-def is_ours(hook: Any) -> bool:
-    """Whether a hook entry runs one of these handlers."""
-    return isinstance(hook, dict) and bool(_OURS.search(str(hook.get("command", ""))))
+def is_ours(hook: Any, agent: str | None = None) -> bool:
+    """Whether a hook entry runs one of these handlers (of ``agent`` when given)."""
+    if not isinstance(hook, dict):
+        return False
+    found = _OURS.search(str(hook.get("command", "")))
+    return found is not None and (agent is None or found.group(1) == agent)
 
 
 def read(path: Path) -> tuple[str | None, dict[str, Any]]:
@@ -107,14 +169,15 @@ def without_ours(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def with_ours(data: dict[str, Any], exe: str) -> dict[str, Any]:
-    """``data`` with exactly one entry per handler, run by ``exe``."""
+def with_ours(data: dict[str, Any], exe: str, agent: str = "claude") -> dict[str, Any]:
+    """``data`` with exactly one entry per handler of ``agent``, run by ``exe``."""
     out = without_ours(data)
     hooks = out.setdefault("hooks", {})
-    for event, matcher, name in EVENTS:
-        entry = {"type": "command", "command": f"{exe} hook claude {name}"}
+    spec = AGENTS[agent]
+    for event, matcher, name in spec.events:
+        entry = {"type": "command", "command": f"{exe} hook {agent} {name}"}
         group: dict[str, Any] = {"matcher": matcher} if matcher else {}
-        group["hooks"] = [{**entry, "timeout": HOOK_TIMEOUT_S}]
+        group["hooks"] = [{**entry, "timeout": spec.timeout}]
         hooks.setdefault(event, []).append(group)
     return out
 
@@ -123,10 +186,10 @@ def _dump(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def plan_install(path: Path, exe: str) -> Change:
-    """The edit that installs the handlers into ``path``."""
+def plan_install(path: Path, exe: str, agent: str = "claude") -> Change:
+    """The edit that installs ``agent``'s handlers into ``path``."""
     before, data = read(path)
-    after = _dump(with_ours(data, exe))
+    after = _dump(with_ours(data, exe, agent))
     if before is not None and json.loads(after) == data:
         after = before  # already installed as asked: leave the bytes alone
     return Change(path, before, after)
@@ -178,12 +241,13 @@ def installed(path: Path) -> list[str]:
     return [str(h["command"]) for h in inner if is_ours(h)]
 
 
-def self_test(command: str, env: Mapping[str, str]) -> str:
+def self_test(command: str, env: Mapping[str, str], agent: str = "claude") -> str:
     """Run an installed handler command on a sample payload; say what happened."""
+    spec = AGENTS[agent]
     try:
         proc = subprocess.run(
             ["/bin/sh", "-c", command],
-            input=json.dumps(SAMPLE).encode(),
+            input=json.dumps(spec.sample).encode(),
             capture_output=True,
             env={**env, "TANGLEBRAIN_NO_LOG": "1"},
             timeout=60,
@@ -196,7 +260,86 @@ def self_test(command: str, env: Mapping[str, str]) -> str:
     if not out:
         return "ok (the sample was left alone)"
     try:
-        json.loads(out)["hookSpecificOutput"]["updatedInput"]["command"]
+        found: Any = json.loads(out)
+        for key in spec.rewritten:
+            found = found[key]
     except (ValueError, KeyError, TypeError):
         return f"failed: unexpected output {out[:80]!r}"
     return "ok (the sample was rewritten)"
+
+
+# --- Codex CLI's hook trust -----------------------------------------------------------
+
+
+def codex_hash(event: str, matcher: str | None, hook: Mapping[str, Any]) -> str:
+    """The hash Codex CLI records when the user trusts a command hook (``trusted_hash``).
+
+    Codex hashes a normalized identity of the hook, not the file's text: the event's
+    snake_case name, the matcher (for tool events), and the one handler with its
+    defaults filled in, as compact JSON with sorted keys (checked against the hashes
+    ``codex app-server`` reports in ``hooks/list``, Codex CLI 0.171.0).
+    """
+    handler: dict[str, Any] = {
+        "type": "command",
+        "command": hook.get("command"),
+        "timeout": max(1, int(hook.get("timeout") or 600)),
+        "async": bool(hook.get("async", False)),
+    }
+    if isinstance(hook.get("statusMessage"), str):
+        handler["statusMessage"] = hook["statusMessage"]
+    identity: dict[str, Any] = {"event_name": _snake(event), "hooks": [handler]}
+    if matcher is not None and event in ("PreToolUse", "PostToolUse", "PermissionRequest",
+                                         "SessionStart"):  # fmt: skip
+        identity["matcher"] = matcher
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _snake(event: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", event).lower()
+
+
+def codex_trust(path: Path, env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(command, trust) of each handler in Codex's ``path`` (trusted, untrusted, modified…).
+
+    Codex CLI skips a hook silently until the user trusts it (``/hooks`` in Codex); the
+    trust lives in ``config.toml`` as ``[hooks.state."PATH:EVENT:GROUP:HANDLER"]`` with the
+    hook's hash, and a hook whose hash changed since counts as untrusted again.
+    """
+    try:
+        _, data = read(path)
+    except ConfigError:
+        return []
+    home = Path(env.get("CODEX_HOME") or Path(env.get("HOME") or Path.home()) / ".codex")
+    state = _codex_state(home / "config.toml")
+    found = []
+    for event, groups in data.get("hooks", {}).items():
+        for g, group in enumerate(groups if isinstance(groups, list) else []):
+            inner = group.get("hooks") if isinstance(group, dict) else None
+            for h, hook in enumerate(inner if isinstance(inner, list) else []):
+                if not is_ours(hook, "codex"):
+                    continue
+                entry = state.get(f"{path}:{_snake(event)}:{g}:{h}", {})
+                trusted = entry.get("trusted_hash") if isinstance(entry, dict) else None
+                if isinstance(entry, dict) and entry.get("enabled") is False:
+                    trust = "disabled"
+                elif trusted is None:
+                    trust = "untrusted"
+                elif trusted == codex_hash(event, group.get("matcher"), hook):
+                    trust = "trusted"
+                else:
+                    trust = "modified since trusted"
+                found.append((str(hook["command"]), trust))
+    return found
+
+
+def _codex_state(config: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        data = tomllib.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+    hooks = data.get("hooks")
+    state = hooks.get("state") if isinstance(hooks, dict) else None
+    return state if isinstance(state, dict) else {}

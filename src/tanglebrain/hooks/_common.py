@@ -1,0 +1,139 @@
+"""What the handlers of every agent share: the rewrite to ``wrap``, and small readers.
+
+A shell call is rewritten to ``tanglebrain wrap --agent A -- 'CMD'`` only when its output
+is worth digesting (:mod:`._classify`) and the agent's own permission rules, read by the
+caller into :class:`._perms.Rules`, show that the original would have run without a
+prompt and that no deny or ask rule touches it (:func:`._perms.refusal`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tanglebrain.hooks._classify import worth_wrapping
+from tanglebrain.hooks._config import config_of, key_values, roster_text, specialists
+from tanglebrain.hooks._perms import Rules, refusal
+from tanglebrain.hooks._shell import scan
+
+Payload = Mapping[str, Any]
+Handled = tuple[dict[str, Any] | None, dict[str, Any], list[str]]
+Handler = Callable[[Payload, Mapping[str, str], Path], Handled]
+
+
+def self_command() -> str:
+    """How a shell runs this tanglebrain: the console script's absolute path when known."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.name == "tanglebrain" and argv0.is_file():
+        return shlex.quote(str(argv0.resolve()))
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        found = Path(folder or ".") / "tanglebrain"
+        if folder and found.is_file() and os.access(found, os.X_OK):
+            return shlex.quote(str(found.resolve()))
+    return f"{shlex.quote(sys.executable)} -m tanglebrain"
+
+
+def plan_rewrite(
+    row: dict[str, Any],
+    command: str,
+    env: Mapping[str, str],
+    cwd: Path,
+    rules: Callable[[], Rules | None],
+    mode: str,
+) -> tuple[str | None, dict[str, Any], list[str]]:
+    """(the rewritten command or None, the log row, secrets) for a shell call of ``row``'s agent.
+
+    ``rules`` is called only for a command worth wrapping: reading settings costs time.
+    ``mode`` is the agent's permission mode in Claude Code's words (``bypassPermissions``
+    when nothing is ever asked, ``default`` when allow rules decide).
+    """
+    row["command"] = command
+    text = roster_text(env, cwd)
+    secrets = key_values(text, env)
+    config = config_of(text)
+    if config is None:
+        return None, {**row, "outcome": "skip: invalid [hooks] table"}, secrets
+    shape = scan(command)
+    row["family"] = family = worth_wrapping(shape, config)
+    if family is None:
+        return None, {**row, "outcome": "skip: not worth wrapping"}, secrets
+    rewritten = f"{self_command()} wrap --agent {row['agent']} -- {shlex.quote(command)}"
+    found = rules()
+    why = "settings unreadable" if found is None else None
+    if found is not None:
+        why = refusal(command, rewritten, shape, found, mode)
+    if why is not None:
+        return None, {**row, "outcome": f"skip: {why}"}, secrets
+    return rewritten, {**row, "outcome": "rewrite"}, secrets
+
+
+def allowed_rewrite(tool_input: Mapping[str, Any], rewritten: str) -> dict[str, Any]:
+    """A PreToolUse answer that runs ``rewritten`` instead (Claude Code and Codex).
+
+    Both agents apply an ``updatedInput`` only with an ``allow`` decision; the caller has
+    checked that the original command would have run without asking.
+    """
+    return {
+        "hookSpecificOutput": {
+            "hookEventName": "PreToolUse",
+            "permissionDecision": "allow",
+            "permissionDecisionReason": "tanglebrain: output digested by tanglebrain wrap",
+            "updatedInput": {**tool_input, "command": rewritten},
+        }
+    }
+
+
+def routing_note(server: str | None, text: str | None, qualified: bool) -> str | None:
+    """The routing note naming the roster's specialists, or None when there is nothing to say.
+
+    Args:
+        server: the name the ``tanglebrain mcp`` server is registered under, or None.
+        text: the roster's text.
+        qualified: name the tools as Claude Code does (``mcp__SERVER__TOOL``).
+    """
+    from tanglebrain.hooks._config import parse_roster
+
+    found = specialists(parse_roster(text)) if server else []
+    if not server or not found:
+        return None
+    listed = "; ".join(f"{s.id} ({', '.join(s.good_at)})" for s in found)
+    one, many = (
+        (f"mcp__{server}__delegate", f"mcp__{server}__delegate_many")
+        if qualified
+        else ("delegate", "delegate_many")
+    )
+    return (
+        f"The MCP server '{server}' (tanglebrain) offers the tools {one} "
+        f"(one sub-task) and {many} (several, run in parallel): each "
+        f"hands a self-contained sub-task to a specialist model picked by its task tag, and "
+        f"returns its answer. Specialists and what they are good at: {listed}."
+    )
+
+
+def server_name(tables: list[Any]) -> str | None:
+    """The name under which one of ``tables`` (name → server spec) runs ``tanglebrain mcp``."""
+    for table in tables:
+        for name, spec in table.items() if isinstance(table, dict) else []:
+            words = json.dumps(spec) if isinstance(spec, dict) else ""
+            if name == "tanglebrain" or ("tanglebrain" in words and '"mcp"' in words):
+                return str(name)
+    return None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file, or {} when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def names(value: Any) -> list[str]:
+    """The strings of a JSON list (nothing for anything else)."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
