@@ -177,6 +177,42 @@ def test_check_verdicts_against_the_simulator(tmp_path: Path, sim_thread: Simula
     assert {r.tools[0]["function"]["name"] for r in with_tools if r.tools} == {"delegate"}
 
 
+def test_check_latency_is_measured_on_a_warm_client(tmp_path: Path, sim_thread: Simulator) -> None:
+    # The latency reported is a second request's, on the client the first one started
+    # (litellm's first call, the connection); the first one's time is reported apart.
+    # Each round of requests starts when the previous one has ended, the native
+    # transport's first: no backend's start-up runs while another's latency is measured.
+    from tanglebrain.health import PING, TOOL_PING, run_checks
+    from tanglebrain.roster import parse
+    from tanglebrain.trace import Call
+
+    url = sim_thread.base_url
+    roster = parse(
+        backend_toml("native", "echo:id=native", url)
+        + backend_toml("via-litellm", "echo:id=litellm", url, extra='transport = "litellm"')
+        + backend_toml("boss", "orchestrator", url, orchestrator=True)
+    )
+    sim_thread.reset()
+    calls: list[Call] = []
+    verdicts = {v.id: v for v in run_checks(roster, roster.backends, offline=False, calls=calls)}
+    assert all(v.usable for v in verdicts.values()), verdicts
+    rounds = [sorted(c.backend for c in calls[i:j]) for i, j in ((0, 2), (2, 4), (4, 5), (5, 6))]
+    assert rounds == [["boss", "native"], ["boss", "native"], ["via-litellm"], ["via-litellm"]]
+    assert [(c.backend, c.role) for c in calls[6:]] == [("boss", "orchestrator")]  # tools
+    first = {c.backend: c for c in calls[0:2] + calls[4:5]}
+    timed = {c.backend: c for c in calls[2:4] + calls[5:6]}
+    for bid, v in verdicts.items():
+        assert v.first_call_ms == round(first[bid].attempts[-1].latency_ms, 1)
+        assert v.latency_ms == round(timed[bid].attempts[-1].latency_ms, 1)
+        assert first[bid].attempts[-1].transport == timed[bid].attempts[-1].transport
+    assert verdicts["via-litellm"].transport == "litellm"
+    sent = [(r.model, r.messages) for r in sim_thread.requests]
+    for spec in ("echo:id=native", "echo:id=litellm", "orchestrator"):
+        assert [m for model, m in sent if model == spec][:2] == [PING, PING]
+    assert [m for model, m in sent if model == "orchestrator"][2:] == [TOOL_PING]
+    assert (verdicts["native"].tools, verdicts["boss"].tools) == ("n/a", "works")
+
+
 # What Qwen2.5-Coder-1.5B answered the tool probe through llama.cpp's stock chat template.
 TEXT_CALL = '```json\n{\n  "name": "delegate",\n  "arguments": {\n    "prompt": "ping"\n  }\n}\n```'
 
@@ -187,7 +223,7 @@ def test_check_says_when_tool_calls_come_back_as_text(
     from tanglebrain.sim import SimReply
 
     spec = "script:id=textcalls"
-    sim_thread.script(spec, [SimReply(text="ok"), SimReply(text=TEXT_CALL)])
+    sim_thread.script(spec, [SimReply(text="ok"), SimReply(text="ok"), SimReply(text=TEXT_CALL)])
     write_roster(
         tmp_path / "roster.toml",
         backend_toml("texty", spec, sim_thread.base_url, orchestrator=True),
@@ -272,6 +308,10 @@ EDITS: list[tuple[list[str], list[str], list[str]]] = [
     (["set", "claude", "price", "3,15"], [], ["price = { input = 3.0, output = 15.0 }"]),
     (["set", "local", "max_concurrency", "2"], [], ["max_concurrency = 2"]),
     (["set", "flash", "price", ""], ["price = { input = 0.3, output = 2.5 }"], []),
+    (["set", "flash", "price.cached_input", "0.03"], ["price = { input = 0.3, output = 2.5 }"],
+     ["price = { input = 0.3, output = 2.5, cached_input = 0.03 }"]),
+    (["set", "claude", "price", "3,15,0.3,3.75"], [],
+     ["price = { input = 3.0, output = 15.0, cached_input = 0.3, cache_write = 3.75 }"]),
     (["remove", "flash"], ["", "# Cheap reader.", "[[backend]]", 'id = "flash"',
      'model = "gemini/gemini-2.5-flash"', 'api_key_env = "GEMINI_API_KEY"',
      'good_at = ["summarize"]', "cost = 3", "price = { input = 0.3, output = 2.5 }"], []),
@@ -321,6 +361,9 @@ REFUSALS: list[tuple[list[str], str]] = [
     (["set", "local", "cost", "-1"], "the file was not changed"),
     (["set", "local", "cost", "--", "-1"], "the file was not changed"),
     (["set", "local", "api_base", "sk-abcdefghijklmnopqrst"], "literal secrets are refused"),
+    (["set", "claude", "price.cache_write", "3.75"], "set its input and output first"),
+    (["set", "flash", "price.cached_input", "cheap"], "give a number >= 0"),
+    (["set", "flash", "price.cached_input", "--", "-1"], "the file was not changed"),
     (["add", "claude", "--model", "m", "--good-at", "a", "--cost", "1"], "already exists"),
     (["add", "Bad Id", "--model", "m", "--good-at", "a", "--cost", "1"], "field 'id'"),
     (["add", "x", "--model", "m"], "needs --good-at and --cost"),

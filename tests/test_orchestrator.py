@@ -279,6 +279,9 @@ async def test_max_turns_forces_an_answer_with_tools_on_offer(sim: Simulator) ->
     assert len(orch) == 3
     # The same tools on every turn (one prompt prefix), but the last may not call them.
     assert orch[-1].tools == orch[0].tools and orch[0].tools
+    # ...and the same system prompt, byte for byte: a prefix a prompt cache can serve.
+    assert len({json.dumps(r.messages[0]) for r in orch}) == 1
+    assert orch[0].messages[0]["role"] == "system"
     assert orch[-1].body.get("tool_choice") == "none"
     assert "tool_choice" not in orch[0].body
     assert trace.answer.startswith("Simulated synthesis")

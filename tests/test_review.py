@@ -146,7 +146,18 @@ async def test_reviewers_run_concurrently_and_blocker_modifies(sim: Simulator) -
     req = next(r for r in sim.requests if r.model.startswith("reviewer:verdict=blocker"))
     content = req.messages[-1]["content"]
     assert "plan it" in content and "Simulated synthesis" in content
-    assert len(req.messages) == 1 and "tool" not in json.dumps(req.messages)
+    assert len(req.messages) == 2 and "tool" not in json.dumps(req.messages)
+    # every reviewer's prompt opens with the same instructions: a prefix caches can serve
+    asked = [r for r in sim.requests if r.model.startswith("reviewer")]
+    assert len(asked) == 2
+    assert all(
+        r.messages[0] == {"role": "system", "content": review.REVIEWER_SYSTEM} for r in asked
+    )
+    # the ruling offers the tools of the turns that wrote the draft (the same prefix)
+    orch = [r for r in sim.requests if r.model.startswith("orchestrator")]
+    assert len(orch) == 3 and orch[-1].body["tool_choice"] == "none"
+    assert orch[-1].tools == orch[0].tools and orch[0].tools
+    assert orch[-1].messages[0] == orch[0].messages[0]
 
 
 async def test_all_agree_needs_no_ruling(sim: Simulator) -> None:
@@ -194,3 +205,21 @@ async def test_settings_review_always(sim: Simulator) -> None:
     assert trace.review is not None
     trace = await run(Request(prompt="x", review=False), roster, env={})
     assert trace.review is None
+
+
+async def test_the_ruling_keeps_the_orchestrators_prefix(sim: Simulator) -> None:
+    from tanglebrain import models
+    from tanglebrain.budget import Budget
+
+    roster = make(sim, "reviewer:verdict=blocker")
+    ctx = RunContext(roster=roster, env={}, run=Run(prompt="plan it"), budget=Budget(None),
+                     retry=models.RetryPolicy(max_attempts=1), timeout=5)  # fmt: skip
+    tools = [{"type": "function", "function": {"name": "delegate", "parameters": {}}}]
+    convo = [{"role": "system", "content": "You orchestrate."},
+             {"role": "user", "content": "plan it"}]  # fmt: skip
+    rv = await review.panel(ctx, roster.backends[0], convo, "the draft", "", tools=tools)
+    assert rv.overall is not None and rv.overall.verdict == "MODIFY"
+    [ruling] = [r for r in sim.requests if r.model.startswith("orchestrator")]
+    # The same system prompt and tools as the turns that wrote the draft, no tool call.
+    assert ruling.messages[:2] == convo and ruling.tools == tools
+    assert ruling.body["tool_choice"] == "none"

@@ -95,6 +95,15 @@ CASES: list[tuple[str, Edit, list[str], list[str]]] = [
      ['good_at = ["planning"]']),
     ("set price in place", lambda p: set_field(p, "flash", "price", {"input": 1, "output": 2}),
      ["price = { input = 0.3, output = 2.5 }"], ["price = { input = 1.0, output = 2.0 }"]),
+    ("set a cache price, the others kept",
+     lambda p: set_field(p, "flash", "price.cached_input", 0.075),
+     ["price = { input = 0.3, output = 2.5 }"],
+     ["price = { input = 0.3, output = 2.5, cached_input = 0.075 }"]),
+    ("set every price at once",
+     lambda p: set_field(p, "flash", "price", {"input": 0.3, "output": 2.5,
+                                               "cached_input": 0.03, "cache_write": 0.4}),
+     ["price = { input = 0.3, output = 2.5 }"],
+     ["price = { input = 0.3, output = 2.5, cached_input = 0.03, cache_write = 0.4 }"]),
     ("set a new optional field", lambda p: set_field(p, "claude", "context_window", 200000),
      [], ["context_window = 200000"]),
     ("'' removes an optional field", lambda p: set_field(p, "local", "api_base", None),
@@ -314,6 +323,11 @@ VALUES: list[tuple[str, str, object]] = [
     ("can_orchestrate", "on", True), ("good_at", " code, review ,", ["code", "review"]),
     ("price", "3,15", {"input": 3.0, "output": 15.0}), ("max_concurrency", "8", 8),
     ("api_base", "", None), ("price", "", None), ("model", " openai/x ", "openai/x"),
+    ("price", "3,15,0.3", {"input": 3.0, "output": 15.0, "cached_input": 0.3}),
+    ("price", "3,15,0.3,3.75",
+     {"input": 3.0, "output": 15.0, "cached_input": 0.3, "cache_write": 3.75}),
+    ("price.cached_input", "0.3", 0.3), ("price.cache_write", "4", 4.0),
+    ("price.cached_input", "", None), ("price.cache_write", " ", None),
 ]  # fmt: skip
 
 
@@ -325,7 +339,8 @@ def test_parse_value(field: str, raw: str, expected: object) -> None:
 BAD_VALUES = [
     ("cost", "cheap"), ("cost", "inf"), ("enabled", "maybe"), ("price", "3"), ("price", "a,b"),
     ("max_concurrency", "2.5"), ("good_at", " , "), ("model", ""), ("colour", "red"),
-    ("transport", "http"),
+    ("transport", "http"), ("price", "3,15,0.3,3.75,1"), ("price.cached_input", "cheap"),
+    ("price.cache_write", "1,2"), ("price.cached_input", "nan"), ("price.input", "3"),
 ]  # fmt: skip
 
 
@@ -337,8 +352,39 @@ def test_parse_value_refuses(field: str, raw: str) -> None:
 
 
 def test_every_backend_field_is_settable() -> None:
-    assert set(FIELDS) == set(Backend.model_fields)
-    assert set(FIELDS) >= OPTIONAL_FIELDS
+    from tanglebrain.roster._schema import Price
+
+    cache_prices = {f"price.{k}" for k, f in Price.model_fields.items() if not f.is_required()}
+    assert cache_prices == {"price.cached_input", "price.cache_write"}
+    assert set(FIELDS) == set(Backend.model_fields) | cache_prices
+    assert set(FIELDS) >= OPTIONAL_FIELDS >= cache_prices
+
+
+def test_cache_prices_are_set_and_removed_one_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "roster.toml"
+    path.write_text(CURATED.replace("output = 2.5 }", "output = 2.5 }  # list price"))
+    set_field(path, "flash", "price.cache_write", 0.4)
+    set_field(path, "flash", "price.cached_input", 0.03)
+    price = load_file(path).get("flash").price  # type: ignore[union-attr]
+    assert price is not None and (price.cached_input, price.cache_write) == (0.03, 0.4)
+    set_field(path, "flash", "price.cache_write", None)
+    assert "price = { input = 0.3, output = 2.5, cached_input = 0.03 }  # list price\n" in (
+        path.read_text()
+    )
+    assert not set_field(path, "flash", "price.cache_write", None).changed  # already absent
+    assert not set_field(path, "flash", "price.cached_input", 0.03).changed  # already so
+
+
+def test_a_cache_price_needs_a_price_and_a_sane_number(tmp_path: Path) -> None:
+    path = tmp_path / "roster.toml"
+    path.write_text(CURATED)
+    with pytest.raises(UsageError) as info:
+        set_field(path, "claude", "price.cached_input", 0.3)
+    assert "has no price" in info.value.problem and "price IN,OUT" in (info.value.fix or "")
+    assert not set_field(path, "claude", "price.cached_input", None).changed
+    with pytest.raises(ConfigError, match=r"greater than or equal to 0.*the file was not changed"):
+        set_field(path, "flash", "price.cache_write", -1.0)
+    assert path.read_text() == CURATED
 
 
 @settings(

@@ -179,7 +179,7 @@ async def run(
     if solo:
         trace.mode = "direct" if plan.direct else "solo"
         text = with_attachments(request.prompt, request.attachments)
-        convo, backend = await _turns(
+        convo, backend, schemas = await _turns(
             ctx,
             plan.candidates,
             [{"role": "user", "content": text}],
@@ -189,13 +189,13 @@ async def run(
         )
     else:
         convo = [{"role": "user", "content": _user_message(request.prompt, views)}]
-        convo, backend = await _turns(
+        convo, backend, schemas = await _turns(
             ctx, plan.candidates, convo, draft_hooks, tools=True, roster_dir=roster_dir
         )
     if reviewing:
         from tanglebrain import review  # only reviewed runs need it
 
-        trace.review = await review.panel(ctx, backend, convo, trace.answer, views)
+        trace.review = await review.panel(ctx, backend, convo, trace.answer, views, schemas)
         trace.answer = trace.review.answer
         if trace.review.warning:
             trace.warn(trace.review.warning)
@@ -237,6 +237,9 @@ class _Loop:
     turn_no: int = 0
     force_final: bool = False  # a turn only repeated answered calls: the answer is due
     answered: dict[str, str] = field(default_factory=dict)  # call key -> its tool message
+    # Per orchestrator: its system prompt and tool schemas, built once so that every turn
+    # sends a byte-identical prefix (what providers' prompt caches match on).
+    prefixes: dict[str, tuple[str, list[dict[str, Any]]]] = field(default_factory=dict)
 
 
 async def _turns(
@@ -247,8 +250,8 @@ async def _turns(
     *,
     tools: bool,
     roster_dir: Path | None,
-) -> tuple[list[dict[str, Any]], Backend]:
-    """Loop turns until an answer; return the conversation and who answered.
+) -> tuple[list[dict[str, Any]], Backend, list[dict[str, Any]] | None]:
+    """Loop turns until an answer; return the conversation, who answered, its tools.
 
     With ``tools`` the conversation gets the orchestrator's system prompt in front,
     rebuilt on failover (the menu leaves out the orchestrator itself).
@@ -263,7 +266,7 @@ async def _turns(
         backend = candidates[current]
         run.orchestrator = backend.id
         final = not tools or loop.force_final or loop.turn_no >= ctx.roster.settings.max_turns - 1
-        schemas = _prepare(ctx, backend, convo, final and loop.turn_no > 0, tools, roster_dir)
+        schemas = _prepare(ctx, backend, convo, final and loop.turn_no > 0, tools, roster_dir, loop)
         turn = Turn(index=len(run.turns), call=Call("orchestrator", backend.id, backend.model))
         run.turns.append(turn)
         run.changed()
@@ -296,7 +299,7 @@ async def _turns(
         run.orchestrator_context_tokens = max(run.orchestrator_context_tokens, reply.prompt_tokens)
         if final or await _step(ctx, turn, reply, convo, hooks, loop, _names(schemas)):
             run.changed()
-            return convo, backend
+            return convo, backend, schemas
         loop.turn_no += 1
 
 
@@ -307,6 +310,7 @@ def _prepare(
     forced: bool,
     tools: bool,
     roster_dir: Path | None,
+    loop: _Loop,
 ) -> list[dict[str, Any]] | None:
     """Put ``backend``'s system prompt in front; return the tool schemas it is offered.
 
@@ -316,14 +320,17 @@ def _prepare(
     """
     if not tools:
         return None
-    system = system_prompt(ctx, backend.id, roster_dir)
+    if backend.id not in loop.prefixes:
+        system = system_prompt(ctx, backend.id, roster_dir)
+        # The menu is in the system prompt: the tools need not repeat it (a custom prompt
+        # without it gets the full descriptions).
+        lean = delegation.menu(ctx, backend.id) in system
+        loop.prefixes[backend.id] = (system, delegation.tool_schemas(ctx, backend.id, lean=lean))
+    system, schemas = loop.prefixes[backend.id]
     convo[: 1 if convo[0]["role"] == "system" else 0] = [{"role": "system", "content": system}]
     if forced and convo[-1].get("content") not in NOTICES:
         convo.append({"role": "user", "content": FINAL_NOTICE})
-    # The menu is in the system prompt: the tools need not repeat it (a custom prompt
-    # without it gets the full descriptions).
-    lean = delegation.menu(ctx, backend.id) in system
-    return delegation.tool_schemas(ctx, backend.id, lean=lean)
+    return schemas
 
 
 def _names(schemas: list[dict[str, Any]] | None) -> frozenset[str]:

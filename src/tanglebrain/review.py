@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -23,20 +23,34 @@ from tanglebrain.trace import Call, Critique, Disagreement, Review, Verdict
 MARKER = "REVIEW PANEL"
 SEVERITIES = ("blocker", "major", "minor")
 
-REVIEWER_PROMPT = """You are one reviewer on an independent review panel. Another model wrote the
-draft answer below for the request below. Critique the draft against the request: what is right,
-what is wrong (with the reason and how severe: blocker, major or minor), and what it misses.
+# The reviewer's instructions, byte-identical for every reviewer and every run: a stable
+# prefix the providers' prompt caches can serve. What varies (the request, the
+# attachments' digests, the draft) follows in the user message, the draft last.
+REVIEWER_SYSTEM = """You are one reviewer on an independent review panel. Another model wrote a
+draft answer to a request; the user message gives the request, then the draft. Critique the
+draft against the request: what is right, what is wrong (with the reason and how severe:
+blocker, major or minor), and what it misses.
 
-REQUEST:
+Reply with one JSON object and nothing else, of this shape:
+{"agree": ["..."],
+ "disagree": [{"point": "...", "reason": "...", "severity": "blocker|major|minor"}],
+ "missing": ["..."]}"""
+
+REVIEWER_PROMPT = """REQUEST:
 {request}
 {attachments}
 DRAFT ANSWER:
-{draft}
+{draft}"""
 
-Reply with one JSON object and nothing else, of this shape:
-{{"agree": ["..."],
- "disagree": [{{"point": "...", "reason": "...", "severity": "blocker|major|minor"}}],
- "missing": ["..."]}}"""
+
+def reviewer_messages(request: str, views: str, draft: str) -> list[dict[str, Any]]:
+    """What each reviewer is sent: the fixed instructions, then the request and the draft."""
+    prompt = REVIEWER_PROMPT.format(
+        request=request,
+        attachments=f"\nATTACHMENTS (digests):\n{views}\n" if views else "",
+        draft=draft,
+    )
+    return [{"role": "system", "content": REVIEWER_SYSTEM}, {"role": "user", "content": prompt}]
 
 
 def pick_reviewers(ctx: RunContext, orchestrator: Backend, count: int) -> list[Backend]:
@@ -107,18 +121,14 @@ async def critique(
     ctx: RunContext, reviewers: Sequence[Backend], request: str, views: str, draft: str
 ) -> list[Critique]:
     """Ask every reviewer concurrently; a failing reviewer yields a failed critique."""
-    prompt = REVIEWER_PROMPT.format(
-        request=request,
-        attachments=f"\nATTACHMENTS (digests):\n{views}\n" if views else "",
-        draft=draft,
-    )
+    messages = reviewer_messages(request, views, draft)
     results: list[Critique] = [Critique(reviewer=b.id, status="error") for b in reviewers]
 
     async def one(i: int, backend: Backend) -> None:
         call = Call("review", backend.id, backend.model)
         ctx.run.extra_calls.append(call)
         try:
-            reply = await ctx.call(backend, [{"role": "user", "content": prompt}], call)
+            reply = await ctx.call(backend, messages, call)
         except (BackendError, BudgetExceeded, ConfigError) as exc:
             results[i] = Critique(reviewer=backend.id, status="error", error=str(exc))
             return
@@ -207,11 +217,23 @@ async def panel(
     convo: list[dict[str, Any]],
     draft: str,
     views: str,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> Review:
     """Run the whole review: critiques, then the orchestrator's ruling and final version.
 
     Never raises for backend trouble: without reviewers, or when every reviewer or the
     ruling fails, the draft stands and the review says it was degraded.
+
+    Args:
+        ctx: the run's context.
+        orchestrator: the backend that wrote the draft; it rules on the critiques.
+        convo: the orchestrator's conversation that produced the draft.
+        draft: the draft answer.
+        views: the attachments' digests, as the orchestrator saw them ("" for none).
+        tools: the tool schemas the orchestrator's turns offered, if any. The ruling
+            offers them again with ``tool_choice="none"``: it must answer in text, and its
+            prompt keeps the same prefix (system prompt and tools) as those turns, which
+            the provider's prompt cache can then serve.
     """
     reviewers = pick_reviewers(ctx, orchestrator, ctx.roster.settings.reviewers)
     review = Review(reviewers=[b.id for b in reviewers], answer=draft)
@@ -236,7 +258,10 @@ async def panel(
     call = Call("orchestrator", orchestrator.id, orchestrator.model)
     ctx.run.extra_calls.append(call)
     try:
-        reply = await ctx.call(orchestrator, messages, call)
+        reply = await ctx.call(
+            orchestrator, messages, call, tools=tools or None,
+            tool_choice="none" if tools else None,
+        )  # fmt: skip
     except (BackendError, BudgetExceeded, ConfigError) as exc:
         review.warning = f"review degraded: the ruling failed ({exc}); the draft stands"
         review.degraded = True

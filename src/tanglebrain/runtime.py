@@ -149,6 +149,7 @@ class RunContext:
         messages: Sequence[dict[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None,
         cap: int,
+        cache_prefix: bool = False,
     ) -> tuple[int, float | None, int]:
         """(max_tokens to send, worst-case USD, counted prompt tokens) of a call.
 
@@ -157,28 +158,29 @@ class RunContext:
         (``prompt_ratio``), plus headroom; the output at ``max_tokens``, which is the cap
         or, when the money left cannot pay for it, fewer.
 
-        Every prompt token is reserved at the input price: the share the provider's
-        prompt cache will serve (cheaper) is unknown until it replies, and the settlement
-        books the true, cache-aware cost. A cache write may cost more than the input
-        price, but providers write only where a request marks a prefix for caching
-        (``cache_control``), which these requests never do.
+        The share of the prompt the provider's cache will serve (cheaper) is unknown until
+        it replies, and the settlement books the true, cache-aware cost; so prompt tokens
+        are reserved at the input price. A call that marks its prefix for the cache
+        (``cache_prefix``) may instead be billed a cache write, which can cost more than
+        the input price: its prompt tokens are reserved at the larger of the two.
         """
         if not self.budget.limited:
             return cap, None, 0
-        price = models.price_per_token(backend)
+        price = models.prices(backend)
         if price is None:
             return cap, None, 0
         prompt = models.count_tokens(backend, messages)
         if tools:
             prompt += models.estimate_tokens(str(tools))
         scale = max(1.0, self.prompt_ratio.get(backend.id, 1.0))
-        prompt_usd = math.ceil(prompt * scale * PROMPT_HEADROOM + 16) * price[0]
+        per_prompt_token = max(price.input, price.cache_write) if cache_prefix else price.input
+        prompt_usd = math.ceil(prompt * scale * PROMPT_HEADROOM + 16) * per_prompt_token
         max_tokens = cap
         left = self.budget.remaining
-        if price[1] > 0 and left is not None:
-            affordable = int((left - prompt_usd) / price[1])
+        if price.output > 0 and left is not None:
+            affordable = int((left - prompt_usd) / price.output)
             max_tokens = min(cap, max(BUDGET_MIN_TOKENS, affordable))
-        return max_tokens, prompt_usd + max_tokens * price[1], prompt
+        return max_tokens, prompt_usd + max_tokens * price.output, prompt
 
     async def _wait_for_first_report(self, backend: Backend) -> bool:
         """Under a budget, send one call at a time to a backend that has not reported yet.
@@ -273,9 +275,16 @@ class RunContext:
         # A failure without an HTTP status (timeout, cut stream) may still have been billed:
         # under a cap it books its whole reservation (cost unknown), an HTTP error books 0.
         actual: float | None = None
+        # The prompt's stable prefix is marked for the provider's cache where it needs a
+        # marker and is long enough to be cached (Anthropic); the others cache on their own.
+        cache_prefix = self.roster.settings.prompt_cache == "auto" and models.cacheable_prefix(
+            backend, messages, tools
+        )
         try:
             probe = await self._wait_for_first_report(backend)
-            max_tokens, worst, counted = self._worst_case(backend, messages, tools, cap)
+            max_tokens, worst, counted = self._worst_case(
+                backend, messages, tools, cap, cache_prefix
+            )
             reservation = await self.budget.acquire(backend.id, worst)
             async with self.limiter(backend):
                 # Checked again once a slot is ours: the circuit may have opened meanwhile.
@@ -296,6 +305,7 @@ class RunContext:
                     max_tokens=max_tokens,
                     on_attempt=self.run.changed,
                     failover=alternatives,
+                    cache_prefix=cache_prefix,
                 )
             breakers.record(backend.id, ok=True)
             actual = reply.cost_usd

@@ -10,10 +10,18 @@ each reports is set by the test, in the provider's own field names:
   *not* read from or written to the cache), ``cache_read_input_tokens``,
   ``cache_creation_input_tokens`` and ``output_tokens``. Streamed: ``message_start``
   carries the input side of the usage, ``message_delta`` the final ``output_tokens``.
+  ``system`` is a string or a list of text blocks; ``tools`` hold ``name`` and
+  ``input_schema``; ``cache_control`` (https://docs.anthropic.com/en/docs/build-with-claude/
+  prompt-caching) is ``{"type": "ephemeral"}`` (optionally with a ``ttl``) on at most 4
+  blocks of a request.
 - Gemini (https://ai.google.dev/api/generate-content): ``POST
   /v1beta/models/{model}:generateContent`` (``:streamGenerateContent?alt=sse``) with
   ``x-goog-api-key``; ``usageMetadata`` holds ``promptTokenCount`` (cached tokens
   included), ``cachedContentTokenCount``, ``candidatesTokenCount``, ``totalTokenCount``.
+
+``Fake.fail`` makes either answer every request with that HTTP status and an error body
+in the provider's shape (https://ai.google.dev/gemini-api/docs/troubleshooting: e.g. 429
+``RESOURCE_EXHAUSTED``), with ``Fake.retry_after`` as its ``Retry-After`` header if set.
 """
 
 from __future__ import annotations
@@ -28,6 +36,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 ANTHROPIC_VERSION = "2023-06-01"
+# The Messages API's request fields; anything else is refused ("Extra inputs are not
+# permitted").
+_ANTHROPIC_FIELDS = frozenset({
+    "model", "messages", "max_tokens", "system", "tools", "tool_choice", "stream",
+    "metadata", "stop_sequences", "temperature", "top_p", "top_k", "thinking",
+    "service_tier", "cache_control",
+})  # fmt: skip
+_MAX_CACHE_BREAKPOINTS = 4
 _GEMINI_PATH = re.compile(r"^/v1beta/models/([\w.-]+):(generateContent|streamGenerateContent)$")
 
 
@@ -48,6 +64,16 @@ class Fake:
     usage: dict[str, int] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     base_url: str = ""
+    fail: int | None = None  # answer every request with this HTTP error status
+    retry_after: str | None = None
+
+
+class Failed(Exception):
+    """The error a test asked the fake to answer with (``Fake.fail``)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"simulated failure {status}")
+        self.status = status
 
 
 def _require(ok: bool, status: int, message: str) -> None:
@@ -55,15 +81,57 @@ def _require(ok: bool, status: int, message: str) -> None:
         raise Refused(status, message)
 
 
-def _anthropic(fake: Fake, path: str, headers: Any, body: Any) -> tuple[str, bytes]:
-    _require(path == "/v1/messages", 404, f"no route {path}")
-    _require(headers.get("x-api-key") == fake.key, 401, "invalid x-api-key")
-    _require(headers.get("anthropic-version") == ANTHROPIC_VERSION, 400, "anthropic-version")
+def _cache_controls(value: Any) -> int:
+    """How many ``cache_control`` markers ``value`` holds; refuses a malformed one."""
+    if isinstance(value, list):
+        return sum(_cache_controls(v) for v in value)
+    if not isinstance(value, dict):
+        return 0
+    found = 0
+    if "cache_control" in value:
+        mark = value["cache_control"]
+        _require(isinstance(mark, dict) and mark.get("type") == "ephemeral", 400,
+                 "cache_control.type: Input should be 'ephemeral'")  # fmt: skip
+        _require(set(mark) <= {"type", "ttl"} and mark.get("ttl", "5m") in ("5m", "1h"),
+                 400, "cache_control: Extra inputs are not permitted")  # fmt: skip
+        found = 1
+    return found + sum(_cache_controls(v) for k, v in value.items() if k != "cache_control")
+
+
+def _check_anthropic_body(body: dict[str, Any]) -> None:
+    extra = sorted(set(body) - _ANTHROPIC_FIELDS)
+    _require(not extra, 400, f"{extra}: Extra inputs are not permitted")
     _require(isinstance(body.get("model"), str), 400, "model: field required")
     _require(isinstance(body.get("max_tokens"), int), 400, "max_tokens: field required")
     messages = body.get("messages")
     _require(isinstance(messages, list) and bool(messages), 400, "messages: field required")
     _require(all(m.get("role") in ("user", "assistant") for m in messages), 400, "role")
+    system = body.get("system", "")
+    if isinstance(system, list):
+        _require(all(isinstance(b, dict) and b.get("type") == "text"
+                     and isinstance(b.get("text"), str) for b in system),
+                 400, "system: a list of text blocks")  # fmt: skip
+    else:
+        _require(isinstance(system, str), 400, "system: a string or text blocks")
+    for tool in body.get("tools", []):
+        _require(isinstance(tool, dict) and isinstance(tool.get("name"), str)
+                 and isinstance(tool.get("input_schema"), dict), 400,
+                 "tools: name and input_schema required")  # fmt: skip
+        _require(set(tool) <= {"name", "description", "input_schema", "cache_control", "type"},
+                 400, "tools: Extra inputs are not permitted")  # fmt: skip
+    marks = _cache_controls([system, body.get("tools", []), messages])
+    _require(marks <= _MAX_CACHE_BREAKPOINTS, 400,
+             f"A maximum of {_MAX_CACHE_BREAKPOINTS} blocks with cache_control may be "
+             f"provided. Found {marks}.")  # fmt: skip
+
+
+def _anthropic(fake: Fake, path: str, headers: Any, body: Any) -> tuple[str, bytes]:
+    _require(path == "/v1/messages", 404, f"no route {path}")
+    _require(headers.get("x-api-key") == fake.key, 401, "invalid x-api-key")
+    _require(headers.get("anthropic-version") == ANTHROPIC_VERSION, 400, "anthropic-version")
+    _check_anthropic_body(body)
+    if fake.fail is not None:
+        raise Failed(fake.fail)
     usage = {"cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, **fake.usage}
     message = {
         "id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
@@ -102,6 +170,8 @@ def _gemini(fake: Fake, path: str, headers: Any, body: Any) -> tuple[str, bytes]
     _require(isinstance(contents, list) and bool(contents), 400, "contents is not specified")
     _require(all(c.get("role") in ("user", "model") for c in contents), 400, "role")
     _require(all(isinstance(c.get("parts"), list) for c in contents), 400, "parts")
+    if fake.fail is not None:
+        raise Failed(fake.fail)
     meta = dict(fake.usage)
     cached = meta.get("cachedContentTokenCount", 0)
     meta["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": meta["promptTokenCount"]}]
@@ -134,10 +204,12 @@ class _Handler(BaseHTTPRequestHandler):
             fake.requests.append({"path": self.path, "body": body})
             kind, data = answer(fake, self.path, self.headers, body)
             status = 200
-        except (Refused, json.JSONDecodeError) as exc:
-            status = exc.status if isinstance(exc, Refused) else 400
+        except (Refused, Failed, json.JSONDecodeError) as exc:
+            status = exc.status if isinstance(exc, Refused | Failed) else 400
             kind, data = "application/json", json.dumps(self.server.error(status, exc)).encode()
         self.send_response(status)
+        if status >= 400 and fake.retry_after is not None:
+            self.send_header("Retry-After", fake.retry_after)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -153,14 +225,18 @@ class _Server(ThreadingHTTPServer):
 
 
 def _anthropic_error(status: int, exc: Exception) -> dict[str, Any]:
-    kind = {401: "authentication_error", 404: "not_found_error"}.get(
-        status, "invalid_request_error"
-    )
+    kind = {
+        401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error",
+        500: "api_error", 529: "overloaded_error",
+    }.get(status, "invalid_request_error")  # fmt: skip
     return {"type": "error", "error": {"type": kind, "message": str(exc)}}
 
 
 def _gemini_error(status: int, exc: Exception) -> dict[str, Any]:
-    state = {401: "UNAUTHENTICATED", 404: "NOT_FOUND"}.get(status, "INVALID_ARGUMENT")
+    state = {
+        401: "UNAUTHENTICATED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
+        503: "UNAVAILABLE",
+    }.get(status, "INVALID_ARGUMENT")  # fmt: skip
     return {"error": {"code": status, "message": str(exc), "status": state}}
 
 

@@ -2,7 +2,9 @@
 
 The report goes to stdout (``--json``: a JSON array with one object per backend); notes
 go to stderr. The column "via" names the transport each backend's calls use ("openai":
-the native OpenAI-compatible one; "litellm").
+the native OpenAI-compatible one; "litellm"). "latency" is a tiny request's on a warm
+client; the first request's, client start-up and connection included, follows in
+brackets (``first_call_ms`` in JSON).
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ if TYPE_CHECKING:
     from tanglebrain.health import Verdict
 
 
+def _latency(v: Verdict) -> str:
+    """The warm latency, and the first call's (client start-up included) in brackets."""
+    if v.latency_ms is None:
+        return "-"
+    first = f" (first {v.first_call_ms:.0f})" if v.first_call_ms is not None else ""
+    return f"{v.latency_ms:.0f} ms{first}"
+
+
 def _report(verdicts: list[Verdict]) -> None:
     from rich.table import Table
 
@@ -45,7 +55,7 @@ def _report(verdicts: list[Verdict]) -> None:
             v.transport,
             v.key,
             reach,
-            f"{v.latency_ms:.0f} ms" if v.latency_ms is not None else "-",
+            _latency(v),
             v.tools,
             f"{v.context_window:,}" if v.context_window else "unknown",
             f"{price['input']:g}/{price['output']:g}" if price else "unknown",

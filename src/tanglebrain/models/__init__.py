@@ -8,6 +8,8 @@
                             is imported on first use                        (_litellm)
     price_per_token, prices, cost_of (prompt-cache aware), context_window,
     count_tokens                           without litellm                  (_prices)
+    cacheable_prefix: whether a call marks its prompt prefix for the
+    provider's cache (Claude models: cache_control)                         (_cache)
     errors of either transport → BackendError with a kind                   (_errors)
 
 Which transport a backend uses: the roster's ``transport`` ("openai" or "litellm"), else
@@ -17,6 +19,7 @@ native for ``openai/``, ``ollama/``, ``ollama_chat/``, ``lm_studio/`` and
 
 from __future__ import annotations
 
+from tanglebrain.models._cache import cacheable_prefix
 from tanglebrain.models._call import (
     NATIVE_BY_DEFAULT,
     Reply,
@@ -47,6 +50,7 @@ __all__ = [
     "SinkError",
     "ToolCallRequest",
     "TransportName",
+    "cacheable_prefix",
     "complete",
     "context_window",
     "cost_of",

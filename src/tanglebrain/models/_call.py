@@ -20,7 +20,12 @@ import anyio
 
 from tanglebrain.backoff import backoff
 from tanglebrain.errors import BackendError
-from tanglebrain.models._errors import causes, connection_problem, to_backend_error
+from tanglebrain.models._errors import (
+    causes,
+    connection_problem,
+    from_the_wire,
+    to_backend_error,
+)
 from tanglebrain.models._prices import cost_of, count_tokens
 from tanglebrain.models._repeat import REPEATED, RepetitionGuard
 from tanglebrain.models._types import (
@@ -124,6 +129,7 @@ async def complete(
     on_attempt: Callable[[], None] | None = None,
     failover: bool = False,
     tool_choice: str | None = None,
+    cache_prefix: bool = False,
 ) -> Reply:
     """Send ``messages`` to ``backend``, retrying transient failures.
 
@@ -141,6 +147,8 @@ async def complete(
         failover: another backend can take the call, so a failure moves on to it
             rather than waiting to retry here (see ``RetryPolicy.delay``).
         tool_choice: sent with ``tools`` (``"none"``: offered, but the model must answer).
+        cache_prefix: mark the system prompt and tools for the provider's prompt cache
+            where it needs a marker (see ``cacheable_prefix``); others ignore it.
 
     Returns:
         The reply of the first successful attempt.
@@ -151,7 +159,7 @@ async def complete(
     """
     out = Outgoing(
         backend, messages, backend.api_key(env), timeout, tools or None,
-        tool_choice if tools else None, max_tokens,
+        tool_choice if tools else None, max_tokens, cache_prefix,
     )  # fmt: skip
     transport = transport_for(backend, env)
     # The request body's messages as UTF-8 JSON: what goes over the wire, give or take.
@@ -279,7 +287,7 @@ async def _stream(
             except BackendError:
                 raise
             except Exception as exc:
-                raise _ended_early(backend_id, streamed, calls, exc, timeout) from exc
+                raise _ended_early(backend_id, streamed, calls, exc, timeout, out.api_key) from exc
             usage = chunk.usage or usage
             finish = chunk.finish_reason or finish
             if chunk.text:
@@ -311,20 +319,26 @@ def _ended_early(
     calls: dict[int, list[str]],
     exc: BaseException | None = None,
     timeout: float = 0.0,
+    key: str | None = None,
 ) -> BackendError:
     """The error for a stream that ended before its finish reason.
 
     Judged by what arrived and by the kinds of exception in the chain (litellm wraps them
     differently from one release to the next; their types survive, their wording does not).
+    A stream that litellm opens only when its first chunk is read (Gemini's) fails there
+    with the server's HTTP error: that error, with its status, is what is reported.
     """
     chain = causes(exc)
+    nothing = not "".join(streamed).strip() and not calls
+    if nothing and exc is not None and from_the_wire(chain):
+        return to_backend_error(backend_id, exc, timeout, secrets=[key])
     if any(isinstance(e, TimeoutError) or "Timeout" in type(e).__name__ for e in chain):
         return BackendError(backend_id, f"timed out after {timeout:g}s", kind="timeout")
     if any(isinstance(e, json.JSONDecodeError | UnicodeDecodeError) for e in chain):
         return BackendError(
             backend_id, "malformed response: a stream chunk is not valid JSON", kind="malformed"
         )
-    if not "".join(streamed).strip() and not calls:
+    if nothing:
         if any(isinstance(e, OSError) or type(e).__name__ == "APIConnectionError" for e in chain):
             reason = f"connection failed: {connection_problem(chain)}"
             return BackendError(backend_id, reason, kind="connect", retryable=True)

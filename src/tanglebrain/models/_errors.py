@@ -93,7 +93,7 @@ def to_backend_error(
         reason = f"connection failed: {connection_problem(chain)}"
         return BackendError(backend_id, reason, kind="connect", retryable=True)
     if any(isinstance(e, json.JSONDecodeError | UnicodeDecodeError) for e in chain) or (
-        status == 500 and not _from_the_wire(chain)
+        status == 500 and not from_the_wire(chain)
     ):
         # The backend answered 200, but with something that is not a completion (HTML, bad
         # UTF-8, JSON without choices), and the library made up a status (500) for it.
@@ -189,7 +189,7 @@ def connection_problem(chain: list[BaseException]) -> str:
     return "the connection broke before the reply was complete"
 
 
-def _from_the_wire(chain: list[BaseException]) -> bool:
+def from_the_wire(chain: list[BaseException]) -> bool:
     """Whether an HTTP error status in ``chain`` was really sent by the server.
 
     httpx raises ``HTTPStatusError`` and the OpenAI SDK its ``APIStatusError`` family for

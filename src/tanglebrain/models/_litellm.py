@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from tanglebrain.errors import BackendError
+from tanglebrain.models import _cache
 from tanglebrain.models._types import (
     Chunk,
     Completion,
@@ -68,9 +69,12 @@ def preload() -> None:
 
 def _kwargs(out: Outgoing) -> dict[str, Any]:
     backend = out.backend
+    messages, tools = list(out.messages), list(out.tools) if out.tools else None
+    if out.cache_prefix and _cache.needs_marker(backend):
+        messages, tools = _cache.marked(messages, tools)
     kwargs: dict[str, Any] = {
         "model": backend.model,
-        "messages": list(out.messages),
+        "messages": messages,
         "timeout": out.timeout,
         "num_retries": 0,  # our loop retries; litellm's would be invisible
         "max_retries": 0,  # and the OpenAI SDK would silently retry twice
@@ -82,8 +86,8 @@ def _kwargs(out: Outgoing) -> dict[str, Any]:
         kwargs["api_key"] = "no-key-needed"
     if backend.api_base:
         kwargs["api_base"] = backend.api_base
-    if out.tools:
-        kwargs["tools"] = list(out.tools)
+    if tools:
+        kwargs["tools"] = tools
         if out.tool_choice:
             kwargs["tool_choice"] = out.tool_choice
         # Our tools are plain functions, never litellm's MCP gateway. Without this flag

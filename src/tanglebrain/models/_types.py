@@ -89,7 +89,13 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """What one attempt sends: the backend, its messages and the call's parameters."""
+    """What one attempt sends: the backend, its messages and the call's parameters.
+
+    ``cache_prefix``: mark the prompt's stable prefix (the system prompt and the tool
+    schemas) for the provider's prompt cache, where the provider needs a marker to cache
+    at all (Anthropic's ``cache_control``; see ``_cache``). Providers that cache on their
+    own (OpenAI, Gemini) and the native transport ignore it.
+    """
 
     backend: Backend
     messages: Sequence[Message]
@@ -98,6 +104,7 @@ class Outgoing:
     tools: Sequence[Mapping[str, Any]] | None = None
     tool_choice: str | None = None
     max_tokens: int | None = None
+    cache_prefix: bool = False
 
 
 class Transport(Protocol):

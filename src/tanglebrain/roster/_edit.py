@@ -120,22 +120,52 @@ def _index(data: dict[str, Any], backend_id: str, path: Path) -> int:
 
 
 def set_field(path: Path, backend_id: str, field: str, value: Value) -> EditResult:
-    """Set (or, with None, remove) one field of one backend in the roster at ``path``."""
+    """Set (or, with None, remove) one field of one backend in the roster at ``path``.
+
+    A dotted ``field`` (``price.cached_input``) sets one part of a table field, whose
+    other parts are kept; the table must exist (a price needs its input and output).
+    """
     if field not in FIELDS:
         raise UsageError(f"unknown field {field!r}", fix="valid fields: " + ", ".join(FIELDS))
+    key, _, part = field.partition(".")
 
     def change(doc: Doc, data: dict[str, Any]) -> str:
         n = _index(data, backend_id, path)
-        default = Backend.model_fields[field].default
-        if field not in data["backend"][n] and value == default:
+        new = value
+        if part:
+            current = data["backend"][n].get(key)
+            new = _with_part(current, field, value, backend_id)
+            if new == current:
+                return doc.text  # that part already has that value (or is already absent)
+        default = Backend.model_fields[key].default
+        if key not in data["backend"][n] and new == default:
             return doc.text  # e.g. `enable` where `enabled` is absent: already true
-        if value is None:
-            data["backend"][n].pop(field, None)
+        if new is None:
+            data["backend"][n].pop(key, None)
         else:
-            data["backend"][n][field] = value
-        return _set(doc, doc.entries[n], field, value)
+            data["backend"][n][key] = new
+        return _set(doc, doc.entries[n], key, new)
 
     return edit(path, change)
+
+
+def _with_part(table: Any, field: str, value: Value, backend_id: str) -> Value:
+    """``table`` (a backend's current ``price``) with ``field``'s part set or, None, removed."""
+    key, _, part = field.partition(".")
+    if not isinstance(table, dict):
+        if value is None:
+            return None  # nothing to remove
+        raise UsageError(
+            f"{field}: backend {backend_id!r} has no {key} to add it to",
+            fix=f"set its input and output first: `tanglebrain backends set {backend_id} "
+            f"{key} IN,OUT`, or all at once: {key} IN,OUT,CACHED_INPUT,CACHE_WRITE",
+        )
+    new: dict[str, float] = {k: v for k, v in table.items() if k != part}
+    if value is not None:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise UsageError(f"{field}: cannot use {value!r}", fix=f"give {FIELDS[field]}")
+        new[part] = float(value)
+    return new
 
 
 def add_backend(path: Path, fields: Mapping[str, Value]) -> EditResult:

@@ -75,6 +75,25 @@ class Price(BaseModel):
     cache_write: float | None = Field(default=None, ge=0, strict=True, allow_inf_nan=False)
 
 
+class RouteWeights(BaseModel):
+    """``[settings.route_weights]``: what learned routing trades against what.
+
+    A candidate's score is ``success * P(success) - cost * relative cost - latency *
+    relative p50 latency`` (relative: divided by the largest among the candidates), so
+    the weights say how many points of success one unit of each is worth.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    success: float = Field(default=1.0, ge=0, le=100, strict=True, allow_inf_nan=False)
+    cost: float = Field(default=0.5, ge=0, le=100, strict=True, allow_inf_nan=False)
+    latency: float = Field(default=0.1, ge=0, le=100, strict=True, allow_inf_nan=False)
+    # The share of sub-tasks sent to the best candidate but one, so that evidence on it
+    # stays fresh; 0 never explores.
+    explore: float = Field(default=0.05, ge=0, le=0.5, strict=True, allow_inf_nan=False)
+    # Days after which an outcome counts half as much as a fresh one.
+    half_life_days: float = Field(default=7.0, gt=0, le=3650, strict=True, allow_inf_nan=False)
+
+
 class Settings(BaseModel):
     """The optional ``[settings]`` table."""
 
@@ -100,6 +119,14 @@ class Settings(BaseModel):
     orchestrator_max_output_tokens: int = Field(
         default=DEFAULT_ORCHESTRATOR_MAX_OUTPUT_TOKENS, ge=1, le=MAX_OUTPUT_LIMIT, strict=True
     )
+    # Sub-task routing: "static" (tag, cost, load) or "learned" (per-tag outcomes in the
+    # ledger, weighted by route_weights; see router.learned).
+    routing: Literal["static", "learned"] = "static"
+    route_weights: RouteWeights = Field(default_factory=lambda: RouteWeights())
+    # Trivial requests answered directly, without an orchestrator turn (see router.gate).
+    gate: Literal["off", "heuristic", "model"] = "off"
+    # "auto": mark the stable prompt prefix cacheable where the provider needs it.
+    prompt_cache: Literal["auto", "off"] = "auto"
 
 
 class Hooks(BaseModel):

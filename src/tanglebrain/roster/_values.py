@@ -22,15 +22,26 @@ FIELDS: dict[str, str] = {
     "enabled": "true or false",
     "max_concurrency": "a whole number, e.g. 8",
     "context_window": "a whole number of tokens, e.g. 128000",
-    "price": "INPUT,OUTPUT in USD per million tokens, e.g. 3,15",
+    "price": "INPUT,OUTPUT[,CACHED_INPUT[,CACHE_WRITE]] in USD per million tokens, "
+    "e.g. 3,15 or 3,15,0.3,3.75",
     "max_output_tokens": "a whole number of tokens, e.g. 4096",
     "transport": "auto, openai or litellm",
+    "price.cached_input": "a number >= 0: USD per million prompt tokens read from the "
+    "prompt cache, e.g. 0.3",
+    "price.cache_write": "a number >= 0: USD per million prompt tokens written to the "
+    "prompt cache, e.g. 3.75",
 }
-"""Every backend field ``backends set`` accepts, and what its VALUE must be."""
-OPTIONAL_FIELDS = frozenset(
-    {"api_key_env", "api_base", "context_window", "price", "max_output_tokens", "transport"}
-)
+"""Every backend field ``backends set`` accepts, and what its VALUE must be.
+
+A dotted name sets one part of a table field (the prompt-cache prices of ``price``).
+"""
+OPTIONAL_FIELDS = frozenset({
+    "api_key_env", "api_base", "context_window", "price", "max_output_tokens", "transport",
+    "price.cached_input", "price.cache_write",
+})  # fmt: skip
 """Fields that an empty VALUE removes from the entry."""
+# The parts of a price, in the order ``price`` takes them and they are written.
+PRICE_PARTS = ("input", "output", "cached_input", "cache_write")
 _TRUE, _FALSE = frozenset({"true", "yes", "on", "1"}), frozenset({"false", "no", "off", "0"})
 
 
@@ -70,17 +81,16 @@ def _convert(field: str, text: str) -> Value:
         if not tags:
             raise ValueError(text)
         return tags
-    if field in ("cost", "price"):
+    if field in ("cost", "price") or field.startswith("price."):
         numbers = [
             int(p) if re.fullmatch(r"\s*[+-]?\d+\s*", p) else float(p) for p in text.split(",")
         ]
-        if len(numbers) != (2 if field == "price" else 1) or not all(map(math.isfinite, numbers)):
+        counts = range(2, len(PRICE_PARTS) + 1) if field == "price" else (1,)
+        if len(numbers) not in counts or not all(map(math.isfinite, numbers)):
             raise ValueError(text)
-        return (
-            {"input": float(numbers[0]), "output": float(numbers[1])}
-            if field == "price"
-            else numbers[0]
-        )
+        if field == "price":
+            return {part: float(n) for part, n in zip(PRICE_PARTS, numbers, strict=False)}
+        return float(numbers[0]) if field.startswith("price.") else numbers[0]
     if field == "transport" and text not in ("auto", "openai", "litellm"):
         raise ValueError(text)
     if not text:
@@ -89,8 +99,10 @@ def _convert(field: str, text: str) -> Value:
 
 
 def render(value: Value) -> str:
-    """``value`` as TOML text; a price as an inline table of two floats."""
+    """``value`` as TOML text; a price as an inline table of floats, its parts in order."""
     if isinstance(value, dict):
-        inp, out = (tomlkit.item(float(value[k])).as_string() for k in ("input", "output"))
-        return f"{{ input = {inp}, output = {out} }}"
+        parts = [
+            f"{k} = {tomlkit.item(float(value[k])).as_string()}" for k in PRICE_PARTS if k in value
+        ]
+        return "{ " + ", ".join(parts) + " }"
     return tomlkit.item(value).as_string()
