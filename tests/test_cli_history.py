@@ -18,7 +18,7 @@ RUN_KEYS = {
 SHOW_KEYS = {
     "run_id", "started", "ended", "wall_ms", "origin", "mode", "status", "orchestrator",
     "degraded", "prompt", "answer", "error", "warnings", "usage", "orchestrator_price",
-    "digests", "turns", "extra_calls", "review",
+    "digests", "turns", "extra_calls", "review", "gate",
 }  # fmt: skip
 CALL_KEYS = {
     "role", "backend", "model", "status", "retries", "latency_ms", "prompt_tokens",
@@ -32,10 +32,11 @@ ATTEMPT_KEYS = {
 SUBTASK_KEYS = {
     "index", "task", "prompt", "requested_backend", "attach", "status", "backend",
     "failed_over", "error", "started", "ended", "latency_ms", "queue_ms", "answer", "calls",
+    "routed_by", "static_first",
 }  # fmt: skip
 STATS_KEYS = {
     "since", "runs", "backends", "modes", "specialist", "orchestrator_context_tokens", "savings",
-    "reviews",
+    "reviews", "routing",
 }  # fmt: skip
 BACKEND_KEYS = {
     "backend", "calls", "ok", "success_rate", "p50_ms", "p95_ms", "retries", "prompt_tokens",
@@ -147,7 +148,7 @@ def test_stats(home: Path) -> None:
     assert all(set(m) == MODE_KEYS for m in data["modes"])
     assert set(data["savings"]) == SAVINGS_KEYS
     assert [(m["mode"], m["runs"]) for m in data["modes"]] == [
-        ("delegated", 1), ("solo", 1), ("direct", 1)]  # fmt: skip
+        ("delegated", 1), ("solo", 1), ("direct", 1), ("gated", 0)]  # fmt: skip
     per = {b["backend"]: b for b in data["backends"]}
     assert per["bad"]["failovers"] == 2 and per["bad"]["success_rate"] == 0.0
     assert data["specialist"] == {**data["specialist"], "calls": 6, "ok": 4, "target": 0.95}

@@ -268,7 +268,7 @@ async def _run_one(
         return _finish(ctx, sub, "error", None, f"invalid sub-task: {spec}")
     attachments = [ctx.attachments[a] for a in spec.attach]
     text = with_attachments(spec.prompt, attachments)
-    candidates = router.subtask_candidates(
+    route = router.route_subtask(
         ctx.roster,
         ctx.env,
         task=spec.task,
@@ -278,6 +278,8 @@ async def _run_one(
         load=ctx.load,
         window_of=ctx.window_of,
     )
+    candidates = route.candidates
+    sub.routed_by, sub.static_first = route.routed_by, route.static_first
     if not candidates:
         return _finish(ctx, sub, "no_fit", None, _no_fit(spec), notes=spec.notes)
     messages = [{"role": "user", "content": text}]
@@ -304,7 +306,9 @@ async def _run_one(
             continue
         except (BackendError, ConfigError) as exc:
             reasons.append(str(exc))
+            _learn(ctx, spec.task, call, exc)
             continue
+        _learn(ctx, spec.task, call, None)
         sub.answer = reply.text
         return _finish(ctx, sub, "ok", backend.id, None, _cut_note(reply), spec.notes)
     return _finish(
@@ -314,6 +318,25 @@ async def _run_one(
         candidates[-1].id,
         "every candidate failed (" + "; ".join(reasons) + f"); {DO_IT_YOURSELF}",
         notes=spec.notes,
+    )
+
+
+def _learn(ctx: RunContext, task: str | None, call: Call, exc: Exception | None) -> None:
+    """Count a sub-task call's outcome in this run's learned routing (when it learns)."""
+    learned = ctx.load.learned
+    if learned is None or not call.attempts:  # nothing was sent: says nothing of the backend
+        return
+    kind = getattr(exc, "kind", None) if exc is not None else None
+    learned.add(
+        router.Outcome(
+            task=task,
+            backend=call.backend,
+            ok=exc is None,
+            ended=call.ended or learned.now,
+            latency_ms=call.latency_ms,
+            cost_usd=call.cost_usd,
+            kind=str(kind) if kind is not None else ("error" if exc is not None else None),
+        )
     )
 
 

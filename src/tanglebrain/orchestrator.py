@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tanglebrain import delegation, models, router, toolcalls
+from tanglebrain import delegation, evidence, models, router, toolcalls
 from tanglebrain.budget import Budget
 from tanglebrain.errors import BackendError, CircuitOpen, ConfigError, NoAnswerError
 from tanglebrain.models import estimate_tokens
@@ -55,6 +55,7 @@ class Request:
     max_subtasks: int | None = None
     review: bool | None = None  # None: the roster's settings.review decides
     origin: str = "cli"
+    gate: bool = True  # False: never answer directly for being trivial (--no-gate)
 
 
 @dataclass
@@ -156,20 +157,24 @@ async def run(
             )
     if limits is not None:
         ctx.limits = limits
+    reviewing = request.review if request.review is not None else roster.settings.review == "always"
+    ctx.load.learned = evidence.load_learned(roster, state_dir, trace)
     store = router.RotationStore(state_dir) if state_dir is not None else None
-    plan = router.plan_orchestrator(
-        roster,
-        env,
-        pin=request.backend,
-        task=request.task,
-        needed_tokens=_needed_tokens(request, roster.settings.context_budget_bytes),
-        window_of=ctx.window_of,
-        rotation_offset=store.offset if store else (lambda key, n: 0),
-    )
+    needed = _needed_tokens(request, roster.settings.context_budget_bytes)
+    plan = await _gated_plan(ctx, request, needed, reviewing)
+    if plan is None:
+        plan = router.plan_orchestrator(
+            roster,
+            env,
+            pin=request.backend,
+            task=request.task,
+            needed_tokens=needed,
+            window_of=ctx.window_of,
+            rotation_offset=store.offset if store else (lambda key, n: 0),
+        )
     for note in plan.notes:
         if hooks.on_note:
             hooks.on_note(note)
-    reviewing = request.review if request.review is not None else roster.settings.review == "always"
     # Under review the draft is not the answer: nothing reaches stdout until the ruling.
     draft_hooks = Hooks(None if reviewing else hooks.on_text, hooks.on_note, hooks.on_thought)
     solo = plan.direct or request.no_delegate
@@ -177,7 +182,8 @@ async def run(
     if ctx.attachments and (reviewing or not solo):
         views = await attachment_views(ctx, plan.candidates[0].id)
     if solo:
-        trace.mode = "direct" if plan.direct else "solo"
+        if trace.mode != "gated":
+            trace.mode = "direct" if plan.direct else "solo"
         text = with_attachments(request.prompt, request.attachments)
         convo, backend, schemas = await _turns(
             ctx,
@@ -204,6 +210,38 @@ async def run(
     if store is not None and plan.rotation_key:
         store.advance(plan.rotation_key)
     return trace
+
+
+async def _gated_plan(
+    ctx: RunContext, request: Request, needed: int, reviewing: bool
+) -> router.OrchestratorPlan | None:
+    """The direct plan of a request the gate finds trivial; None to orchestrate.
+
+    The gate is asked only when the roster has one and nothing else decides: a pinned
+    backend (``-b``), ``--no-delegate``, ``--no-gate`` and a review all bypass it.
+    """
+    settings = ctx.roster.settings
+    if (
+        settings.gate == "off"
+        or not request.gate
+        or request.backend is not None
+        or request.no_delegate
+        or reviewing
+    ):
+        return None
+    decision = await evidence.decide_gate(ctx, request.prompt, len(request.attachments))
+    ctx.run.gate = str(decision)
+    ctx.run.changed()
+    if not decision.trivial:
+        return None
+    ctx.run.mode = "gated"
+    return router.direct_plan(
+        ctx.roster,
+        ctx.env,
+        needed_tokens=needed,
+        window_of=ctx.window_of,
+        note=f"the gate found the request trivial ({decision.reason}); answering directly",
+    )
 
 
 def _context(request: Request, roster: Roster, env: Mapping[str, str], trace: Run) -> RunContext:

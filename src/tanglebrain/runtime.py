@@ -25,6 +25,8 @@ from tanglebrain.trace import Call, Run
 # true upper bound; when the money left cannot pay for that many, fewer are sent, but
 # never fewer than BUDGET_MIN_TOKENS (nor more than the cap).
 BUDGET_MIN_TOKENS = 256
+# The gate's classifier answers SIMPLE or COMPLEX; room for a model that adds a period.
+GATE_MAX_TOKENS = 16
 # Headroom on the prompt reservation: tokenizers differ from provider to provider.
 PROMPT_HEADROOM = 1.1
 # Finish reasons of a reply that did not end by itself: the text is incomplete.
@@ -134,8 +136,11 @@ class RunContext:
         The backend's own ``max_output_tokens`` wins; otherwise orchestrator turns (and
         the review's ruling, which the orchestrator writes) get
         ``settings.orchestrator_max_output_tokens`` and every other call
-        ``settings.max_output_tokens``.
+        ``settings.max_output_tokens``. The gate's classifier answers one word: at most
+        ``GATE_MAX_TOKENS``.
         """
+        if role == "gate":  # one word is the whole answer
+            return min(GATE_MAX_TOKENS, backend.max_output_tokens or GATE_MAX_TOKENS)
         if backend.max_output_tokens is not None:
             return backend.max_output_tokens
         settings = self.roster.settings

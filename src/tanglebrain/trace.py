@@ -63,7 +63,7 @@ class Attempt:
 class Call:
     """One logical model call, possibly retried: the attempts share backend and request."""
 
-    role: Literal["orchestrator", "subtask", "review", "digest"]
+    role: Literal["orchestrator", "subtask", "review", "digest", "gate"]
     backend: str
     model: str
     attempts: list[Attempt] = field(default_factory=list)
@@ -136,6 +136,10 @@ class Subtask:
     calls: list[Call] = field(default_factory=list)
     answer: str = ""
     queued: float = field(default_factory=now)
+    # How its first backend was chosen ("named", "static", "learned", "explore") and
+    # which one static routing would have tried first.
+    routed_by: str | None = None
+    static_first: str | None = None
 
     @property
     def failed_over(self) -> bool:
@@ -253,8 +257,10 @@ class Run:
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     started: float = field(default_factory=now)
     ended: float | None = None
-    mode: Literal["delegated", "solo", "direct"] = "delegated"
+    mode: Literal["delegated", "solo", "direct", "gated"] = "delegated"
     orchestrator: str | None = None
+    # The gate's decision, when one was asked (``router.GateDecision`` as text).
+    gate: str | None = None
     status: Literal["running", "ok", "error", "budget", "interrupted"] = "running"
     answer: str = ""
     error: str | None = None

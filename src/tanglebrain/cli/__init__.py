@@ -12,10 +12,14 @@ import sys
 
 from tanglebrain._version import __version__
 
-COMMANDS = frozenset(
-    {"run", "demo", "sim", "compress", "init", "backends", "runs", "show", "stats", "serve", "mcp",
-     "hooks", "hook", "wrap", "raw", "gain"}
-)  # fmt: skip
+# The module that registers each command, in the order ``--help`` lists them.
+MODULES = {
+    "run": "run", "demo": "commands", "sim": "commands", "compress": "commands",
+    "init": "backends", "backends": "backends", "runs": "history", "show": "history",
+    "stats": "history", "routes": "routes", "serve": "front", "mcp": "front",
+    "hooks": "hooks", "hook": "hooks", "wrap": "hooks", "raw": "hooks", "gain": "hooks",
+}  # fmt: skip
+COMMANDS = frozenset(MODULES)
 # Options of the top-level callback, and whether each takes a value.
 GLOBAL_OPTIONS = {
     "--roster": True,

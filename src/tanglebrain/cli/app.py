@@ -1,7 +1,7 @@
 """The typer application: global options, command registration, error mapping.
 
 A command line builds only the commands it names: ``tanglebrain "…"`` imports and
-registers ``run`` alone (building all 17 commands' options costs ~0.1 s of a one-shot
+registers ``run`` alone (building all 18 commands' options costs ~0.1 s of a one-shot
 run); a line without a command word (``--help``) builds them all.
 """
 
@@ -20,17 +20,11 @@ from typer._click.exceptions import ClickException
 from typer.core import TyperOption
 
 from tanglebrain._version import __version__
+from tanglebrain.cli import MODULES
 from tanglebrain.cli.run import SIGTERM_EXIT
 from tanglebrain.errors import ConfigError, MissingKeyError, TanglebrainError, Terminated
 
 HELP_OPTIONS = ["--help", "-h"]
-# The module that registers each command, in the order ``--help`` lists them.
-MODULES = {
-    "run": "run", "demo": "commands", "sim": "commands", "compress": "commands",
-    "init": "backends", "backends": "backends", "runs": "history", "show": "history",
-    "stats": "history", "serve": "front", "mcp": "front", "hooks": "hooks", "hook": "hooks",
-    "wrap": "hooks", "raw": "hooks", "gain": "hooks",
-}  # fmt: skip
 
 
 def _root(

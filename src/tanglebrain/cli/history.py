@@ -109,8 +109,12 @@ def stats_command(
     from tanglebrain.views import history as render_history
 
     start = time.time() - parse_duration(since) if since is not None else None
-    runs, calls = _ledger().rows_since(start)
+    ledger = _ledger()
+    runs, calls = ledger.rows_since(start)
     data = {"since": render_history.when(start), **ledger_stats.summarize(runs, calls)}
+    data["routing"] = ledger_stats.routing(
+        ledger.route_rows(start if start is not None else float("-inf"))
+    )
     if json_out:
         _print_json(data)
     elif not runs:

@@ -200,6 +200,12 @@ def run_command(
     no_delegate: Annotated[
         bool, typer.Option("--no-delegate", help="The orchestrator alone, no tools (baseline).")
     ] = False,
+    no_gate: Annotated[
+        bool,
+        typer.Option(
+            "--no-gate", help="Orchestrate even a request the roster's gate finds trivial."
+        ),
+    ] = False,
     budget: Annotated[
         float | None, typer.Option("--budget", help="Hard cap for this run, USD.")
     ] = None,
@@ -256,6 +262,7 @@ def run_command(
             budget_usd=budget,
             max_subtasks=max_subtasks,
             review=review,
+            gate=not no_gate,
         )
         code = execute_run(
             request,

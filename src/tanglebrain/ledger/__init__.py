@@ -88,6 +88,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX hook_log_time ON hook_log (time);
     """,
+    # 6: the gate's decision of a run (``router.GateDecision`` as text), when asked.
+    """
+    ALTER TABLE runs ADD COLUMN gate TEXT;
+    """,
 )
 VERSION = len(MIGRATIONS)
 HOOK_COLUMNS = (
@@ -278,6 +282,34 @@ class Ledger:
 
         empty: tuple[list[Row], list[Row]] = ([], [])
         return self._read(go, empty)
+
+    def route_rows(self, since: float) -> list[Row]:
+        """Every call of a sub-task that ended at or after ``since``: routing evidence.
+
+        One row per call, oldest first: its run, the sub-task's index, tag, prompt and
+        how it was routed (``extra`` JSON), the backend, status, latency, cost, end,
+        the error kind of its last attempt (``kind``) and whether it was the sub-task's
+        first call (``first``).
+        """
+
+        def go(conn: sqlite3.Connection) -> list[Row]:
+            return _dicts(
+                conn.execute(
+                    "SELECT c.run_id, s.idx, s.task, s.prompt, s.extra, c.backend, c.status, "
+                    "c.latency_ms, c.cost_usd, c.ended, "
+                    "(SELECT json_extract(a.extra, '$.error_kind') FROM calls a "
+                    " WHERE a.run_id = c.run_id AND a.parent = c.seq "
+                    " ORDER BY a.seq DESC LIMIT 1) AS kind, "
+                    "c.seq = (SELECT MIN(f.seq) FROM calls f WHERE f.run_id = c.run_id "
+                    " AND f.parent = c.parent AND f.kind = 'call') AS first "
+                    "FROM calls c JOIN calls s ON s.run_id = c.run_id AND s.seq = c.parent "
+                    "WHERE c.kind = 'call' AND s.kind = 'subtask' AND c.ended >= ? "
+                    "ORDER BY c.ended",
+                    (since,),
+                )
+            )
+
+        return self._read(go, [])
 
     # --- the hook log -------------------------------------------------------------
 

@@ -32,7 +32,7 @@ RUN_COLUMNS = (
     "id, started, ended, origin, mode, status, orchestrator, prompt, answer, error, "
     "subtasks, subtasks_ok, prompt_tokens, completion_tokens, cost_usd, "
     "orchestrator_context_tokens, warnings, digests, orchestrator_price_in, "
-    "orchestrator_price_out, review"
+    "orchestrator_price_out, review, gate"
 )
 CALL_COLUMNS = (
     "run_id, seq, parent, kind, role, idx, name, task, status, backend, model, failover, "
@@ -77,7 +77,7 @@ def run_row(run: Run, price: tuple[float, float] | None) -> tuple[Any, ...]:
         run.prompt, run.answer, run.error, len(subs), sum(s.status == "ok" for s in subs),
         prompt, completion, cost, run.orchestrator_context_tokens, json.dumps(run.warnings),
         json.dumps(digests), price[0] if price else None, price[1] if price else None,
-        json.dumps(review_to_dict(run.review)) if run.review else None,
+        json.dumps(review_to_dict(run.review)) if run.review else None, run.gate,
     )  # fmt: skip
 
 
@@ -157,7 +157,8 @@ class _Rows:
             cost_usd=cost_of(atts), retries=sum(c.retries for c in sub.calls),
             prompt=sub.prompt, answer=sub.answer,
             extra={"requested_backend": sub.requested_backend, "attach": sub.attach,
-                   "queued": sub.queued},
+                   "queued": sub.queued, "routed_by": sub.routed_by,
+                   "static_first": sub.static_first},
         )  # fmt: skip
         for n, call in enumerate(sub.calls):
             # a call failed over from: it failed and another backend was tried after it
@@ -172,7 +173,7 @@ def rebuild(row: dict[str, Any], nodes: list[dict[str, Any]]) -> StoredRun:
         status=row["status"], answer=row["answer"], error=row["error"],
         warnings=json.loads(row["warnings"]),
         digests=[Digest(*d) for d in json.loads(row["digests"])],
-        orchestrator_context_tokens=row["orchestrator_context_tokens"],
+        orchestrator_context_tokens=row["orchestrator_context_tokens"], gate=row.get("gate"),
     )  # fmt: skip
     made: dict[int, Any] = {}
     for n in nodes:
@@ -236,6 +237,8 @@ def _node(n: dict[str, Any]) -> Turn | ToolCall | Subtask | Call | Attempt:
             answer=n["answer"] or "",
             # Older rows have no queue time: their latency included the wait.
             queued=extra.get("queued", n["started"] or n["ended"] or 0.0),
+            routed_by=extra.get("routed_by"),
+            static_first=extra.get("static_first"),
         )
     if kind == "call":
         return Call(n["role"], n["backend"], n["model"])

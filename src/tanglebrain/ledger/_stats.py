@@ -56,7 +56,7 @@ def summarize(runs: Sequence[dict[str, Any]], calls: Sequence[dict[str, Any]]) -
         for name, cs in sorted(backends.items())
     ]  # fmt: skip
     modes = []
-    for mode in ("delegated", "solo", "direct"):
+    for mode in ("delegated", "solo", "direct", "gated"):
         rs = [r for r in runs if r["mode"] == mode]
         modes.append({
             "mode": mode, "runs": len(rs), "ok": sum(r["status"] == "ok" for r in rs),
@@ -163,4 +163,53 @@ def _savings(runs: Sequence[dict[str, Any]], calls: Sequence[dict[str, Any]]) ->
         "saved_usd": at_price - actual if known else None,
         "priced_calls": priced,
         "unpriced_calls": unpriced,
+    }
+
+
+def routing(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per tag, what learned routing did differently from static routing, and how it went.
+
+    Over ``Ledger.route_rows`` (one row per sub-task call): of the sub-tasks the learned
+    router placed, the share whose first backend was not the static choice ("away"),
+    and for those the first call's success rate, the sub-task's mean cost and p50
+    latency (every call of it, failovers included); beside them the same figures for
+    every sub-task of the tag whose first call went to the static choice (any mode).
+    """
+    subtasks: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["status"] != "cancelled":
+            subtasks.setdefault((r["run_id"], r["idx"]), []).append(r)
+    by_tag: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
+    for calls in subtasks.values():
+        first = next((c for c in calls if c["first"]), calls[0])
+        extra = json.loads(first["extra"]) if first.get("extra") else {}
+        by_tag.setdefault(first["task"] or "*", []).append(({**first, **extra}, calls))
+    out = []
+    for tag, subs in sorted(by_tag.items()):
+        placed = [(f, cs) for f, cs in subs if f.get("routed_by") in ("learned", "explore")]
+        if not placed:
+            continue
+        away = [
+            (f, cs) for f, cs in placed if f["static_first"] and f["backend"] != f["static_first"]
+        ]
+        statics = {f["static_first"] for f, _ in placed if f["static_first"]}
+        baseline = [(f, cs) for f, cs in subs if f["backend"] in statics]
+        out.append({
+            "tag": tag, "learned_subtasks": len(placed), "away": len(away),
+            "away_share": len(away) / len(placed),
+            "static_choice": sorted(statics),
+            "away_figures": _route_figures(away), "static_figures": _route_figures(baseline),
+        })  # fmt: skip
+    return out
+
+
+def _route_figures(subs: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]) -> dict[str, Any]:
+    """First-call success rate, mean cost and p50 latency of some sub-tasks."""
+    costs = [_sum_cost([c["cost_usd"] for c in cs]) for _, cs in subs]
+    known = [c for c in costs if c is not None]
+    return {
+        "subtasks": len(subs),
+        "success_rate": sum(f["status"] == "ok" for f, _ in subs) / len(subs) if subs else None,
+        "mean_cost_usd": sum(known) / len(known) if known else None,
+        "p50_ms": _pct([sum(c["latency_ms"] or 0.0 for c in cs) for _, cs in subs], 0.5),
     }

@@ -50,6 +50,7 @@ from tanglebrain.roster._schema import (
     KeyStatus,
     Price,
     Roster,
+    RouteWeights,
     Settings,
 )
 
@@ -85,6 +86,7 @@ __all__ = [
     "LoadedRoster",
     "Price",
     "Roster",
+    "RouteWeights",
     "Settings",
     "Source",
     "Value",

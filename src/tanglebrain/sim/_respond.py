@@ -10,6 +10,7 @@ to send.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -118,6 +119,10 @@ async def respond(
             raise SimError(
                 503, "simulator: shutting down", type="server_error", code="simulator_shutdown"
             )
+    rate = spec.num("fail_rate", 0.0)
+    if rate > 0 and math.floor(ex.nth * rate) > math.floor((ex.nth - 1) * rate):
+        # Evenly spread, so that a run of N requests fails exactly floor(N * rate) times.
+        raise SimError(500, "simulated server error (fail_rate)", type="server_error")
     stream = ex.body.get("stream") is True
     if kind == "drop" or (kind == "cut" and not stream):
         await drop(ex.send)

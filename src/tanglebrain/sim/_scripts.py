@@ -16,7 +16,9 @@ Options for every kind: ``latency=SECONDS`` (sleep before answering), ``tokens=N
 (completion tokens to report), ``prompt_x=FACTOR`` (report FACTOR times the prompt tokens,
 as a provider whose tokenizer counts more than ours), ``cached=N`` (report N of the prompt
 tokens, at most all, as read from the prompt cache: ``prompt_tokens_details.cached_tokens``,
-as OpenAI does), ``id=TEXT`` (only makes the spec string distinct). Options for streamed
+as OpenAI does), ``fail_rate=P`` (a share P of this spec string's requests, every
+1/P-th one counted per spec string, answer HTTP 500 after their latency), ``id=TEXT``
+(only makes the spec string distinct). Options for streamed
 replies: ``gap=SECONDS`` (pause before each event after the first: a slow, healthy stream),
 ``pieces=N`` (content chunks, default 3), ``finish=none`` (no finish reason, as some
 providers' streams end).
@@ -67,7 +69,9 @@ KINDS: tuple[str, ...] = (
 )  # fmt: skip
 """Every model kind the simulator knows, as listed by ``GET /v1/models``."""
 
-_COMMON = frozenset({"latency", "tokens", "id", "gap", "pieces", "finish", "prompt_x", "cached"})
+_COMMON = frozenset(
+    {"latency", "tokens", "id", "gap", "pieces", "finish", "prompt_x", "cached", "fail_rate"}
+)
 _KIND_OPTIONS: dict[str, frozenset[str]] = {
     "worker": frozenset({"size", "loop"}),
     "cut": frozenset({"size"}),
@@ -94,7 +98,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
 }  # fmt: skip
 _FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "latency": (0.0, 3600.0), "retry_after": (0.0, 3600.0), "gap": (0.0, 60.0),
-    "prompt_x": (0.0, 1000.0),
+    "prompt_x": (0.0, 1000.0), "fail_rate": (0.0, 1.0),
 }  # fmt: skip
 
 LOOP_SENTENCE = "This simulated model repeats this sentence and never stops. "

@@ -178,6 +178,7 @@ def _subtask_json(s: Subtask) -> dict[str, Any]:
         "index": s.index, "task": s.task, "prompt": s.prompt,
         "requested_backend": s.requested_backend, "attach": list(s.attach),
         "status": s.status, "backend": s.backend, "failed_over": s.failed_over,
+        "routed_by": s.routed_by, "static_first": s.static_first,
         "error": s.error, "started": when(s.started), "ended": when(s.ended),
         "latency_ms": s.latency_ms if s.ended else None, "queue_ms": round(s.queue_ms, 1),
         "answer": s.answer,
@@ -193,9 +194,9 @@ def show_json(stored: StoredRun) -> dict[str, Any]:
     return {
         "run_id": run.id, "started": when(run.started), "ended": when(run.ended),
         "wall_ms": run.wall_ms if run.ended else None, "origin": run.origin,
-        "mode": run.mode, "status": run.status, "orchestrator": run.orchestrator,
-        "degraded": run.degraded, "prompt": run.prompt, "answer": run.answer,
-        "error": run.error, "warnings": list(run.warnings),
+        "mode": run.mode, "gate": run.gate, "status": run.status,
+        "orchestrator": run.orchestrator, "degraded": run.degraded, "prompt": run.prompt,
+        "answer": run.answer, "error": run.error, "warnings": list(run.warnings),
         "usage": {
             "prompt_tokens": prompt, "completion_tokens": completion,
             "cache_read_tokens": read, "cache_write_tokens": write, "cost_usd": cost,
@@ -269,6 +270,8 @@ def _add_subtask(parent: Tree, s: Subtask) -> None:
     head = parent.add(Text.assemble(
         (f"#{s.index} ", "bold"), f"{s.task or 'general'} → {s.backend or '-'} · ",
         (s.status, style), (" · failed over", "yellow") if s.failed_over else "",
+        (f" · {s.routed_by} (static: {s.static_first})", "dim")
+        if s.routed_by in ("learned", "explore") and s.static_first else "",
         f" · {seconds(s.latency_ms if s.ended else None)}",
         f" (queued {seconds(s.queue_ms)})" if s.queue_ms >= 50 else "", " · ",
         _tokens(sum(a.prompt_tokens for a in atts), sum(a.completion_tokens for a in atts),
@@ -295,6 +298,8 @@ def show_tree(stored: StoredRun) -> Tree:
         f"{_tokens(prompt, completion, run.cache_totals()[0])} · {money(cost)}",
     ))  # fmt: skip
     tree.add(Text("prompt: " + first_words(run.prompt, 100)))
+    if run.gate:
+        tree.add(Text("gate: " + run.gate, style="dim"))
     for t in run.turns:
         turn = tree.add(Text(f"turn {t.index}", style="bold"))
         _add_call(turn, t.call, f"orchestrator {t.call.backend}")
@@ -393,4 +398,21 @@ def _summary_lines(data: dict[str, Any]) -> list[Text]:
                 f"verdicts {counts}; the panel changed {_pct(rv['changed_share'])} of them"
             )
         )
+    for r in data.get("routing", []):
+        away, static = r["away_figures"], r["static_figures"]
+        lines.append(
+            Text(
+                f"learned routing, {r['tag']}: {_pct(r['away_share'])} of {r['learned_subtasks']} "
+                f"sub-task(s) sent away from {', '.join(r['static_choice']) or '-'}; "
+                f"those {_route(away)}; the static choice's history {_route(static)}"
+            )
+        )
     return lines
+
+
+def _route(figures: dict[str, Any]) -> str:
+    """``N ok X %, $Y each, p50 Z`` for the learned-routing line of ``stats``."""
+    return (
+        f"{_pct(figures['success_rate'])} ok first time, {money(figures['mean_cost_usd'])} each, "
+        f"p50 {seconds(figures['p50_ms'])} (n={figures['subtasks']})"
+    )

@@ -109,6 +109,7 @@ def run_json(run: Run) -> dict[str, Any]:
                 "task": s.task,
                 "backend": s.backend,
                 "status": s.status,
+                "routed_by": s.routed_by,
                 "attempts": len(atts),
                 "latency_ms": round(s.latency_ms, 1) if s.ended else 0.0,
                 "queue_ms": round(s.queue_ms, 1),
@@ -122,6 +123,8 @@ def run_json(run: Run) -> dict[str, Any]:
         "answer": run.answer,
         "run_id": run.id,
         "orchestrator": run.orchestrator,
+        "mode": run.mode,
+        "gate": run.gate,
         "degraded": run.degraded,
         "subtasks": subtasks,
         "usage": {

@@ -17,7 +17,7 @@ from tanglebrain.router import (
     LoadState,
     RotationStore,
     plan_orchestrator,
-    subtask_candidates,
+    route_subtask,
 )
 from tanglebrain.trace import Run
 from tests.helpers import WAIT
@@ -190,7 +190,7 @@ SUB_CASES = [
 @pytest.mark.parametrize(
     ("name", "kwargs", "load", "expected"), SUB_CASES, ids=[c[0] for c in SUB_CASES]
 )
-def test_subtask_candidates(
+def test_route_subtask(
     name: str, kwargs: dict[str, object], load: dict[str, dict[str, int]], expected: list[str]
 ) -> None:
     WINDOWS["small"] = 1000
@@ -199,7 +199,7 @@ def test_subtask_candidates(
     for bid, n in load.get("failures", {}).items():
         for _ in range(n):
             breakers.record(bid, ok=False)
-    got = subtask_candidates(
+    got = route_subtask(
         roster(*SUB),
         {},
         orchestrator_id="orch",
@@ -207,7 +207,7 @@ def test_subtask_candidates(
         window_of=window_of,
         **args,
     )  # type: ignore[arg-type]
-    assert [c.id for c in got] == expected
+    assert [c.id for c in got.candidates] == expected
 
 
 def test_a_circuit_opens_after_failures_in_a_row_and_probes_once_later() -> None:
@@ -240,7 +240,7 @@ def test_a_runs_circuit_stays_open_to_its_end() -> None:
 
 def test_equal_cost_prefers_less_loaded() -> None:
     r = roster(b("a", "code", 1), b("b2", "code", 1))
-    got = subtask_candidates(
+    got = route_subtask(
         r,
         {},
         task="code",
@@ -249,7 +249,7 @@ def test_equal_cost_prefers_less_loaded() -> None:
         needed_tokens=1,
         load=LoadState(in_flight={"a": 5}),
     )
-    assert [c.id for c in got] == ["b2", "a"]
+    assert [c.id for c in got.candidates] == ["b2", "a"]
 
 
 def test_rotation_store_advances_only_when_told(tmp_path: Path) -> None:
@@ -360,7 +360,7 @@ def test_saturated_backend_spills_over_within_the_cost_factor(
 ) -> None:
     text = "[settings]\n" + settings + "".join(f"[[backend]]\n{e}" for e in SPILL)
     args: dict[str, str | None] = {"task": "code", "backend_id": None, **kwargs}
-    got = subtask_candidates(
+    got = route_subtask(
         parse(text),
         {},
         orchestrator_id=None,
@@ -368,4 +368,4 @@ def test_saturated_backend_spills_over_within_the_cost_factor(
         load=LoadState(in_flight=dict(in_flight)),
         **args,  # type: ignore[arg-type]
     )
-    assert [c.id for c in got] == expected
+    assert [c.id for c in got.candidates] == expected
