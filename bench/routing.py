@@ -29,6 +29,7 @@ import os
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from common import start_sim
 from tanglebrain.cli import run_argv
@@ -54,14 +55,14 @@ def roster(base: str, routing: str, prices: list[float], run_id: str) -> str:
     return text
 
 
-def cli(args: list[str], home: Path) -> dict[str, object]:
+def cli(args: list[str], home: Path) -> dict[str, Any]:
     os.environ["TANGLEBRAIN_HOME"] = str(home)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = run_argv(args)
     if code != 0:
         raise SystemExit(f"tanglebrain {' '.join(args)} exited {code}")
-    data: dict[str, object] = json.loads(out.getvalue())
+    data: dict[str, Any] = json.loads(out.getvalue())
     return data
 
 
@@ -72,10 +73,10 @@ def measure(base: str, routing: str, prices: list[float], runs: int, tag: str) -
     for _ in range(runs):
         cli(["--roster", str(path), "run", "-q", "--no-progress", "--json", "implement it"], home)
     rows = Ledger(default_path(home)).route_rows(float("-inf"))
-    subtasks: dict[tuple[str, int], list[dict[str, object]]] = {}
+    subtasks: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in rows:
-        subtasks.setdefault((str(r["run_id"]), int(r["idx"])), []).append(r)  # type: ignore[call-overload]
-    ordered = sorted(subtasks.values(), key=lambda cs: float(cs[0]["ended"]))  # type: ignore[arg-type]
+        subtasks.setdefault((r["run_id"], r["idx"]), []).append(r)
+    ordered = sorted(subtasks.values(), key=lambda cs: float(cs[0]["ended"]))
     firsts = [next(c for c in cs if c["first"]) for cs in ordered]
     # The first sub-task the learned router sent elsewhere than a by choice (not exploring).
     shift = next(
@@ -86,17 +87,16 @@ def measure(base: str, routing: str, prices: list[float], runs: int, tag: str) -
         "subtasks": len(ordered),
         "first_ok": sum(f["status"] == "ok" for f in firsts) / len(firsts),
         "final_ok": sum(any(c["status"] == "ok" for c in cs) for cs in ordered) / len(ordered),
-        "cost": sum(float(c["cost_usd"] or 0.0) for cs in ordered for c in cs),  # type: ignore[arg-type]
+        "cost": sum(float(c["cost_usd"] or 0.0) for cs in ordered for c in cs),
         "p50_ms": statistics.median(
-            sum(float(c["latency_ms"] or 0.0) for c in cs)
-            for cs in ordered  # type: ignore[arg-type]
+            sum(float(c["latency_ms"] or 0.0) for c in cs) for cs in ordered
         ),
         "shift": -1 if shift is None else shift,
         "explored": sum(1 for f in firsts if _routed(f) == "explore"),
     }
 
 
-def _routed(first: dict[str, object]) -> object:
+def _routed(first: dict[str, Any]) -> Any:
     return json.loads(str(first["extra"])).get("routed_by") if first["extra"] else None
 
 
@@ -108,7 +108,7 @@ def gate(base: str, prices: list[float]) -> tuple[float, float]:
     gated = cli([*args, "what is 2+2?"], home)
     full = cli([*args, "--no-gate", "what is 2+2?"], home)
     assert gated["mode"] == "gated" and full["mode"] == "delegated"
-    return float(gated["usage"]["cost_usd"]), float(full["usage"]["cost_usd"])  # type: ignore[index]
+    return float(gated["usage"]["cost_usd"]), float(full["usage"]["cost_usd"])
 
 
 def main() -> None:
