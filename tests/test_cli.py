@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tanglebrain.ledger import Ledger, default_path
 from tanglebrain.sim import Simulator
 from tests.helpers import WAIT, backend_toml, cli_env, run_cli, start_cli, wait_until, write_roster
 
@@ -519,3 +520,38 @@ def test_litellm_is_loaded_only_when_a_backend_needs_it(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == f"{loaded} 0", proc.stdout
+
+
+def test_ab_runs_solo_beside_the_delegated_run_and_records_the_pair(
+    tmp_path: Path, sim_thread: Simulator
+) -> None:
+    fan_roster(tmp_path, sim_thread, "worker", n=3)
+    out = run_cli(["--ab", "do the work"], tmp_path)
+    assert out.code == 0, out.stderr
+    assert out.stdout.startswith("Simulated synthesis")  # the delegated answer, only
+    assert "a/b: solo run" in out.stderr and "delegated/solo: cost" in out.stderr
+    data = json.loads(run_cli(["--ab", "--json", "do the work"], tmp_path).stdout)
+    ab = data["ab"]
+    assert ab["solo"]["status"] == "ok" and "no delegation" in ab["solo"]["answer"]
+    assert data["mode"] == "delegated" and len(data["subtasks"]) == 3
+    # Delegation costs more than answering solo here: the ratio says so, measured.
+    assert ab["ratios"]["cost"] > 1 and ab["ratios"]["orchestrator_context_tokens"] > 1
+    runs = json.loads(run_cli(["runs", "--json"], tmp_path).stdout)
+    assert sorted(r["mode"] for r in runs) == [
+        "delegated", "delegated", "solo", "solo"]  # fmt: skip
+    stored = Ledger(default_path(tmp_path / "state")).load(data["run_id"])
+    twin = Ledger(default_path(tmp_path / "state")).load(ab["solo"]["run_id"])
+    assert stored is not None and twin is not None
+    assert stored.run.pair == twin.run.pair == ab["pair"] and twin.run.mode == "solo"
+    stats = json.loads(run_cli(["stats", "--json"], tmp_path).stdout)["ab"]
+    assert stats["pairs"] == 2
+    assert stats["cost"]["median_ratio"] == pytest.approx(ab["ratios"]["cost"], rel=0.05)
+    view = run_cli(["stats"], tmp_path).stdout
+    assert "measured over 2 A/B pair(s)" in view and "savings (estimated)" in view
+
+
+def test_ab_refuses_no_delegate(tmp_path: Path, sim_thread: Simulator) -> None:
+    fan_roster(tmp_path, sim_thread, "worker", n=1)
+    out = run_cli(["--ab", "--no-delegate", "x"], tmp_path)
+    assert out.code == 2 and out.stdout == ""
+    assert "--ab already runs the request solo" in out.stderr

@@ -282,6 +282,9 @@ async def test_max_turns_forces_an_answer_with_tools_on_offer(sim: Simulator) ->
     # ...and the same system prompt, byte for byte: a prefix a prompt cache can serve.
     assert len({json.dumps(r.messages[0]) for r in orch}) == 1
     assert orch[0].messages[0]["role"] == "system"
+    # The trace says so too: one prefix hash on every turn.
+    hashes = {t.prefix_hash for t in trace.turns}
+    assert len(trace.turns) == 3 and len(hashes) == 1 and None not in hashes
     assert orch[-1].body.get("tool_choice") == "none"
     assert "tool_choice" not in orch[0].body
     assert trace.answer.startswith("Simulated synthesis")

@@ -9,6 +9,8 @@ candidate; when every candidate failed the run ends with ``NoAnswerError``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -278,6 +280,7 @@ class _Loop:
     # Per orchestrator: its system prompt and tool schemas, built once so that every turn
     # sends a byte-identical prefix (what providers' prompt caches match on).
     prefixes: dict[str, tuple[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    prefix_hashes: dict[str, str] = field(default_factory=dict)
 
 
 async def _turns(
@@ -306,6 +309,8 @@ async def _turns(
         final = not tools or loop.force_final or loop.turn_no >= ctx.roster.settings.max_turns - 1
         schemas = _prepare(ctx, backend, convo, final and loop.turn_no > 0, tools, roster_dir, loop)
         turn = Turn(index=len(run.turns), call=Call("orchestrator", backend.id, backend.model))
+        if schemas is not None:
+            turn.prefix_hash = loop.prefix_hashes[backend.id]
         run.turns.append(turn)
         run.changed()
         sink = toolcalls.StreamGate(_names(schemas), hooks.on_text if final else None)
@@ -363,7 +368,10 @@ def _prepare(
         # The menu is in the system prompt: the tools need not repeat it (a custom prompt
         # without it gets the full descriptions).
         lean = delegation.menu(ctx, backend.id) in system
-        loop.prefixes[backend.id] = (system, delegation.tool_schemas(ctx, backend.id, lean=lean))
+        schemas = delegation.tool_schemas(ctx, backend.id, lean=lean)
+        loop.prefixes[backend.id] = (system, schemas)
+        blob = json.dumps([system, schemas], sort_keys=True, ensure_ascii=False).encode()
+        loop.prefix_hashes[backend.id] = hashlib.sha256(blob).hexdigest()[:16]
     system, schemas = loop.prefixes[backend.id]
     convo[: 1 if convo[0]["role"] == "system" else 0] = [{"role": "system", "content": system}]
     if forced and convo[-1].get("content") not in NOTICES:

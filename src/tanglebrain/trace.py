@@ -186,6 +186,9 @@ class Turn:
     call: Call
     tool_calls: list[ToolCall] = field(default_factory=list)
     text: str = ""
+    # A digest of the prompt prefix sent (system prompt and tools): equal on every turn of
+    # one orchestrator, which is what lets a provider's prompt cache serve it.
+    prefix_hash: str | None = None
 
 
 @dataclass(slots=True)
@@ -261,6 +264,8 @@ class Run:
     orchestrator: str | None = None
     # The gate's decision, when one was asked (``router.GateDecision`` as text).
     gate: str | None = None
+    # ``run --ab``: the id shared by the delegated run and its solo twin.
+    pair: str | None = None
     status: Literal["running", "ok", "error", "budget", "interrupted"] = "running"
     answer: str = ""
     error: str | None = None

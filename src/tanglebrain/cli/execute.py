@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,12 +96,17 @@ def execute_run(
     state: Path,
     no_log: bool = False,
     stop: SigtermStop | None = None,
+    ab: bool = False,
 ) -> int:
     """Run one request end to end, record it, and return the exit code.
 
     The run counts as delivered only once the whole answer (or the ``--json`` object) is
     written: a reader that leaves before that (``| head -c 20``) interrupts it, and so
     does a SIGTERM handled by ``stop``. Either way the run is recorded as interrupted.
+
+    With ``ab`` the same request also runs solo (``no_delegate``), concurrently and
+    silently; both runs are recorded with one pair id, and the delegated one is the
+    answer. A solo twin that fails is recorded as failed and costs the answer nothing.
 
     Raises:
         Terminated: ``stop`` received SIGTERM (after the run was recorded).
@@ -115,12 +121,26 @@ def execute_run(
     )  # fmt: skip
     sink = StdoutSink()
     trace = Run(prompt=request.prompt)
+    solo = Run(prompt=request.prompt, pair=trace.id) if ab else None
+    if solo is not None:
+        trace.pair = trace.id
     view = live_view(trace, quiet=output.quiet, progress=output.progress)
     hooks = _hooks(view, sink, output)
 
+    async def twin(solo: Run) -> None:
+        # A failure is finished as failed by the session; the delegated answer stands alone.
+        with contextlib.suppress(TanglebrainError):
+            await session.run(replace(request, no_delegate=True), solo, Hooks())
+            finish(solo)  # nothing to deliver: it ends with its reply, not with ours
+
     async def main() -> None:
         with stop.cancelling():
-            await session.run(request, trace, hooks)
+            if solo is None:
+                await session.run(request, trace, hooks)
+                return
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(twin, solo)
+                await session.run(request, trace, hooks)
 
     try:
         if view is not None:
@@ -135,16 +155,27 @@ def execute_run(
             raise Terminated()
         sink.finish()
         finish(trace)
+        if solo is not None and solo.status == "running":
+            finish(solo)
         if output.json_out:
-            sink.write(json.dumps(render.run_json(trace), ensure_ascii=False) + "\n")
+            data = render.run_json(trace)
+            if solo is not None:
+                data["ab"] = render.ab_json(trace, solo)
+            sink.write(json.dumps(data, ensure_ascii=False) + "\n")
     except (TanglebrainError, KeyboardInterrupt, Terminated) as exc:
         finish(trace, exc)  # by what reached us: SIGTERM, the reader leaving, the failure
         session.keep_now(trace)
+        if solo is not None:
+            if solo.status == "running":
+                finish(solo, exc)
+            session.keep_now(solo)
         made_calls = trace.turns or trace.extra_calls
         if not output.quiet and trace.status != "interrupted" and made_calls:
             render.note(render.summary_line(trace, recorded=log), prefix="summary")
         raise
     session.keep_now(trace)
+    if solo is not None:
+        session.keep_now(solo)
     if stop.received:  # after the answer was out: it stands, and the exit code says why
         raise Terminated()
     if not output.quiet:
@@ -153,4 +184,6 @@ def execute_run(
         for warning in trace.warnings:
             render.note(warning, prefix="warning")
         render.note(render.summary_line(trace, recorded=log), prefix="done")
+        if solo is not None:
+            render.note(render.ab_line(trace, solo), prefix="a/b")
     return 0

@@ -200,6 +200,14 @@ def run_command(
     no_delegate: Annotated[
         bool, typer.Option("--no-delegate", help="The orchestrator alone, no tools (baseline).")
     ] = False,
+    ab: Annotated[
+        bool,
+        typer.Option(
+            "--ab",
+            help="Also run the request solo (--no-delegate) at the same time and record both "
+            "as a pair; prints the delegated answer and the measured ratios (see `stats`).",
+        ),
+    ] = False,
     no_gate: Annotated[
         bool,
         typer.Option(
@@ -247,6 +255,11 @@ def run_command(
         raise UsageError("--budget must be a positive number of USD", fix="e.g. --budget 0.50")
     if max_subtasks is not None and max_subtasks < 1:
         raise UsageError("--max-subtasks must be at least 1")
+    if ab and no_delegate:
+        raise UsageError(
+            "--ab already runs the request solo beside the delegated run",
+            fix="drop --no-delegate",
+        )
     with SigtermStop() as stop:  # first: importing the run's modules takes a while
         from tanglebrain.cli.execute import Output, execute_run
         from tanglebrain.orchestrator import Request
@@ -262,7 +275,7 @@ def run_command(
             budget_usd=budget,
             max_subtasks=max_subtasks,
             review=review,
-            gate=not no_gate,
+            gate=not (no_gate or ab),  # an A/B pair measures delegation: never gated
         )
         code = execute_run(
             request,
@@ -271,5 +284,6 @@ def run_command(
             state=state_dir(os.environ),
             no_log=no_log,
             stop=stop,
+            ab=ab,
         )
     raise typer.Exit(code)

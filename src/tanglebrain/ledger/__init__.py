@@ -92,6 +92,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN gate TEXT;
     """,
+    # 7: ``run --ab``: the pair id shared by a delegated run and its solo twin.
+    """
+    ALTER TABLE runs ADD COLUMN pair TEXT;
+    CREATE INDEX runs_pair ON runs (pair);
+    """,
 )
 VERSION = len(MIGRATIONS)
 HOOK_COLUMNS = (

@@ -32,7 +32,7 @@ RUN_COLUMNS = (
     "id, started, ended, origin, mode, status, orchestrator, prompt, answer, error, "
     "subtasks, subtasks_ok, prompt_tokens, completion_tokens, cost_usd, "
     "orchestrator_context_tokens, warnings, digests, orchestrator_price_in, "
-    "orchestrator_price_out, review, gate"
+    "orchestrator_price_out, review, gate, pair"
 )
 CALL_COLUMNS = (
     "run_id, seq, parent, kind, role, idx, name, task, status, backend, model, failover, "
@@ -77,7 +77,7 @@ def run_row(run: Run, price: tuple[float, float] | None) -> tuple[Any, ...]:
         run.prompt, run.answer, run.error, len(subs), sum(s.status == "ok" for s in subs),
         prompt, completion, cost, run.orchestrator_context_tokens, json.dumps(run.warnings),
         json.dumps(digests), price[0] if price else None, price[1] if price else None,
-        json.dumps(review_to_dict(run.review)) if run.review else None, run.gate,
+        json.dumps(review_to_dict(run.review)) if run.review else None, run.gate, run.pair,
     )  # fmt: skip
 
 
@@ -86,7 +86,9 @@ def call_rows(run: Run) -> list[tuple[Any, ...]]:
     rows = _Rows(run.id)
     for turn in run.turns:
         t = rows.add(None, "turn", role="orchestrator", idx=turn.index,
-                     backend=turn.call.backend, answer=turn.text)  # fmt: skip
+                     backend=turn.call.backend, answer=turn.text,
+                     extra={"prefix_hash": turn.prefix_hash} if turn.prefix_hash else None,
+                     )  # fmt: skip
         rows.call(t, turn.call, failover=False)
         for tc in turn.tool_calls:
             extra = {"id": tc.id, "result_bytes": tc.result_bytes,
@@ -174,6 +176,7 @@ def rebuild(row: dict[str, Any], nodes: list[dict[str, Any]]) -> StoredRun:
         warnings=json.loads(row["warnings"]),
         digests=[Digest(*d) for d in json.loads(row["digests"])],
         orchestrator_context_tokens=row["orchestrator_context_tokens"], gate=row.get("gate"),
+        pair=row.get("pair"),
     )  # fmt: skip
     made: dict[int, Any] = {}
     for n in nodes:
@@ -211,8 +214,9 @@ def _node(n: dict[str, Any]) -> Turn | ToolCall | Subtask | Call | Attempt:
     kind = n["kind"]
     if kind == "turn":
         return Turn(
-            index=n["idx"], call=Call("orchestrator", n["backend"], ""), text=n["answer"] or ""
-        )
+            index=n["idx"], call=Call("orchestrator", n["backend"], ""), text=n["answer"] or "",
+            prefix_hash=extra.get("prefix_hash"),
+        )  # fmt: skip
     if kind == "tool":
         return ToolCall(
             id=extra.get("id", ""),

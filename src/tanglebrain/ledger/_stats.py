@@ -81,6 +81,7 @@ def summarize(runs: Sequence[dict[str, Any]], calls: Sequence[dict[str, Any]]) -
             "median": _pct([r["orchestrator_context_tokens"] for r in runs], 0.5),
         },
         "savings": _savings(runs, calls),
+        "ab": _ab(runs),
         "reviews": _reviews(runs),
     }  # fmt: skip
 
@@ -122,6 +123,36 @@ def _reviews(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "changed": changed,
         "changed_share": changed / len(panels) if panels else None,
     }
+
+
+def _ab(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Measured delegated-over-solo ratios over ``run --ab`` pairs where both answered.
+
+    Per pair, delegated / solo of the orchestrator's context tokens, the cost and the wall
+    time; reported as the median of the pairs' ratios and as the ratio of the totals. A
+    pair with an unknown cost is left out of the cost figures (and counted).
+    """
+    arms: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in runs:
+        if r.get("pair") and r["status"] == "ok":
+            arms.setdefault(r["pair"], {})[r["mode"]] = r
+    pairs = [(a["delegated"], a["solo"]) for a in arms.values() if {"delegated", "solo"} <= set(a)]
+    out: dict[str, Any] = {"pairs": len(pairs)}
+    figures = {
+        "orchestrator_context_tokens": lambda r: r["orchestrator_context_tokens"],
+        "cost": lambda r: r["cost_usd"],
+        "wall": _wall,
+    }
+    for name, get in figures.items():
+        known = [(get(d), get(s)) for d, s in pairs if get(d) is not None and get(s) is not None]
+        ratios = [d / s for d, s in known if s]
+        solo_total = sum(s for _, s in known)
+        out[name] = {
+            "pairs": len(ratios),
+            "median_ratio": _pct(ratios, 0.5),
+            "total_ratio": sum(d for d, _ in known) / solo_total if solo_total else None,
+        }
+    return out
 
 
 def _wall(run: dict[str, Any]) -> float:

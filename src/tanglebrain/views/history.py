@@ -211,7 +211,8 @@ def show_json(stored: StoredRun) -> dict[str, Any]:
         ],
         "turns": [
             {
-                "index": t.index, "text": t.text, "call": _call_json(t.call),
+                "index": t.index, "text": t.text, "prefix_hash": t.prefix_hash,
+                "call": _call_json(t.call),
                 "tool_calls": [
                     {
                         "id": tc.id, "name": tc.name, "arguments": tc.arguments,
@@ -382,8 +383,8 @@ def _summary_lines(data: dict[str, Any]) -> list[Text]:
         Text(f"orchestrator context tokens per run (median): {'-' if ctx is None else int(ctx)}"),
         Text(f"tokens processed off the orchestrator: {_pct(sav['offloaded_share'])}"),
         Text(
-            f"savings: {money(sav['saved_usd'])} (delegated tokens at the orchestrator's "
-            f"price {money(sav['at_orchestrator_price_usd'])}, actually "
+            f"savings (estimated): {money(sav['saved_usd'])} (delegated tokens at the "
+            f"orchestrator's price {money(sav['at_orchestrator_price_usd'])}, actually "
             f"{money(sav['actual_usd'])}"
             + (f"; {left_out} sub-task call(s) with unknown prices left out)" if left_out
                else ")")
@@ -398,6 +399,19 @@ def _summary_lines(data: dict[str, Any]) -> list[Text]:
                 f"verdicts {counts}; the panel changed {_pct(rv['changed_share'])} of them"
             )
         )
+    ab = data.get("ab") or {}
+    if ab.get("pairs"):
+        parts = []
+        for key, label in (("cost", "cost"), ("wall", "wall time"),
+                           ("orchestrator_context_tokens", "orchestrator context")):  # fmt: skip
+            f = ab[key]
+            parts.append(f"{label} {_times(f['median_ratio'])} (totals {_times(f['total_ratio'])})")
+        lines.append(
+            Text(
+                f"measured over {ab['pairs']} A/B pair(s) (`run --ab`), delegated/solo, median: "
+                + "; ".join(parts)
+            )
+        )
     for r in data.get("routing", []):
         away, static = r["away_figures"], r["static_figures"]
         lines.append(
@@ -408,6 +422,10 @@ def _summary_lines(data: dict[str, Any]) -> list[Text]:
             )
         )
     return lines
+
+
+def _times(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
 
 
 def _route(figures: dict[str, Any]) -> str:

@@ -91,6 +91,55 @@ def summary_line(run: Run, *, recorded: bool = True) -> str:
     return " · ".join(parts)
 
 
+def ab_ratios(delegated: Run, solo: Run) -> dict[str, float | None]:
+    """Delegated over solo: orchestrator context tokens, cost and wall time (None: unknown)."""
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    return {
+        "orchestrator_context_tokens": ratio(
+            delegated.orchestrator_context_tokens, solo.orchestrator_context_tokens
+        ),
+        "cost": ratio(delegated.totals()[2], solo.totals()[2]),
+        "wall": ratio(delegated.wall_ms, solo.wall_ms),
+    }
+
+
+def ab_json(delegated: Run, solo: Run) -> dict[str, Any]:
+    """The ``ab`` member of ``run --ab --json``: the solo twin and the measured ratios."""
+    prompt, completion, cost = solo.totals()
+    return {
+        "pair": delegated.pair,
+        "solo": {
+            "run_id": solo.id, "status": solo.status, "error": solo.error,
+            "answer": solo.answer, "wall_ms": round(solo.wall_ms, 1),
+            "usage": {
+                "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": cost,
+                "orchestrator_context_tokens": solo.orchestrator_context_tokens,
+            },
+        },
+        "ratios": ab_ratios(delegated, solo),
+    }  # fmt: skip
+
+
+def ab_line(delegated: Run, solo: Run) -> str:
+    """The ``a/b`` line after ``run --ab``: the solo twin, and delegated over solo."""
+    if solo.status != "ok":
+        return f"solo run {solo.id} {solo.status}: {solo.error or 'no answer'}; no ratios"
+    r = ab_ratios(delegated, solo)
+
+    def x(value: float | None) -> str:
+        return "unknown" if value is None else f"{value:.2f}x"
+
+    return (
+        f"solo run {solo.id}: {money(solo.totals()[2])}, {solo.wall_ms / 1000:.2f}s, "
+        f"{solo.orchestrator_context_tokens} context tokens · delegated/solo: cost "
+        f"{x(r['cost'])}, wall {x(r['wall'])}, orchestrator context "
+        f"{x(r['orchestrator_context_tokens'])} (measured)"
+    )
+
+
 def run_json(run: Run) -> dict[str, Any]:
     """The ``--json`` object (docs/contracts.md).
 
