@@ -137,3 +137,30 @@ async def test_a_session_keeps_nothing_for_a_run_that_sent_nothing(tmp_path: Pat
     finish(trace)
     await session.keep(trace)
     assert kept == []
+
+
+async def test_a_servers_circuit_breakers_hold_across_its_runs(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    """A backend that failed twice in one run is skipped by the next run of the server."""
+    from tanglebrain.orchestrator import Hooks, Request
+    from tanglebrain.session import server_limits
+
+    roster = load_file(
+        write_roster(
+            tmp_path / "roster.toml",
+            backend_toml("orch", "orchestrator:fanout=2", sim.base_url, good_at=("planning",),
+                         cost=30, orchestrator=True),
+            backend_toml("bad", "fail:status=500", sim.base_url, good_at=("work",), cost=1),
+            backend_toml("good", "worker", sim.base_url, good_at=("work",), cost=2),
+            settings="max_attempts = 1\n",
+        )
+    )  # fmt: skip
+    session = Session(roster, {}, limits=server_limits(), export=False)
+    for _ in range(2):
+        trace = Run(prompt=PROMPT)
+        await session.run(Request(prompt=PROMPT), trace, Hooks())
+        assert [s.status for s in trace.subtasks()] == ["ok", "ok"]
+    # The first run's two failures opened bad's circuit; the second run did not call it.
+    assert sim.count("fail:status=500") == 2
+    assert sim.count("worker") == 4

@@ -43,9 +43,8 @@ from mcp.server.stdio import stdio_server
 from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.message import SessionMessage
 
-from tanglebrain import delegation, models
+from tanglebrain import delegation
 from tanglebrain._version import __version__
-from tanglebrain.budget import Budget
 from tanglebrain.errors import ConfigError
 from tanglebrain.roster import LoadedRoster, discover, load
 from tanglebrain.runtime import RunContext
@@ -98,17 +97,8 @@ class Bridge:
 
     def context(self, loaded: LoadedRoster, trace: Run) -> RunContext:
         """A ``RunContext`` for one call, as ``orchestrator.run`` builds one."""
-        settings = loaded.roster.settings
-        return RunContext(
-            roster=loaded.roster,
-            env=self.env,
-            run=trace,
-            budget=Budget(settings.budget_usd),
-            retry=models.RetryPolicy(max_attempts=settings.max_attempts),
-            timeout=settings.timeout_s,
-            max_subtasks=settings.max_subtasks,
-            limits=self.limits,  # max_concurrency holds across calls, not just within one
-        )
+        # The server's limits: max_concurrency holds across calls, not just within one.
+        return RunContext.for_run(loaded.roster, self.env, trace, limits=self.limits)
 
     def tools(self) -> list[mt.Tool]:
         """The three tools; their descriptions list the menu (or the roster error)."""

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tanglebrain import delegation, evidence, models, router, toolcalls
-from tanglebrain.budget import Budget
+from tanglebrain import briefing, delegation, evidence, models, router, toolcalls
 from tanglebrain.errors import BackendError, CircuitOpen, ConfigError, NoAnswerError
 from tanglebrain.models import estimate_tokens
 from tanglebrain.roster import Backend, Roster
 from tanglebrain.runtime import Attachment, Limits, RunContext, with_attachments
-from tanglebrain.trace import Call, Digest, Run, ToolCall, Turn
+from tanglebrain.trace import Call, Run, ToolCall, Turn
 
 FINAL_NOTICE = (
     "You have reached the turn limit. Write your final answer now, without tools, "
@@ -70,61 +67,6 @@ class Hooks:
     observers: list[Callable[[Run], None]] = field(default_factory=list)
 
 
-def system_prompt(ctx: RunContext, orchestrator_id: str, base_dir: Path | None) -> str:
-    """The orchestrator's system prompt: the package template or the user's file."""
-    custom = ctx.roster.settings.system_prompt_file
-    if custom:
-        path = Path(custom).expanduser()
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        try:
-            template = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read system prompt file: {exc.strerror}",
-                field="settings.system_prompt_file",
-                fix=f"check the path {path}",
-            ) from None
-    else:
-        template = resources.files("tanglebrain").joinpath("prompts/orchestrator.md").read_text()
-    return string.Template(template).safe_substitute(menu=delegation.menu(ctx, orchestrator_id))
-
-
-def attachment_view(att: Attachment, digest: str) -> str:
-    """What the orchestrator sees of an attachment: its size and a digest, not the text."""
-    return (
-        f"- {att.name}: {att.size} bytes, {att.lines} lines. Hand it to a delegate with "
-        f'attach: ["{att.name}"]. Digest:\n<<<digest {att.name}>>>\n{digest.rstrip()}\n'
-        f"<<<end digest {att.name}>>>"
-    )
-
-
-async def attachment_views(ctx: RunContext, orchestrator_id: str | None) -> str:
-    """Every attachment's view (size and digest), recording the digests in the trace."""
-    from tanglebrain import compress, llm_digest  # only runs with attachments need them
-
-    budget = ctx.roster.settings.context_budget_bytes
-    views = []
-    for att in ctx.attachments.values():
-        if ctx.roster.settings.llm_digest:
-            digest = await llm_digest.digest(ctx, att, orchestrator_id)
-        else:
-            digest = compress.budgeted(att.text, budget)
-        view = attachment_view(att, digest)
-        ctx.run.digests.append(Digest(att.name, att.size, len(view.encode())))
-        views.append(view)
-    return "\n".join(views)
-
-
-def _user_message(prompt: str, views: str) -> str:
-    if not views:
-        return prompt
-    return (
-        f"{prompt}\n\nAttachments (their full text is not in your context; delegates get it "
-        "when you attach them):\n" + views
-    )
-
-
 async def run(
     request: Request,
     roster: Roster,
@@ -150,30 +92,15 @@ async def run(
     trace = trace or Run(prompt=request.prompt, origin=request.origin)
     for observer in hooks.observers:
         trace.subscribe(observer)
-    ctx = _context(request, roster, env, trace)
-    for b in roster.enabled():
-        if b.key_status(env) == "missing":  # said once, before anything is routed
-            trace.warn(
-                f"backend '{b.id}' is skipped: ${b.api_key_env} is not set "
-                f"(export {b.api_key_env}=… or disable the backend)"
-            )
-    if limits is not None:
-        ctx.limits = limits
+    ctx = RunContext.for_run(
+        roster, env, trace, budget_usd=request.budget_usd, max_subtasks=request.max_subtasks,
+        attachments=request.attachments, limits=limits,
+    )  # fmt: skip
+    _warn_missing_keys(ctx)
     reviewing = request.review if request.review is not None else roster.settings.review == "always"
     ctx.load.learned = evidence.load_learned(roster, state_dir, trace)
     store = router.RotationStore(state_dir) if state_dir is not None else None
-    needed = _needed_tokens(request, roster.settings.context_budget_bytes)
-    plan = await _gated_plan(ctx, request, needed, reviewing)
-    if plan is None:
-        plan = router.plan_orchestrator(
-            roster,
-            env,
-            pin=request.backend,
-            task=request.task,
-            needed_tokens=needed,
-            window_of=ctx.window_of,
-            rotation_offset=store.offset if store else (lambda key, n: 0),
-        )
+    plan = await _plan(ctx, request, reviewing, store)
     for note in plan.notes:
         if hooks.on_note:
             hooks.on_note(note)
@@ -182,7 +109,7 @@ async def run(
     solo = plan.direct or request.no_delegate
     views = ""
     if ctx.attachments and (reviewing or not solo):
-        views = await attachment_views(ctx, plan.candidates[0].id)
+        views = await briefing.attachment_views(ctx, plan.candidates[0].id)
     if solo:
         if trace.mode != "gated":
             trace.mode = "direct" if plan.direct else "solo"
@@ -196,7 +123,7 @@ async def run(
             roster_dir=roster_dir,
         )
     else:
-        convo = [{"role": "user", "content": _user_message(request.prompt, views)}]
+        convo = [{"role": "user", "content": briefing.user_message(request.prompt, views)}]
         convo, backend, schemas = await _turns(
             ctx, plan.candidates, convo, draft_hooks, tools=True, roster_dir=roster_dir
         )
@@ -246,18 +173,32 @@ async def _gated_plan(
     )
 
 
-def _context(request: Request, roster: Roster, env: Mapping[str, str], trace: Run) -> RunContext:
-    settings = roster.settings
-    cap = request.budget_usd if request.budget_usd is not None else settings.budget_usd
-    return RunContext(
-        roster=roster,
-        env=env,
-        run=trace,
-        budget=Budget(cap),
-        retry=models.RetryPolicy(max_attempts=settings.max_attempts),
-        timeout=settings.timeout_s,
-        attachments={a.name: a for a in request.attachments},
-        max_subtasks=request.max_subtasks or settings.max_subtasks,
+def _warn_missing_keys(ctx: RunContext) -> None:
+    """Say once, before anything is routed, which enabled backends lack their key."""
+    for b in ctx.roster.enabled():
+        if b.key_status(ctx.env) == "missing":
+            ctx.run.warn(
+                f"backend '{b.id}' is skipped: ${b.api_key_env} is not set "
+                f"(export {b.api_key_env}=… or disable the backend)"
+            )
+
+
+async def _plan(
+    ctx: RunContext, request: Request, reviewing: bool, store: router.RotationStore | None
+) -> router.OrchestratorPlan:
+    """Who answers: the gate's direct plan for a trivial request, else the router's."""
+    needed = _needed_tokens(request, ctx.roster.settings.context_budget_bytes)
+    plan = await _gated_plan(ctx, request, needed, reviewing)
+    if plan is not None:
+        return plan
+    return router.plan_orchestrator(
+        ctx.roster,
+        ctx.env,
+        pin=request.backend,
+        task=request.task,
+        needed_tokens=needed,
+        window_of=ctx.window_of,
+        rotation_offset=store.offset if store else (lambda key, n: 0),
     )
 
 
@@ -364,7 +305,7 @@ def _prepare(
     if not tools:
         return None
     if backend.id not in loop.prefixes:
-        system = system_prompt(ctx, backend.id, roster_dir)
+        system = briefing.system_prompt(ctx, backend.id, roster_dir)
         # The menu is in the system prompt: the tools need not repeat it (a custom prompt
         # without it gets the full descriptions).
         lean = delegation.menu(ctx, backend.id) in system

@@ -118,6 +118,43 @@ class RunContext:
     def __post_init__(self) -> None:
         self.load.breakers = self.limits.breakers  # one verdict per backend, run or server
 
+    @classmethod
+    def for_run(
+        cls,
+        roster: Roster,
+        env: Mapping[str, str],
+        run: Run,
+        *,
+        budget_usd: float | None = None,
+        max_subtasks: int | None = None,
+        attachments: Sequence[Attachment] = (),
+        limits: Limits | None = None,
+    ) -> RunContext:
+        """The context of one run, with the roster's settings unless the request says.
+
+        Args:
+            roster: the roster.
+            env: where API keys are looked up.
+            run: the trace the calls are recorded on.
+            budget_usd: this run's cap (else ``settings.budget_usd``).
+            max_subtasks: this run's sub-task allowance (else ``settings.max_subtasks``).
+            attachments: the request's attachments.
+            limits: shared concurrency slots and circuit breakers (a server's); the run
+                makes its own when None.
+        """
+        settings = roster.settings
+        return cls(
+            roster=roster,
+            env=env,
+            run=run,
+            budget=Budget(budget_usd if budget_usd is not None else settings.budget_usd),
+            retry=models.RetryPolicy(max_attempts=settings.max_attempts),
+            timeout=settings.timeout_s,
+            attachments={a.name: a for a in attachments},
+            max_subtasks=max_subtasks or settings.max_subtasks,
+            limits=limits if limits is not None else Limits(),
+        )
+
     def limiter(self, backend: Backend) -> anyio.CapacityLimiter:
         """The backend's ``max_concurrency`` slots, shared by every call of the run."""
         return self.limits.of(backend)
@@ -298,20 +335,11 @@ class RunContext:
                 if on_start is not None:
                     on_start()
                 reply = await models.complete(
-                    backend,
-                    messages,
-                    call=call,
-                    env=self.env,
-                    timeout=self.timeout,
-                    retry=self.retry,
-                    tools=tools,
-                    tool_choice=tool_choice,
-                    on_text=on_text,
-                    max_tokens=max_tokens,
-                    on_attempt=self.run.changed,
-                    failover=alternatives,
+                    backend, messages, call=call, env=self.env, timeout=self.timeout,
+                    retry=self.retry, tools=tools, tool_choice=tool_choice, on_text=on_text,
+                    max_tokens=max_tokens, on_attempt=self.run.changed, failover=alternatives,
                     cache_prefix=cache_prefix,
-                )
+                )  # fmt: skip
             breakers.record(backend.id, ok=True)
             actual = reply.cost_usd
             self._learn(backend.id, counted, reply.prompt_tokens)

@@ -125,7 +125,54 @@ def execute_run(
     if solo is not None:
         trace.pair = trace.id
     view = live_view(trace, quiet=output.quiet, progress=output.progress)
-    hooks = _hooks(view, sink, output)
+    runs = [trace] if solo is None else [trace, solo]
+    try:
+        if view is not None:
+            view.start()
+        try:
+            stop.defer()  # from here on the run may pay for calls: it must be recorded
+            anyio.run(_run_all, session, request, trace, solo, _hooks(view, sink, output), stop)
+        finally:
+            if view is not None:
+                view.stop()
+        if stop.received:
+            raise Terminated()
+        sink.finish()
+        for run in runs:
+            if run.status == "running":
+                finish(run)
+        if output.json_out:
+            data = render.run_json(trace)
+            if solo is not None:
+                data["ab"] = render.ab_json(trace, solo)
+            sink.write(json.dumps(data, ensure_ascii=False) + "\n")
+    except (TanglebrainError, KeyboardInterrupt, Terminated) as exc:
+        for run in runs:  # by what reached us: SIGTERM, the reader leaving, the failure
+            if run.status == "running" or run is trace:
+                finish(run, exc)
+            session.keep_now(run)
+        made_calls = trace.turns or trace.extra_calls
+        if not output.quiet and trace.status != "interrupted" and made_calls:
+            render.note(render.summary_line(trace, recorded=log), prefix="summary")
+        raise
+    for run in runs:
+        session.keep_now(run)
+    if stop.received:  # after the answer was out: it stands, and the exit code says why
+        raise Terminated()
+    if not output.quiet:
+        _report(trace, solo, recorded=log)
+    return 0
+
+
+async def _run_all(
+    session: Session,
+    request: Request,
+    trace: Run,
+    solo: Run | None,
+    hooks: Hooks,
+    stop: SigtermStop,
+) -> None:
+    """Run the request into ``trace``; with an A/B ``solo`` twin, that one beside it."""
 
     async def twin(solo: Run) -> None:
         # A failure is finished as failed by the session; the delegated answer stands alone.
@@ -133,57 +180,21 @@ def execute_run(
             await session.run(replace(request, no_delegate=True), solo, Hooks())
             finish(solo)  # nothing to deliver: it ends with its reply, not with ours
 
-    async def main() -> None:
-        with stop.cancelling():
-            if solo is None:
-                await session.run(request, trace, hooks)
-                return
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(twin, solo)
-                await session.run(request, trace, hooks)
+    with stop.cancelling():
+        if solo is None:
+            await session.run(request, trace, hooks)
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(twin, solo)
+            await session.run(request, trace, hooks)
 
-    try:
-        if view is not None:
-            view.start()
-        try:
-            stop.defer()  # from here on the run may pay for calls: it must be recorded
-            anyio.run(main)
-        finally:
-            if view is not None:
-                view.stop()
-        if stop.received:
-            raise Terminated()
-        sink.finish()
-        finish(trace)
-        if solo is not None and solo.status == "running":
-            finish(solo)
-        if output.json_out:
-            data = render.run_json(trace)
-            if solo is not None:
-                data["ab"] = render.ab_json(trace, solo)
-            sink.write(json.dumps(data, ensure_ascii=False) + "\n")
-    except (TanglebrainError, KeyboardInterrupt, Terminated) as exc:
-        finish(trace, exc)  # by what reached us: SIGTERM, the reader leaving, the failure
-        session.keep_now(trace)
-        if solo is not None:
-            if solo.status == "running":
-                finish(solo, exc)
-            session.keep_now(solo)
-        made_calls = trace.turns or trace.extra_calls
-        if not output.quiet and trace.status != "interrupted" and made_calls:
-            render.note(render.summary_line(trace, recorded=log), prefix="summary")
-        raise
-    session.keep_now(trace)
+
+def _report(trace: Run, solo: Run | None, *, recorded: bool) -> None:
+    """The notes after an answer: the review, warnings, the summary, the A/B line."""
+    for line in render.review_lines(trace.review) if trace.review else []:
+        render.note(line, prefix="review")
+    for warning in trace.warnings:
+        render.note(warning, prefix="warning")
+    render.note(render.summary_line(trace, recorded=recorded), prefix="done")
     if solo is not None:
-        session.keep_now(solo)
-    if stop.received:  # after the answer was out: it stands, and the exit code says why
-        raise Terminated()
-    if not output.quiet:
-        for line in render.review_lines(trace.review) if trace.review else []:
-            render.note(line, prefix="review")
-        for warning in trace.warnings:
-            render.note(warning, prefix="warning")
-        render.note(render.summary_line(trace, recorded=log), prefix="done")
-        if solo is not None:
-            render.note(render.ab_line(trace, solo), prefix="a/b")
-    return 0
+        render.note(render.ab_line(trace, solo), prefix="a/b")

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from tanglebrain.roster import LoadedRoster
     from tanglebrain.trace import Run
 
+    # Serves one socket: (socket, on ready, lifeline fd, worker index).
+    ServeOn = Callable[[socket.socket, Callable[[], None], int | None, int | None], None]
+
 
 def register(app: typer.Typer) -> None:
     """Add ``serve`` and ``mcp`` to ``app``."""
@@ -164,19 +167,13 @@ def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
     from tanglebrain import models, serve
     from tanglebrain.cli.run import state_dir
     from tanglebrain.roster import load
-    from tanglebrain.serve import _workers as serve_workers
     from tanglebrain.views import render
 
     loaded = load(opts.roster or (ctx.obj or {}).get("roster"), os.environ, Path.cwd())
     state = state_dir(os.environ)
     recorder = _recorder(state, opts.no_log)
     host, port, token, workers = opts.host, opts.port, opts.token, opts.workers
-    try:
-        socks = serve_workers.listen(host, port, workers)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}", fix="pick another --port"
-        ) from None
+    socks = _listen(host, port, workers)
     # A roster with translated backends imports litellm now (connections wait in the
     # backlog), not in a request; with --workers, before the fork, so the workers share it.
     if any(models.transport_name(b) == "litellm" for b in loaded.roster.enabled()):
@@ -226,21 +223,42 @@ def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
 
         anyio.run(main)
 
+    code = _serve_on_all(socks, workers, serve_on, ready)
+    render.note("stopped", prefix="serve")
+    raise typer.Exit(code)
+
+
+def _listen(host: str, port: int, workers: int) -> list[socket.socket]:
+    """The listening sockets (one per worker where the platform shares a port)."""
+    from tanglebrain.serve import _workers as serve_workers
+
+    try:
+        return serve_workers.listen(host, port, workers)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", fix="pick another --port"
+        ) from None
+
+
+def _serve_on_all(
+    socks: list[socket.socket], workers: int, serve_on: ServeOn, ready: Callable[[], None]
+) -> int:
+    """Serve in this process, or in ``workers`` supervised ones; the exit code."""
+    from tanglebrain.serve import _workers as serve_workers
+    from tanglebrain.views import render
+
     try:
         if workers == 1:
             serve_on(socks[0], ready, None, None)
-            code = 0
-        else:
-            note = functools.partial(render.note, prefix="serve")
-            supervisor = serve_workers.Supervisor(
-                socks, workers, lambda sock, i, up, line: serve_on(sock, up, line, i), note
-            )
-            code = supervisor.run(ready)
+            return 0
+        note = functools.partial(render.note, prefix="serve")
+        supervisor = serve_workers.Supervisor(
+            socks, workers, lambda sock, i, up, line: serve_on(sock, up, line, i), note
+        )
+        return supervisor.run(ready)
     finally:
         for sock in socks:
             sock.close()
-    render.note("stopped", prefix="serve")
-    raise typer.Exit(code)
 
 
 def mcp_command(

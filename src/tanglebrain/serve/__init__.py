@@ -25,23 +25,18 @@ The mapping (model, messages, usage, the ``tanglebrain`` field, error codes) liv
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import json
 import logging
-import signal
 import socket
-import threading
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import anyio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
@@ -53,6 +48,7 @@ from tanglebrain.errors import TanglebrainError
 from tanglebrain.orchestrator import Hooks, Request
 from tanglebrain.roster import Roster
 from tanglebrain.runtime import Limits
+from tanglebrain.serve._server import run_server, uvicorn_config
 from tanglebrain.serve._wire import (
     ApiError,
     Chat,
@@ -71,9 +67,9 @@ from tanglebrain.trace import Run
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 KEEPALIVE_S = 15.0
-SETTLE_S = 10.0  # for runs cut by a stop to answer 503 and be recorded
 _DRAIN_CAP = 64 << 20  # an oversized body is read (and dropped) up to this, then cut
 log = logging.getLogger("tanglebrain.serve")
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ServeConfig", "create_app", "serve", "uvicorn_config"]
 
 
 class ClientGone(Exception):
@@ -355,64 +351,6 @@ def create_app(config: ServeConfig) -> ASGIApp:
     return app
 
 
-# --- the server ----------------------------------------------------------------------
-
-
-class _Server(uvicorn.Server):
-    """uvicorn that reports readiness and ends quietly on SIGINT/SIGTERM.
-
-    The first signal starts the graceful shutdown (in-flight requests finish, up to
-    the timeout, then are cancelled); a second SIGINT forces it. Unlike plain uvicorn
-    the signal is not re-raised afterwards, so a stop by signal exits 0.
-
-    ``relayed``: a ``--workers`` worker, whose signals come from its supervisor: a stop
-    as SIGTERM and a force as SIGINT, in either order, and possibly a service manager's
-    own SIGTERM to every process. It forces only when a SIGINT comes with another signal.
-    The worker starts with both signals blocked; they are unblocked while they are
-    handled here, and blocked again after (a late one must not kill the worker while it
-    records its last runs).
-    """
-
-    def __init__(
-        self, config: uvicorn.Config, on_ready: Callable[[], None], *, relayed: bool = False
-    ) -> None:
-        super().__init__(config)
-        self._on_ready = on_ready
-        self._relayed = relayed
-        self._stops: list[int] = []
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self._relayed:
-            super().handle_exit(sig, frame)
-            return
-        self._stops.append(sig)
-        self.should_exit = True
-        if len(self._stops) > 1 and signal.SIGINT in self._stops:
-            self.force_exit = True
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            self._on_ready()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        sigs = {signal.SIGINT, signal.SIGTERM}
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in sigs}
-        if self._relayed:  # a stop that came during startup is delivered now
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
-        try:
-            yield
-        finally:
-            if self._relayed:
-                signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
 async def serve(
     config: ServeConfig,
     sock: socket.socket,
@@ -431,46 +369,7 @@ async def serve(
         lifeline: a worker's end of its supervisor's pipe: EOF on it stops the server
             gracefully, and a second stop signal forces the stop (see ``serve._workers``).
     """
-    uv = uvicorn_config(create_app(config), shutdown_timeout=shutdown_timeout)
-    server = _Server(uv, on_ready, relayed=lifeline is not None)
-    async with anyio.create_task_group() as tg:
-        if lifeline is not None:
-            tg.start_soon(_watch_lifeline, lifeline, server)
-        await server.serve(sockets=[sock])
-        tg.cancel_scope.cancel()
-    await _settle(server)
-
-
-async def _settle(server: uvicorn.Server) -> None:
-    """Cancel the requests uvicorn left running and let them answer 503 and be recorded.
-
-    On a forced stop uvicorn abandons in-flight requests, and past the shutdown timeout
-    it cancels them; either way it returns without waiting, and the event loop's
-    teardown would cancel them again in the middle of recording their runs.
-    """
-    tasks = [task for task in server.server_state.tasks if not task.done()]
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.wait(tasks, timeout=SETTLE_S)
-
-
-async def _watch_lifeline(fd: int, server: uvicorn.Server) -> None:
-    await anyio.wait_readable(fd)  # only ever EOF: nobody writes to it
-    server.should_exit = True  # graceful, like the supervisor's SIGTERM
-
-
-def uvicorn_config(app: ASGIApp, *, shutdown_timeout: int = 30) -> uvicorn.Config:
-    """The uvicorn settings of ``serve``: no access log, lifespan or websockets; deep backlog."""
-    return uvicorn.Config(
-        app,
-        interface="asgi3",
-        backlog=2048,
-        access_log=False,
-        log_config=None,
-        log_level="warning",
-        lifespan="off",
-        ws="none",
-        server_header=False,
-        timeout_graceful_shutdown=shutdown_timeout,
-    )
+    await run_server(
+        create_app(config), sock, shutdown_timeout=shutdown_timeout, on_ready=on_ready,
+        lifeline=lifeline,
+    )  # fmt: skip

@@ -199,7 +199,7 @@ def test_packaged_roster_is_valid_and_safe() -> None:
 
 
 def test_packaged_roster_is_the_repo_roster() -> None:
-    repo = Path(__file__).resolve().parents[1] / "roster.toml"
+    repo = Path(__file__).resolve().parents[2] / "roster.toml"
     assert packaged_path().resolve() == repo.resolve()
 
 

@@ -34,7 +34,7 @@ from tanglebrain.compress._render import narrow, render
 from tanglebrain.compress._select import HEAD, TAIL, is_note
 from tanglebrain.runtime import Attachment
 
-CORPUS = Path(__file__).resolve().parent / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
 
 def _load_extract_keys() -> ModuleType:

@@ -9,7 +9,7 @@ from pathlib import Path
 from tanglebrain.sim import Simulator
 from tests.helpers import backend_toml, run_cli, write_roster
 
-CORPUS = Path(__file__).resolve().parent / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 LOG = CORPUS / "cidiff_gha_google-auto_693_fail.log"
 KEY = CORPUS / "keys" / "cidiff_gha_google-auto_693_fail.log.json"
 

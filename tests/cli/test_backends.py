@@ -15,7 +15,7 @@ import pytest
 from tanglebrain.roster import load_file, packaged_path
 from tanglebrain.sim import Simulator
 from tests.helpers import ROOT, WAIT, backend_toml, cli_env, run_cli, start_cli, write_roster
-from tests.test_roster_edit import CURATED
+from tests.roster.test_edit import CURATED
 
 CANARY = "sk-canary-0123456789abcdefXYZ"
 

@@ -25,7 +25,7 @@ from tanglebrain.sim import FINGERPRINT, SimReply, Simulator
 from tanglebrain.sim._scripts import SimError, parse_spec
 from tests.helpers import WAIT
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 TLS = ssl.create_default_context()  # shared: httpx builds one per client (~20 ms) otherwise
 ROSTER_TAGS = [
     "grunt", "classify", "reasoning", "planning", "review", "long-context",

@@ -15,7 +15,7 @@ import pytest
 
 from tanglebrain.sim import Simulator
 from tests.helpers import ROOT, WAIT, backend_toml, run_cli, wait_until, write_roster
-from tests.test_serve import Served, roster_file, start_serve, user
+from tests.serve.test_serve import Served, roster_file, start_serve, user
 
 
 def children(pid: int) -> list[int]:
