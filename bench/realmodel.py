@@ -9,6 +9,10 @@ the clean final answers (prose: no tool-call text), the correct ones (every expe
 there), the sub-tasks lost to schema errors, the orchestrator's context tokens, the wall time
 and the longest sub-task.
 
+Mode ``uncapped`` runs delegated with both output caps raised to ``--uncapped`` tokens (as
+good as none: the server's context per slot), which is how every call went before replies were
+bounded; beside ``delegated`` in one run it shows what the caps do to the longest sub-task.
+
 Targets: >= 9 of 10 delegated runs end with a clean prose answer; 0 sub-tasks lost to schema
 errors; with the stock chat template >= 8 of 10 still delegate for real.
 
@@ -18,7 +22,8 @@ from the server, or label the run yourself.
 
 Usage: python bench/realmodel.py [--port 8082] [--tasks 10] [--template auto|stock|custom]
                                  [--modes delegated,solo] [--max-turns 4] [--sub-cap 64]
-                                 [--orch-cap 384] [--dump replies.jsonl]
+                                 [--orch-cap 384] [--uncapped 8192] [--dump replies.jsonl]
+       modes: delegated, solo, uncapped (delegated without output caps)
 Runs one task at a time (~35-60 s delegated, ~10 s solo on 2 quiet cores).
 """
 
@@ -227,11 +232,12 @@ async def one(roster: Roster, prompt: str, solo: bool) -> tuple[Run | None, str,
     return trace, "", time.perf_counter() - t0
 
 
-async def bench(args: argparse.Namespace, roster: Roster) -> dict[str, Tally]:
+async def bench(args: argparse.Namespace, rosters: dict[str, Roster]) -> dict[str, Tally]:
     """Every task in every mode, one run at a time; progress on stderr."""
     tallies: dict[str, Tally] = {}
     for mode in args.modes.split(","):
         tally = tallies.setdefault(mode, Tally())
+        roster = rosters["uncapped" if mode == "uncapped" else "capped"]
         for i, (task, expected) in enumerate(TASKS[: args.tasks]):
             prompt = PREFIX + task
             trace, error, wall = await one(roster, prompt, solo=mode == "solo")
@@ -282,6 +288,7 @@ def main() -> None:
     parser.add_argument("--sub-cap", type=int, default=64, help="sub-task output cap, tokens")
     parser.add_argument("--orch-cap", type=int, default=384, help="orchestrator output cap")
     parser.add_argument("--max-turns", type=int, default=4, help="orchestrator turns per run")
+    parser.add_argument("--uncapped", type=int, default=8192, help="both caps in mode uncapped")
     parser.add_argument("--dump", help="append every run's raw turns to this JSON-lines file")
     args = parser.parse_args()
     base = f"http://127.0.0.1:{args.port}/v1"
@@ -291,17 +298,23 @@ def main() -> None:
         return
     template = detected if args.template == "auto" else args.template
     os.environ.setdefault("TANGLEBRAIN_NO_LOG", "1")
-    roster = parse(
-        ROSTER.format(
-            base=base, sub_cap=args.sub_cap, orch_cap=args.orch_cap, max_turns=args.max_turns
+    unknown = set(args.modes.split(",")) - {"delegated", "solo", "uncapped"}
+    if unknown:
+        parser.error(f"unknown mode(s): {', '.join(sorted(unknown))}")
+    rosters = {
+        name: parse(ROSTER.format(base=base, sub_cap=sub, orch_cap=orch, max_turns=args.max_turns))
+        for name, sub, orch in (
+            ("capped", args.sub_cap, args.orch_cap),
+            ("uncapped", args.uncapped, args.uncapped),
         )
-    )
+    }
     load = os.getloadavg()
     t0 = time.perf_counter()
-    tallies = anyio.run(bench, args, roster)
+    tallies = anyio.run(bench, args, rosters)
     after = os.getloadavg()
     print(f"template: {template}; {args.tasks} tasks; caps: sub-task {args.sub_cap}, "
-          f"orchestrator {args.orch_cap} tokens; {time.perf_counter() - t0:.0f}s in all; "
+          f"orchestrator {args.orch_cap} tokens (uncapped: {args.uncapped}); "
+          f"{time.perf_counter() - t0:.0f}s in all; "
           f"load average {load[0]:.2f} before, {after[0]:.2f} after "
           f"({os.cpu_count()} cores)\n")  # fmt: skip
     print(table(tallies))
