@@ -14,6 +14,10 @@ over ``--repeats`` runs. Rows:
   claude``, and ``echo hi`` both ways: wrap's overhead over the bare command (target
   <= 60 ms plus the compression time, measured in-process on the same output).
 
+Before timing, the package's bytecode is brought up to date (``compileall``), as an install
+leaves it: a shell with ``PYTHONDONTWRITEBYTECODE=1`` would otherwise leave stale ``.pyc``
+files that every timed run compiles again (the timed runs drop that variable too).
+
 Then every log of ``tests/corpus`` goes through ``wrap`` (faithful digest, and the
 ``--agent claude`` budget as a failed command): bytes in and out, median and total saved,
 and for Claude the honest figure (the raw side capped at what Claude Code itself keeps).
@@ -24,6 +28,7 @@ Usage: python bench/hooks.py [--repeats 21]
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shlex
@@ -34,6 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tanglebrain import __file__ as PACKAGE
 from tanglebrain.hooks._gain import agent_view, percentile
 from tanglebrain.hooks._wrap import budget_for, render
 
@@ -155,6 +161,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=21)
     args = ap.parse_args()
+    compileall.compile_dir(Path(PACKAGE).parent, quiet=1)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         env = setup(tmp)

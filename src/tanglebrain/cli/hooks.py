@@ -135,7 +135,7 @@ def status_command(agent: AgentOption = "claude") -> None:
                 untrusted = untrusted or state != "trusted"
                 note = "" if state == "trusted" else " (Codex skips it silently)"
                 sys.stdout.write(f"    trust: {state}{note}\n")
-    rows = Ledger(default_path(state_dir(os.environ))).hook_rows(agent=agent, limit=1)
+    rows = Ledger(default_path(Path(state_dir(os.environ)))).hook_rows(agent=agent, limit=1)
     if rows:
         r = rows[0]
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
@@ -201,7 +201,7 @@ def gain_command(
     from tanglebrain.ledger import Ledger, default_path
 
     start = time.time() - parse_duration(since) if since is not None else None
-    rows = Ledger(default_path(state_dir(os.environ))).hook_rows(start)
+    rows = Ledger(default_path(Path(state_dir(os.environ)))).hook_rows(start)
     data = summarize(rows)
     if json_out:
         sys.stdout.write(json.dumps(data) + "\n")

@@ -12,14 +12,8 @@ that the original would have run without a prompt. A UserPromptSubmit
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
 
 from tanglebrain.hooks._common import (
-    Handled,
-    Handler,
-    Payload,
     allowed_rewrite,
     names,
     plan_rewrite,
@@ -28,19 +22,26 @@ from tanglebrain.hooks._common import (
     self_command,
     server_name,
 )
-from tanglebrain.hooks._config import key_values, roster_text
+from tanglebrain.hooks._config import home, key_values, norm, roster_text
 from tanglebrain.hooks._perms import load_rules, settings_files
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
+
+    from tanglebrain.hooks._common import Handled, Handler, Payload
 
 __all__ = ["HANDLERS", "mcp_server", "pre_tool_use", "self_command", "user_prompt_submit"]
 
 
-def project_dirs(payload: Payload, env: Mapping[str, str]) -> list[Path]:
+def project_dirs(payload: Payload, env: Mapping[str, str]) -> list[str]:
     """The project folders whose ``.claude`` settings apply (``$CLAUDE_PROJECT_DIR``, cwd)."""
     dirs = [env.get("CLAUDE_PROJECT_DIR"), payload.get("cwd"), os.getcwd()]
-    return list(dict.fromkeys(Path(d) for d in dirs if isinstance(d, str) and d))
+    return list(dict.fromkeys(norm(d) for d in dirs if isinstance(d, str) and d))
 
 
-def pre_tool_use(payload: Payload, env: Mapping[str, str], cwd: Path) -> Handled:
+def pre_tool_use(payload: Payload, env: Mapping[str, str], cwd: str | os.PathLike[str]) -> Handled:
     """Rewrite a Bash call worth compressing to ``tanglebrain wrap``, when that is safe."""
     row: dict[str, Any] = {"agent": "claude", "event": "pre-tool-use"}
     row["tool"] = tool = payload.get("tool_name")
@@ -64,7 +65,9 @@ def pre_tool_use(payload: Payload, env: Mapping[str, str], cwd: Path) -> Handled
     return allowed_rewrite(tool_input, rewritten), row, secrets
 
 
-def user_prompt_submit(payload: Payload, env: Mapping[str, str], cwd: Path) -> Handled:
+def user_prompt_submit(
+    payload: Payload, env: Mapping[str, str], cwd: str | os.PathLike[str]
+) -> Handled:
     """Name the roster's specialists when the ``tanglebrain`` MCP server is registered."""
     row: dict[str, Any] = {"agent": "claude", "event": "user-prompt-submit"}
     server = mcp_server(env, project_dirs(payload, env))
@@ -76,10 +79,9 @@ def user_prompt_submit(payload: Payload, env: Mapping[str, str], cwd: Path) -> H
     return out, {**row, "outcome": "context"}, key_values(roster, env)
 
 
-def mcp_server(env: Mapping[str, str], projects: Iterable[Path]) -> str | None:
+def mcp_server(env: Mapping[str, str], projects: Iterable[str]) -> str | None:
     """The name of the registered ``tanglebrain mcp`` server, or None."""
-    home = Path(env.get("HOME") or Path.home())
-    config = Path(env.get("CLAUDE_CONFIG_DIR") or home) / ".claude.json"
+    config = os.path.join(env.get("CLAUDE_CONFIG_DIR") or env.get("HOME") or home(), ".claude.json")
     user = read_json(config)
     tables = [user.get("mcpServers")]
     by_project = user.get("projects") if isinstance(user.get("projects"), dict) else {}
@@ -89,7 +91,7 @@ def mcp_server(env: Mapping[str, str], projects: Iterable[Path]) -> str | None:
     for project in projects:
         entry = by_project.get(str(project)) if isinstance(by_project, dict) else None
         tables.append(entry.get("mcpServers") if isinstance(entry, dict) else None)
-        listed = read_json(project / ".mcp.json").get("mcpServers")
+        listed = read_json(os.path.join(project, ".mcp.json")).get("mcpServers")
         if isinstance(listed, dict):
             tables.append({k: v for k, v in listed.items() if approve_all or k in approved})
     return server_name(tables)

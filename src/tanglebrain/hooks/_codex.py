@@ -24,50 +24,57 @@ is skipped silently, which ``hooks status`` detects (:mod:`._settings`).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
+import os
 
-from tanglebrain.hooks._common import (
-    Handled,
-    Handler,
-    Payload,
-    allowed_rewrite,
-    plan_rewrite,
-    routing_note,
-    server_name,
+from tanglebrain.hooks._common import allowed_rewrite, plan_rewrite, routing_note, server_name
+from tanglebrain.hooks._config import (
+    home,
+    key_values,
+    lineage,
+    listed,
+    norm,
+    parse_roster,
+    read_text,
+    roster_text,
 )
-from tanglebrain.hooks._config import key_values, parse_roster, roster_text
 from tanglebrain.hooks._perms import Rules
 
-_CALL = re.compile(r"\bprefix_rule\s*\(")
-_KEYWORD = re.compile(r"\b(pattern|decision)\s*=\s*")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
+
+    from tanglebrain.hooks._common import Handled, Handler, Payload
+
+# Compiled only when a rules file exists (``re`` costs ~10 ms of start-up).
+_CALL = r"\bprefix_rule\s*\("
+_KEYWORD = r"\b(pattern|decision)\s*=\s*"
 MAX_EXPANSION = 256  # alternatives a pattern may expand to before it counts as unreadable
 
 
-def codex_home(env: Mapping[str, str]) -> Path:
+def codex_home(env: Mapping[str, str]) -> str:
     """``$CODEX_HOME``, else ``~/.codex``."""
-    home = env.get("CODEX_HOME")
-    return Path(home) if home else Path(env.get("HOME") or Path.home()) / ".codex"
+    named = env.get("CODEX_HOME")
+    return named if named else os.path.join(env.get("HOME") or home(), ".codex")
 
 
-def project_dirs(cwd: Path) -> list[Path]:
+def project_dirs(cwd: str | os.PathLike[str]) -> list[str]:
     """The working folder and its parents: each may hold a ``.codex`` folder."""
-    cwd = cwd.absolute()
-    return [cwd, *cwd.parents]
+    return lineage(cwd)
 
 
-def rules_files(env: Mapping[str, str], cwd: Path) -> tuple[list[Path], list[Path]]:
+def rules_files(env: Mapping[str, str], cwd: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
     """(user-level rules files, project rules files) of Codex's exec policy."""
-    user = sorted((codex_home(env) / "rules").glob("*.rules"))
+    user = [norm(f) for f in listed(os.path.join(codex_home(env), "rules"), ".rules")]
     project = [
-        f for d in project_dirs(cwd) for f in sorted((d / ".codex" / "rules").glob("*.rules"))
+        norm(f)
+        for d in project_dirs(cwd)
+        for f in listed(os.path.join(d, ".codex", "rules"), ".rules")
     ]
     return user, [f for f in project if f not in user]
 
 
-def load_rules(env: Mapping[str, str], cwd: Path) -> Rules | None:
+def load_rules(env: Mapping[str, str], cwd: str | os.PathLike[str]) -> Rules | None:
     """The exec-policy rules as :class:`Rules`; None when a file cannot be read or parsed.
 
     ``forbidden`` rules are deny rules and ``prompt`` rules ask rules, from every file;
@@ -78,7 +85,7 @@ def load_rules(env: Mapping[str, str], cwd: Path) -> Rules | None:
     found: dict[str, list[str]] = {"allow": [], "prompt": [], "forbidden": []}
     for path in [*user, *project]:
         try:
-            parsed = parse_rules(path.read_text(encoding="utf-8"))
+            parsed = parse_rules(read_text(path))
         except (OSError, UnicodeDecodeError):
             return None
         if parsed is None:
@@ -97,15 +104,16 @@ def parse_rules(text: str) -> list[tuple[str, str]] | None:
     read: an unknown decision, a pattern that is not a list of strings, and so on.
     """
     import ast  # only when a rules file exists
+    import re
 
     rules: list[tuple[str, str]] = []
     clean = _strip_comments(text)
-    for call in _CALL.finditer(clean):
+    for call in re.finditer(_CALL, clean):
         body = _balanced(clean, call.end() - 1)
         if body is None:
             return None
         values: dict[str, Any] = {}
-        for kw in _KEYWORD.finditer(body):
+        for kw in re.finditer(_KEYWORD, body):
             expr = _expression(body, kw.end())
             try:
                 values[kw.group(1)] = ast.literal_eval(expr)
@@ -195,7 +203,7 @@ def _expand(pattern: list[Any]) -> list[str] | None:
     return found if found != [""] else None
 
 
-def pre_tool_use(payload: Payload, env: Mapping[str, str], cwd: Path) -> Handled:
+def pre_tool_use(payload: Payload, env: Mapping[str, str], cwd: str | os.PathLike[str]) -> Handled:
     """Rewrite a shell call worth compressing to ``tanglebrain wrap``, when that is safe."""
     row: dict[str, Any] = {"agent": "codex", "event": "pre-tool-use"}
     row["tool"] = tool = payload.get("tool_name")
@@ -219,7 +227,9 @@ def pre_tool_use(payload: Payload, env: Mapping[str, str], cwd: Path) -> Handled
     return allowed_rewrite(tool_input, rewritten), row, secrets
 
 
-def user_prompt_submit(payload: Payload, env: Mapping[str, str], cwd: Path) -> Handled:
+def user_prompt_submit(
+    payload: Payload, env: Mapping[str, str], cwd: str | os.PathLike[str]
+) -> Handled:
     """Name the roster's specialists when a ``tanglebrain mcp`` server is configured."""
     row: dict[str, Any] = {"agent": "codex", "event": "user-prompt-submit"}
     server = mcp_server(env, project_dirs(cwd))
@@ -231,13 +241,14 @@ def user_prompt_submit(payload: Payload, env: Mapping[str, str], cwd: Path) -> H
     return out, {**row, "outcome": "context"}, key_values(roster, env)
 
 
-def mcp_server(env: Mapping[str, str], projects: Iterable[Path]) -> str | None:
+def mcp_server(env: Mapping[str, str], projects: Iterable[str]) -> str | None:
     """The name of the ``[mcp_servers.NAME]`` table that runs ``tanglebrain mcp``, or None."""
-    files = [codex_home(env) / "config.toml", *(p / ".codex" / "config.toml" for p in projects)]
+    files = [os.path.join(codex_home(env), "config.toml")]
+    files += [os.path.join(p, ".codex", "config.toml") for p in projects]
     tables: list[Any] = []
     for path in files:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_text(path)
         except (OSError, UnicodeDecodeError):
             continue
         if "tanglebrain" in text:  # parse only a file that can name the server

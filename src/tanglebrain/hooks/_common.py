@@ -8,41 +8,65 @@ prompt and that no deny or ask rule touches it (:func:`._perms.refusal`).
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import sys
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
 
+from tanglebrain.hooks import _json
 from tanglebrain.hooks._classify import worth_wrapping
-from tanglebrain.hooks._config import config_of, key_values, roster_text, specialists
-from tanglebrain.hooks._perms import Rules, refusal
+from tanglebrain.hooks._config import (
+    config_of,
+    key_values,
+    norm,
+    read_text,
+    roster_text,
+    specialists,
+)
+from tanglebrain.hooks._perms import refusal
 from tanglebrain.hooks._shell import scan
 
-Payload = Mapping[str, Any]
-Handled = tuple[dict[str, Any] | None, dict[str, Any], list[str]]
-Handler = Callable[[Payload, Mapping[str, str], Path], Handled]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, TypeAlias
+
+    from tanglebrain.hooks._perms import Rules
+
+    Payload: TypeAlias = Mapping[str, Any]
+    Handled: TypeAlias = tuple[dict[str, Any] | None, dict[str, Any], list[str]]
+    # The working folder is a string or a path (``os.path`` takes both).
+    Handler: TypeAlias = Callable[[Payload, Mapping[str, str], str | os.PathLike[str]], Handled]
+
+# What ``shlex.quote`` leaves unquoted (``shlex`` imports ``re``).
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
+
+
+def quote(word: str) -> str:
+    """``shlex.quote(word)``: a shell word that stands for ``word`` exactly."""
+    if not word:
+        return "''"
+    if all(c in _SAFE for c in word):
+        return word
+    return "'" + word.replace("'", "'\"'\"'") + "'"
 
 
 def self_command() -> str:
     """How a shell runs this tanglebrain: the console script's absolute path when known."""
-    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    if argv0 is not None and argv0.name == "tanglebrain" and argv0.is_file():
-        return shlex.quote(str(argv0.resolve()))
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else None
+    named = argv0 is not None and norm(argv0).rsplit("/", 1)[-1] == "tanglebrain"
+    if argv0 is not None and named and os.path.isfile(argv0):
+        return quote(os.path.realpath(argv0))
     for folder in os.environ.get("PATH", "").split(os.pathsep):
-        found = Path(folder or ".") / "tanglebrain"
-        if folder and found.is_file() and os.access(found, os.X_OK):
-            return shlex.quote(str(found.resolve()))
-    return f"{shlex.quote(sys.executable)} -m tanglebrain"
+        found = os.path.join(folder, "tanglebrain")
+        if folder and os.path.isfile(found) and os.access(found, os.X_OK):
+            return quote(os.path.realpath(found))
+    return f"{quote(sys.executable)} -m tanglebrain"
 
 
 def plan_rewrite(
     row: dict[str, Any],
     command: str,
     env: Mapping[str, str],
-    cwd: Path,
+    cwd: str | os.PathLike[str],
     rules: Callable[[], Rules | None],
     mode: str,
 ) -> tuple[str | None, dict[str, Any], list[str]]:
@@ -62,7 +86,7 @@ def plan_rewrite(
     row["family"] = family = worth_wrapping(shape, config)
     if family is None:
         return None, {**row, "outcome": "skip: not worth wrapping"}, secrets
-    rewritten = f"{self_command()} wrap --agent {row['agent']} -- {shlex.quote(command)}"
+    rewritten = f"{self_command()} wrap --agent {row['agent']} -- {quote(command)}"
     found = rules()
     why = "settings unreadable" if found is None else None
     if found is not None:
@@ -119,16 +143,16 @@ def server_name(tables: list[Any]) -> str | None:
     """The name under which one of ``tables`` (name → server spec) runs ``tanglebrain mcp``."""
     for table in tables:
         for name, spec in table.items() if isinstance(table, dict) else []:
-            words = json.dumps(spec) if isinstance(spec, dict) else ""
+            words = _json.dumps(spec) if isinstance(spec, dict) else ""
             if name == "tanglebrain" or ("tanglebrain" in words and '"mcp"' in words):
                 return str(name)
     return None
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON object file, or {} when it is missing, unreadable or not an object."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = _json.loads(read_text(path))
     except (OSError, UnicodeDecodeError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -4,21 +4,30 @@ The handlers run on every tool call of an agent, so they read the roster without
 (with ``tomllib`` only when a table is needed) and look only at what they need: the
 ``[hooks]`` table, and the ids, tags and key variables of the backends. The strict loader
 (``tanglebrain.roster``) validates the same table for every other command; here a roster
-that does not parse means "no settings". Records are named tuples: ``dataclasses`` imports
-``inspect``, ~40 ms of start-up.
+that does not parse means "no settings".
+
+Start-up is most of a handler's time, so the modules a handler imports use ``os.path``
+strings rather than ``pathlib`` (which imports ``re`` and ``urllib``), import ``typing``
+and ``collections.abc`` only for type checkers, and declare their records as
+:class:`._record.Record` subclasses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, NamedTuple
+import os
+
+from tanglebrain.hooks._record import Record
+
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing is what this avoids
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 DEFAULT_THRESHOLD = 6000  # bytes: smaller outputs pass byte for byte
 RAW_KEEP = 200  # raw outputs kept in the state directory, newest first
 
 
-class HooksConfig(NamedTuple):
+class HooksConfig(Record):
     """What the hooks wrap and when ``wrap`` digests.
 
     Attributes:
@@ -32,20 +41,67 @@ class HooksConfig(NamedTuple):
     threshold: int = DEFAULT_THRESHOLD
 
 
-class Specialist(NamedTuple):
+class Specialist(Record):
     """An enabled backend of the roster, as the routing note names it."""
 
     id: str
     good_at: tuple[str, ...]
 
 
-def state_dir(env: Mapping[str, str]) -> Path:
+def home() -> str:
+    """The user's home folder, as ``Path.home()`` finds it."""
+    return os.path.expanduser("~")
+
+
+def norm(path: str | os.PathLike[str]) -> str:
+    """``str(Path(path))``: slashes collapsed, ``.`` parts and a trailing slash dropped."""
+    text = os.fspath(path)
+    lead = "//" if text.startswith("//") and not text.startswith("///") else "/"[: text[:1] == "/"]
+    parts = [p for p in text.split("/") if p and p != "."]
+    return (lead + "/".join(parts)) or "."
+
+
+def lineage(path: str | os.PathLike[str]) -> list[str]:
+    """``[p, *p.parents]`` of ``p = Path(path).absolute()``, as strings."""
+    text = norm(path)
+    if not text.startswith("/"):
+        text = norm(os.path.join(os.getcwd(), text))
+    root = "//" if text.startswith("//") else "/"
+    found = [text]
+    while text != root:
+        text = text.rsplit("/", 1)[0]
+        text = text if len(text) > len(root) else root
+        found.append(text)
+    return found
+
+
+def listed(folder: str, suffix: str) -> list[str]:
+    """``sorted(Path(folder).glob("*" + suffix))`` as strings ([] when unreadable)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [os.path.join(folder, n) for n in sorted(names) if n.endswith(suffix)]
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """The UTF-8 text of a file (universal newlines, as ``Path.read_text``).
+
+    Raises:
+        OSError: it cannot be read.
+        UnicodeDecodeError: it is not UTF-8.
+    """
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def state_dir(env: Mapping[str, str]) -> str:
     """``$TANGLEBRAIN_HOME``, else ``$XDG_DATA_HOME/tanglebrain`` (as ``tanglebrain run``)."""
-    home = env.get("TANGLEBRAIN_HOME")
-    if home:
-        return Path(home)
-    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "tanglebrain"
+    named = env.get("TANGLEBRAIN_HOME")
+    if named:
+        return norm(named)
+    base = env.get("XDG_DATA_HOME") or os.path.join(home(), ".local", "share")
+    return norm(os.path.join(base, "tanglebrain"))
 
 
 def no_log(env: Mapping[str, str]) -> bool:
@@ -53,23 +109,26 @@ def no_log(env: Mapping[str, str]) -> bool:
     return env.get("TANGLEBRAIN_NO_LOG", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def roster_path(env: Mapping[str, str], cwd: Path) -> Path | None:
+def roster_path(env: Mapping[str, str], cwd: str | os.PathLike[str]) -> str | None:
     """The roster a run from ``cwd`` would use (``$TANGLEBRAIN_ROSTER``, ./, XDG, packaged)."""
     named = env.get("TANGLEBRAIN_ROSTER")
     if named:
-        return Path(named) if Path(named).is_file() else None
-    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    for path in (cwd / "roster.toml", Path(base) / "tanglebrain" / "roster.toml"):
-        if path.is_file():
-            return path
-    return Path(__file__).resolve().parent.parent / "roster.toml"
+        return norm(named) if os.path.isfile(named) else None
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(home(), ".config")
+    for path in (
+        os.path.join(cwd, "roster.toml"),
+        os.path.join(base, "tanglebrain", "roster.toml"),
+    ):
+        if os.path.isfile(path):
+            return norm(path)
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "roster.toml")
 
 
-def roster_text(env: Mapping[str, str], cwd: Path) -> str | None:
+def roster_text(env: Mapping[str, str], cwd: str | os.PathLike[str]) -> str | None:
     """The text of the roster a run from ``cwd`` would use, or None."""
     path = roster_path(env, cwd)
     try:
-        return None if path is None else path.read_text(encoding="utf-8")
+        return None if path is None else read_text(path)
     except (OSError, UnicodeDecodeError):
         return None
 

@@ -7,13 +7,13 @@ would cost more than the handler itself.
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import sys
 import time
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 USAGE_HOOK = (
     "usage: tanglebrain hook claude|codex pre-tool-use|user-prompt-submit, "
@@ -44,25 +44,28 @@ def hook_main(argv: list[str]) -> int:
     module = MODULES.get(argv[0]) if len(argv) == 2 else None
     handler = None
     if module is not None:
-        from importlib import import_module
-
-        handler = import_module(module).HANDLERS.get(argv[1])
+        __import__(module)  # ``importlib`` would import ``warnings`` too
+        handler = sys.modules[module].HANDLERS.get(argv[1])
     if handler is None:
         _error(USAGE_HOOK)
         return 1
+    from tanglebrain.hooks import _json
     from tanglebrain.hooks._log import record
 
     env = dict(os.environ)
     try:
-        payload: Any = json.loads(sys.stdin.buffer.read() or b"{}")
+        payload: Any = _json.loads(sys.stdin.buffer.read() or b"{}")
         if not isinstance(payload, dict):
             return 0
-        out, row, secrets = handler(payload, env, Path(payload.get("cwd") or os.getcwd()))
+        cwd = payload.get("cwd") or os.getcwd()
+        if not isinstance(cwd, str):
+            raise TypeError(f"expected str, bytes or os.PathLike object, not {type(cwd).__name__}")
+        out, row, secrets = handler(payload, env, cwd)
     except Exception as exc:  # a broken hook must not break the agent
         sys.stderr.write(f"tanglebrain hook: {type(exc).__name__}: {exc}\n")
         return 0
     if out is not None:
-        sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        sys.stdout.write(_json.dumps(out, ensure_ascii=False) + "\n")
         sys.stdout.flush()
     row["handler_ms"] = (time.perf_counter() - start) * 1000
     record(row, env, secrets)
@@ -96,7 +99,11 @@ def parse_wrap(argv: list[str]) -> tuple[str, str, int | None]:
     words = argv[i + 1 :] if i < len(argv) and argv[i] == "--" else argv[i:]
     if not words or not "".join(words).strip():
         raise ValueError("no command given")
-    return (words[0] if len(words) == 1 else shlex.join(words)), agent, threshold
+    if len(words) == 1:
+        return words[0], agent, threshold
+    from tanglebrain.hooks._common import quote
+
+    return " ".join(quote(w) for w in words), agent, threshold
 
 
 def wrap_main(argv: list[str]) -> int:
@@ -113,7 +120,7 @@ def wrap_main(argv: list[str]) -> int:
     from tanglebrain.hooks._wrap import wrap
 
     env = dict(os.environ)
-    text = roster_text(env, Path.cwd())
+    text = roster_text(env, os.getcwd())
     config = config_of(text) or HooksConfig()
     result = wrap(command, config.threshold if threshold is None else threshold, env, agent)
     shape = scan(command)

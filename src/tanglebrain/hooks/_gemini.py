@@ -21,64 +21,65 @@ Settings or policies that cannot be read mean "unsure", and unsure means no rewr
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
 
-from tanglebrain.hooks._common import (
-    Handled,
-    Handler,
-    Payload,
-    plan_rewrite,
-    read_json,
-    routing_note,
-    server_name,
+from tanglebrain.hooks import _json
+from tanglebrain.hooks._common import plan_rewrite, read_json, routing_note, server_name
+from tanglebrain.hooks._config import (
+    home,
+    key_values,
+    lineage,
+    listed,
+    norm,
+    read_text,
+    roster_text,
 )
-from tanglebrain.hooks._config import key_values, roster_text
 from tanglebrain.hooks._perms import Rules
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from tanglebrain.hooks._common import Handled, Handler, Payload
+
 SHELL_TOOLS = frozenset({"run_shell_command", "ShellTool", "*"})
-SYSTEM_DIR = Path("/etc/gemini-cli")
+SYSTEM_DIR = "/etc/gemini-cli"
 ANCESTORS = 4  # parent processes looked at for Gemini's command line (a shell may sit between)
 
 
-def gemini_dir(env: Mapping[str, str]) -> Path:
+def gemini_dir(env: Mapping[str, str]) -> str:
     """The user's ``.gemini`` folder (``$GEMINI_CLI_HOME`` stands in for the home folder)."""
-    return Path(env.get("GEMINI_CLI_HOME") or env.get("HOME") or Path.home()) / ".gemini"
+    return norm(os.path.join(env.get("GEMINI_CLI_HOME") or env.get("HOME") or home(), ".gemini"))
 
 
-def project_dirs(cwd: Path) -> list[Path]:
+def project_dirs(cwd: str | os.PathLike[str]) -> list[str]:
     """The working folder and its parents: each may hold a ``.gemini`` folder."""
-    cwd = cwd.absolute()
-    return [cwd, *cwd.parents]
+    return lineage(cwd)
 
 
-def settings_files(env: Mapping[str, str], cwd: Path) -> list[Path]:
+def settings_files(env: Mapping[str, str], cwd: str | os.PathLike[str]) -> list[str]:
     """Every Gemini CLI settings file that applies to a session in ``cwd``."""
-    system = env.get("GEMINI_CLI_SYSTEM_SETTINGS_PATH") or str(SYSTEM_DIR / "settings.json")
-    defaults = env.get("GEMINI_CLI_SYSTEM_DEFAULTS_PATH") or str(
-        SYSTEM_DIR / "system-defaults.json"
-    )
-    files = [Path(defaults), Path(system), gemini_dir(env) / "settings.json"]
-    files += [d / ".gemini" / "settings.json" for d in project_dirs(cwd)]
+    system = env.get("GEMINI_CLI_SYSTEM_SETTINGS_PATH") or f"{SYSTEM_DIR}/settings.json"
+    defaults = env.get("GEMINI_CLI_SYSTEM_DEFAULTS_PATH") or f"{SYSTEM_DIR}/system-defaults.json"
+    files = [norm(defaults), norm(system), f"{gemini_dir(env)}/settings.json"]
+    files += [os.path.join(d, ".gemini", "settings.json") for d in project_dirs(cwd)]
     return list(dict.fromkeys(files))
 
 
-def policy_files(env: Mapping[str, str], cwd: Path) -> list[Path]:
+def policy_files(env: Mapping[str, str], cwd: str | os.PathLike[str]) -> list[str]:
     """Every policy file (``*.toml`` in a ``policies`` folder) that may apply."""
-    folders = [SYSTEM_DIR / "policies", gemini_dir(env) / "policies"]
-    folders += [d / ".gemini" / "policies" for d in project_dirs(cwd)]
-    return [f for folder in dict.fromkeys(folders) for f in sorted(folder.glob("*.toml"))]
+    folders = [f"{SYSTEM_DIR}/policies", f"{gemini_dir(env)}/policies"]
+    folders += [os.path.join(d, ".gemini", "policies") for d in project_dirs(cwd)]
+    return [f for folder in dict.fromkeys(folders) for f in listed(folder, ".toml")]
 
 
-def load_rules(env: Mapping[str, str], cwd: Path) -> Rules | None:
+def load_rules(env: Mapping[str, str], cwd: str | os.PathLike[str]) -> Rules | None:
     """The shell rules of every settings and policy file; None when one cannot be read."""
     found: dict[str, list[str]] = {"allow": [], "ask": [], "deny": []}
     for path in settings_files(env, cwd):
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_text(path)
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError):
@@ -87,7 +88,7 @@ def load_rules(env: Mapping[str, str], cwd: Path) -> Rules | None:
             return None
     for path in policy_files(env, cwd):
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_text(path)
         except (OSError, UnicodeDecodeError):
             return None
         if not _policy_rules(text, found):
@@ -98,7 +99,7 @@ def load_rules(env: Mapping[str, str], cwd: Path) -> Rules | None:
 def _settings_rules(text: str, found: dict[str, list[str]]) -> bool:
     """Add the shell rules of a settings file's ``tools`` table; False when unreadable."""
     try:
-        data = json.loads(text) if text.strip() else {}
+        data = _json.loads(text) if text.strip() else {}
     except ValueError:
         return False  # comments or broken JSON: unsure
     tools = data.get("tools", {}) if isinstance(data, dict) else None
@@ -171,8 +172,10 @@ def approval_mode(pid: int | None = None) -> str | None:
     pid = os.getppid() if pid is None else pid
     for _ in range(ANCESTORS):
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-            stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{pid}/stat", errors="replace") as fh:
+                stat = fh.read()
         except OSError:
             return None
         if any(_is_gemini(word) for word in argv[:3]):
@@ -203,7 +206,7 @@ def mode_of(argv: list[str]) -> str:
     return mode
 
 
-def before_tool(payload: Payload, env: Mapping[str, str], cwd: Path) -> Handled:
+def before_tool(payload: Payload, env: Mapping[str, str], cwd: str | os.PathLike[str]) -> Handled:
     """Rewrite a shell call worth compressing to ``tanglebrain wrap``, when that is safe."""
     row: dict[str, Any] = {"agent": "gemini", "event": "before-tool"}
     row["tool"] = tool = payload.get("tool_name")
@@ -228,7 +231,7 @@ def before_tool(payload: Payload, env: Mapping[str, str], cwd: Path) -> Handled:
     return out, row, secrets
 
 
-def before_agent(payload: Payload, env: Mapping[str, str], cwd: Path) -> Handled:
+def before_agent(payload: Payload, env: Mapping[str, str], cwd: str | os.PathLike[str]) -> Handled:
     """Name the roster's specialists when a ``tanglebrain mcp`` server is configured."""
     row: dict[str, Any] = {"agent": "gemini", "event": "before-agent"}
     server = mcp_server(env, cwd)
@@ -240,10 +243,9 @@ def before_agent(payload: Payload, env: Mapping[str, str], cwd: Path) -> Handled
     return out, {**row, "outcome": "context"}, key_values(roster, env)
 
 
-def mcp_server(env: Mapping[str, str], cwd: Path) -> str | None:
+def mcp_server(env: Mapping[str, str], cwd: str | os.PathLike[str]) -> str | None:
     """The name of the ``mcpServers`` entry that runs ``tanglebrain mcp``, or None."""
-    files: Iterable[Path] = settings_files(env, cwd)
-    return server_name([read_json(p).get("mcpServers") for p in files])
+    return server_name([read_json(p).get("mcpServers") for p in settings_files(env, cwd)])
 
 
 HANDLERS: dict[str, Handler] = {

@@ -19,15 +19,21 @@ Settings that cannot be read or parsed mean "unsure", and unsure means no rewrit
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any, NamedTuple
+import os
 
-from tanglebrain.hooks._shell import Shape, glob
+from tanglebrain.hooks import _json
+from tanglebrain.hooks._config import home, read_text
+from tanglebrain.hooks._record import Record
+from tanglebrain.hooks._shell import glob
 
-MANAGED = Path("/etc/claude-code/managed-settings.json")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
+
+    from tanglebrain.hooks._shell import Shape
+
+MANAGED = "/etc/claude-code/managed-settings.json"
 SAFE_TARGETS = frozenset({"1", "2", "/dev/null"})
 # Commands that run other commands given to them as data.
 RUNS_OTHERS = frozenset(
@@ -37,7 +43,7 @@ RUNS_OTHERS = frozenset(
 NEEDS_RULES = frozenset({"default", "acceptEdits", "dontAsk"})
 
 
-class Rules(NamedTuple):
+class Rules(Record):
     """The Bash rules of every settings file: what is inside ``Bash(…)`` ("" for all of Bash)."""
 
     allow: tuple[str, ...] = ()
@@ -45,24 +51,25 @@ class Rules(NamedTuple):
     deny: tuple[str, ...] = ()
 
 
-def settings_files(env: Mapping[str, str], project_dirs: Iterable[Path]) -> list[Path]:
+def settings_files(env: Mapping[str, str], project_dirs: Iterable[str]) -> list[str]:
     """Every Claude Code settings file whose permission rules apply to a session."""
-    user = Path(env.get("CLAUDE_CONFIG_DIR") or Path(env.get("HOME") or Path.home()) / ".claude")
-    files = [MANAGED, user / "settings.json", user / "settings.local.json"]
+    user = env.get("CLAUDE_CONFIG_DIR") or os.path.join(env.get("HOME") or home(), ".claude")
+    files = [MANAGED, os.path.join(user, "settings.json")]
+    files.append(os.path.join(user, "settings.local.json"))
     for project in dict.fromkeys(project_dirs):
         files += [
-            project / ".claude" / "settings.json",
-            project / ".claude" / "settings.local.json",
+            os.path.join(project, ".claude", "settings.json"),
+            os.path.join(project, ".claude", "settings.local.json"),
         ]
     return files
 
 
-def load_rules(files: Iterable[Path]) -> Rules | None:
+def load_rules(files: Iterable[str | os.PathLike[str]]) -> Rules | None:
     """The Bash rules of ``files`` (missing ones skipped); None when one cannot be read."""
     found: dict[str, list[str]] = {"allow": [], "ask": [], "deny": []}
     for path in files:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = _json.loads(read_text(path))
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError, ValueError):
@@ -85,8 +92,11 @@ def _bash_rule(item: Any) -> str | None:
     item = item.strip()
     if item == "Bash":
         return ""
-    m = re.fullmatch(r"Bash\s*\((.*)\)", item, re.S)
-    return m.group(1).strip() if m else None
+    # ``Bash\s*\((.*)\)``, matched whole, without compiling a regular expression
+    inner = item[4:].lstrip()
+    if not item.startswith("Bash") or not inner.startswith("(") or not inner.endswith(")"):
+        return None
+    return inner[1:-1].strip() if len(inner) >= 2 else None
 
 
 def refusal(command: str, rewritten: str, shape: Shape, rules: Rules, mode: str) -> str | None:
@@ -112,17 +122,35 @@ def refusal(command: str, rewritten: str, shape: Shape, rules: Rules, mode: str)
 
 
 def _touches(rule: str, command: str, rewritten: str, shape: Shape) -> bool:
-    head = re.split(r":\*|\*", rule, maxsplit=1)[0].strip()
+    star = rule.find("*")  # the head is what comes before the first ``:*`` or ``*``
+    head = (rule if star < 0 else rule[: star - (rule[star - 1 : star] == ":")]).strip()
     if not head:
         return True
     first = head.split()[0]
     names = {first, first.rsplit("/", 1)[-1]} - {""}
-    texts = [command, re.sub(r"[\\'\"]", "", command), rewritten, *(c.text for c in shape.commands)]
-    return any(
-        re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", text)
-        for name in names
-        for text in texts
-    )
+    unquoted = command.replace("\\", "").replace("'", "").replace('"', "")
+    texts = [command, unquoted, rewritten, *(c.text for c in shape.commands)]
+    return any(_has_word(text, name) for name in names for text in texts)
+
+
+def _word_char(ch: str) -> bool:
+    """Whether ``ch`` is a word character of a regular expression (letters, digits, ``_``)."""
+    return ch.isalnum() or ch == "_"
+
+
+def _has_word(text: str, name: str) -> bool:
+    r"""``re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", text)``, without ``re``."""
+    at = text.find(name)
+    while at >= 0:
+        before = text[at - 1] if at else ""
+        end = at + len(name)
+        after = text[end] if end < len(text) else ""
+        if not (before and (_word_char(before) or before in ".-")) and not (
+            after and (_word_char(after) or after == "-")
+        ):
+            return True
+        at = text.find(name, at + 1)
+    return False
 
 
 def _opaque(shape: Shape) -> bool:

@@ -10,7 +10,7 @@ treat such a line as one they do not understand.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from tanglebrain.hooks._record import Record
 
 _OPERATORS = ("&&", "||", ";;", "|&", ";", "|", "&", "\n")
 _REDIRECTS = ("<<<", "<<-", "&>>", "<<", ">>", ">&", "<&", ">|", "<>", "&>", ">", "<")
@@ -20,7 +20,7 @@ _KEYWORDS = frozenset(
 )  # fmt: skip
 
 
-class Command(NamedTuple):
+class Command(Record):
     """One simple command: its words with quotes removed.
 
     Attributes:
