@@ -9,9 +9,9 @@ an optimisation, never a reason a request goes unanswered.
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tanglebrain import router
 from tanglebrain.errors import BackendError, BudgetExceeded, CircuitOpen, ConfigError, LedgerError
@@ -19,6 +19,9 @@ from tanglebrain.roster import Backend, Roster
 from tanglebrain.router import GateDecision
 from tanglebrain.runtime import RunContext
 from tanglebrain.trace import Call, Run
+
+if TYPE_CHECKING:
+    import random
 
 
 def read_learned(

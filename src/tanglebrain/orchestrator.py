@@ -9,7 +9,6 @@ candidate; when every candidate failed the run ends with ``NoAnswerError``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -311,6 +310,8 @@ def _prepare(
         lean = delegation.menu(ctx, backend.id) in system
         schemas = delegation.tool_schemas(ctx, backend.id, lean=lean)
         loop.prefixes[backend.id] = (system, schemas)
+        import hashlib  # ~3 ms to import: only runs that delegate need it
+
         blob = json.dumps([system, schemas], sort_keys=True, ensure_ascii=False).encode()
         loop.prefix_hashes[backend.id] = hashlib.sha256(blob).hexdigest()[:16]
     system, schemas = loop.prefixes[backend.id]

@@ -12,6 +12,11 @@ import sys
 
 from tanglebrain._version import __version__
 
+# typing costs the hook handlers ~13 ms of start-up; type checkers read this as True.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from tanglebrain.cli import fastrun
+
 # The module that registers each command, in the order ``--help`` lists them.
 MODULES = {
     "run": "run", "demo": "commands", "sim": "commands", "compress": "commands",
@@ -93,15 +98,58 @@ def run_argv(args: list[str]) -> int:
         from tanglebrain.hooks._entry import wrap_main
 
         return wrap_main(args[1:])
+    argv = with_default_command(args)
+    debug = "--debug" in args or os.environ.get("TANGLEBRAIN_DEBUG") == "1"
+    if "_TANGLEBRAIN_COMPLETE" not in os.environ:  # shell completion is typer's
+        from tanglebrain.cli import fastrun
+
+        parsed = fastrun.parse(argv)
+        if parsed is not None:
+            return _run_fast(parsed[0], argv, debug=debug or parsed[1])
     from tanglebrain.cli.app import invoke
 
-    debug = "--debug" in args or os.environ.get("TANGLEBRAIN_DEBUG") == "1"
-    return invoke(with_default_command(args), debug=debug)
+    return invoke(argv, debug=debug)
+
+
+def _run_fast(options: fastrun.RunOptions, argv: list[str], *, debug: bool) -> int:
+    """``run`` from a command line the fast path parsed: no typer on the way."""
+    from tanglebrain.cli.edge import guarded
+    from tanglebrain.cli.streams import SigtermStop
+
+    def go() -> int:
+        with SigtermStop() as stop:  # first: importing the run's modules takes a while
+            from tanglebrain.cli.execute import run_options
+
+            return run_options(options, stop)
+
+    return guarded(go, argv, debug=debug)
+
+
+def _without_pydantic_plugins() -> None:
+    """Let pydantic skip its plugin search in this process (the CLI's own, not a library's).
+
+    On the first model it builds, pydantic imports ``importlib.metadata`` and scans every
+    installed distribution for plugins: ~40-50 ms of a one-shot run, for plugins that have
+    nothing to do with validating a roster. ``PYDANTIC_DISABLE_PLUGINS`` would skip the
+    scan but not the import; a stand-in loader that finds none skips both. Only the
+    console script does this, so a program that imports tanglebrain keeps its plugins.
+    """
+    name = "pydantic.plugin._loader"
+    if name in sys.modules:
+        return
+    import types
+
+    loader = types.ModuleType(name)
+    loader.get_plugins = lambda: ()  # type: ignore[attr-defined]
+    sys.modules[name] = loader
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    code = run_argv(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] not in (["hook"], ["wrap"]):  # those never build a pydantic model
+        _without_pydantic_plugins()
+    code = run_argv(args)
     import gc
 
     gc.freeze()  # tearing down litellm's object graph would add ~1.5 s after the answer

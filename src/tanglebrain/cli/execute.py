@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -12,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from tanglebrain.cli.run import SigtermStop, StdoutSink
-from tanglebrain.errors import TanglebrainError, Terminated
+from tanglebrain.cli.fastrun import RunOptions
+from tanglebrain.cli.streams import SigtermStop, StdoutSink, read_input, state_dir
+from tanglebrain.errors import TanglebrainError, Terminated, UsageError
 from tanglebrain.orchestrator import Hooks, Request
 from tanglebrain.roster import LoadedRoster, load
 from tanglebrain.session import Session, finish, ledger_recorder, logging_disabled
@@ -76,6 +78,53 @@ def _hooks(view: LiveView | None, sink: StdoutSink, output: Output) -> Hooks:
         on_thought=thought,
         observers=[view.observe] if view is not None else [],
     )
+
+
+def run_options(opts: RunOptions, stop: SigtermStop) -> int:
+    """Check ``opts``, read the prompt (and piped stdin), run it; the exit code.
+
+    ``stop`` is installed by the caller before it imports this module: importing a run's
+    modules takes a while, and a SIGTERM meanwhile must end the process the usual way.
+
+    Raises:
+        UsageError: a bad option value.
+        TanglebrainError: the run failed (after it was recorded).
+    """
+    if opts.budget is not None and (not math.isfinite(opts.budget) or opts.budget <= 0):
+        raise UsageError("--budget must be a positive number of USD", fix="e.g. --budget 0.50")
+    if opts.max_subtasks is not None and opts.max_subtasks < 1:
+        raise UsageError("--max-subtasks must be at least 1")
+    if opts.ab and opts.no_delegate:
+        raise UsageError(
+            "--ab already runs the request solo beside the delegated run",
+            fix="drop --no-delegate",
+        )
+    from tanglebrain.runtime import Attachment
+
+    text, piped = read_input(opts.prompt)
+    request = Request(
+        prompt=text,
+        attachments=(Attachment("stdin", piped),) if piped else (),
+        backend=opts.backend,
+        task=opts.task,
+        no_delegate=opts.no_delegate,
+        budget_usd=opts.budget,
+        max_subtasks=opts.max_subtasks,
+        review=opts.review,
+        gate=not (opts.no_gate or opts.ab),  # an A/B pair measures delegation: never gated
+    )
+    return execute_run(
+        request,
+        roster_path=opts.roster,
+        output=Output(
+            json_out=opts.json_out, quiet=opts.quiet, verbose=opts.verbose,
+            progress=opts.progress,
+        ),
+        state=state_dir(os.environ),
+        no_log=opts.no_log,
+        stop=stop,
+        ab=opts.ab,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

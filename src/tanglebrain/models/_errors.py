@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import socket
-import ssl
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -184,7 +184,8 @@ def connection_problem(chain: list[BaseException]) -> str:
         return "connection refused"
     if any(isinstance(e, socket.gaierror) for e in chain):
         return "host not found"
-    if any(isinstance(e, ssl.SSLError) for e in chain):
+    ssl = sys.modules.get("ssl")  # no TLS connection without it imported: not imported here
+    if ssl is not None and any(isinstance(e, ssl.SSLError) for e in chain):
         return "TLS handshake failed"
     return "the connection broke before the reply was complete"
 

@@ -13,7 +13,8 @@ Functions take everything they need as arguments (a ``window_of`` lookup for con
 windows, outcomes already read from the ledger) so that no test needs a network.
 """
 
-from tanglebrain.router._explain import explain
+from typing import TYPE_CHECKING, Any
+
 from tanglebrain.router._gate import (
     CLASSIFY_PROMPT,
     CLASSIFY_TAG,
@@ -22,17 +23,20 @@ from tanglebrain.router._gate import (
     heuristic,
     parse_verdict,
 )
-from tanglebrain.router._learned import (
-    Estimate,
-    Learned,
-    Outcome,
-    evidence_since,
-    outcomes_from_rows,
-)
 from tanglebrain.router._plan import OrchestratorPlan, WindowOf, direct_plan, plan_orchestrator
 from tanglebrain.router._rotation import RotationStore
 from tanglebrain.router._state import Breakers, LoadState
 from tanglebrain.router._subtasks import Route, route_subtask
+
+if TYPE_CHECKING:
+    from tanglebrain.router._explain import explain
+    from tanglebrain.router._learned import (
+        Estimate,
+        Learned,
+        Outcome,
+        evidence_since,
+        outcomes_from_rows,
+    )
 
 __all__ = [
     "CLASSIFY_PROMPT",
@@ -57,3 +61,24 @@ __all__ = [
     "plan_orchestrator",
     "route_subtask",
 ]
+
+
+# Loaded on first use: a run that routes statically never needs them, and
+# ``explain`` is for ``tanglebrain routes`` only.
+_LAZY = {
+    "explain": "_explain",
+    "Estimate": "_learned",
+    "Learned": "_learned",
+    "Outcome": "_learned",
+    "evidence_since": "_learned",
+    "outcomes_from_rows": "_learned",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -10,6 +10,7 @@ attachments, over ``HARD_MAX_CHARS`` or with code in it is never trivial.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -19,16 +20,27 @@ MAX_WORDS = 40
 HARD_MAX_CHARS = 2000  # never trivial, whoever decides
 MAX_SENTENCES = 2
 # Words that announce work in several parts or long output: an orchestrator pays off.
-_MULTIPART = re.compile(
+_MULTIPART = (
     r"\b(?:and then|step[- ]by[- ]step|steps|compare|contrast|analy[sz]e|review|refactor|"
     r"implement|design|architect|plan|research|investigate|debug|benchmark|pros and cons|"
     r"trade-?offs?|in detail|each of|for each|all of the|several|multiple|"
     r"write (?:a|an|the|me a) (?:program|script|function|class|module|test|essay|report|"
-    r"article|story|document|paper|app|service))\b",
-    re.IGNORECASE,
+    r"article|story|document|paper|app|service))\b"
 )
-_LIST_OR_CODE = re.compile(r"```|^\s*(?:[-*•]|\d+[.)])\s", re.MULTILINE)
-_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
+_LIST_OR_CODE = r"```|^\s*(?:[-*•]|\d+[.)])\s"
+_SENTENCE_END = r"[.!?]+(?:\s|$)"
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """The heuristic's regexes, compiled on first use (not on every run's start-up)."""
+    return (
+        re.compile(_MULTIPART, re.IGNORECASE),
+        re.compile(_LIST_OR_CODE, re.MULTILINE),
+        re.compile(_SENTENCE_END),
+    )
+
+
 CLASSIFY_PROMPT = (
     "Decide how much work a request needs. Reply with exactly one word: SIMPLE when one "
     "short, direct reply answers it well (a fact, a definition, a small calculation, a "
@@ -80,17 +92,18 @@ def heuristic(prompt: str, attachments: int = 0) -> GateDecision:
         return no("empty request")
     if len(text) > MAX_CHARS:
         return no(f"long ({len(text)} characters)")
+    multipart, list_or_code, sentence_end = _patterns()
     words = len(text.split())
     if words > MAX_WORDS:
         return no(f"long ({words} words)")
-    if _LIST_OR_CODE.search(text) or len([ln for ln in text.splitlines() if ln.strip()]) > 2:
+    if list_or_code.search(text) or len([ln for ln in text.splitlines() if ln.strip()]) > 2:
         return no("holds a list or several lines")
     if text.count("?") > 1:
         return no("several questions")
-    sentences = len(_SENTENCE_END.findall(text + " ")) or 1
+    sentences = len(sentence_end.findall(text + " ")) or 1
     if sentences > MAX_SENTENCES:
         return no(f"{sentences} sentences")
-    found = _MULTIPART.search(text)
+    found = multipart.search(text)
     if found:
         return no(f"asks for multi-part work ({found.group(0).lower()!r})")
     return GateDecision(True, "heuristic", f"short single request ({words} words)")

@@ -19,13 +19,14 @@ backends that may take the sub-task.
 from __future__ import annotations
 
 import math
-import random
-import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tanglebrain.roster import Backend, RouteWeights
+
+if TYPE_CHECKING:  # random and statistics cost ~25 ms of every run's start-up to import
+    import random
 
 PRIOR_STRENGTH = 3.0
 PRIOR_BASE = 0.8  # the cheapest candidate's prior success
@@ -132,7 +133,11 @@ class Learned:
     ) -> None:
         self.weights = weights
         self.now = now
-        self.rng = rng or random.Random()
+        if rng is None:
+            import random
+
+            rng = random.Random()
+        self.rng = rng
         self._pairs: dict[tuple[str, str], _Pair] = {}
         for outcome in outcomes:
             self.add(outcome)
@@ -226,7 +231,9 @@ def _relative(values: Sequence[float | None]) -> list[float]:
     known = [v for v in values if v is not None]
     if not known:
         return [0.0 for _ in values]
-    fill = statistics.median(known)
+    ordered = sorted(known)
+    mid = len(ordered) // 2
+    fill = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
     filled = [fill if v is None else v for v in values]
     top = max(filled)
     return [v / top if top > 0 else 0.0 for v in filled]

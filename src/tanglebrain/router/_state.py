@@ -6,8 +6,10 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from tanglebrain.router._learned import Learned
+if TYPE_CHECKING:
+    from tanglebrain.router._learned import Learned
 
 
 @dataclass
