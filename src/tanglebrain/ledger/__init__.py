@@ -14,7 +14,7 @@ The ``hook_log`` table holds one row per invocation of an agent hook or of ``wra
 module imports the run-tree code (``_rows``, ``trace``) only when a run is read or written,
 and the handlers do not open the database at all: they append each row as a line of JSON
 to the spool file ``hook_log.spool`` next to it (``tanglebrain.hooks._log``), and
-``hook_rows`` folds the spool into the table before it reads (``_fold_hook_spool``).
+``hook_rows`` folds the spool into the table before it reads (``ledger._spool``).
 """
 
 from __future__ import annotations
@@ -29,13 +29,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tanglebrain.backoff import backoff
 from tanglebrain.errors import LedgerError
+from tanglebrain.ledger import _spool
+from tanglebrain.ledger._spool import HOOK_COLUMNS, HOOK_SPOOL
 from tanglebrain.state import ensure_dir
 
 if TYPE_CHECKING:
     from tanglebrain.ledger._rows import StoredRun
     from tanglebrain.trace import Run
 
-__all__ = ["Ledger", "LedgerError", "StoredRun", "default_path", "migrate"]
+__all__ = [
+    "HOOK_COLUMNS", "HOOK_SPOOL", "Ledger", "LedgerError", "StoredRun", "default_path", "migrate",
+]  # fmt: skip
 
 FILENAME = "runs.db"
 BUSY_TIMEOUT_S = 5.0
@@ -102,15 +106,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 VERSION = len(MIGRATIONS)
-HOOK_COLUMNS = (
-    "time", "agent", "event", "tool", "command", "family", "outcome", "exit_code",
-    "bytes_in", "bytes_out", "handler_ms", "command_ms", "raw_id",
-)  # fmt: skip
-# Hook invocations not yet in ``hook_log``: one JSON object per line, appended by the
-# handlers (``tanglebrain.hooks._log.SPOOL``). A fold renames it to ``HOOK_SPOOL.<pid>.<hex>``
-# first; such a file still there later is a fold that ended before deleting it.
-HOOK_SPOOL = "hook_log.spool"
-SPOOL_LOCK_WAIT_S = 2.0  # a spool whose writers hold it longer is folded next time
 
 
 def __getattr__(name: str) -> Any:
@@ -355,7 +350,7 @@ class Ledger:
 
         def go() -> list[Row]:
             with self._connect(create=not self.path.exists()) as conn:
-                self._fold_hook_spool(conn)
+                _spool.fold(conn, self.path.parent)
                 sql = f"SELECT {', '.join(HOOK_COLUMNS)} FROM hook_log WHERE time >= ?"
                 args: list[Any] = [since if since is not None else float("-inf")]
                 if agent is not None:
@@ -367,118 +362,9 @@ class Ledger:
                     args.append(limit)
                 return _dicts(conn.execute(sql, args))
 
-        if not self.path.exists() and not _spools(self.path.parent):
+        if not self.path.exists() and not _spool.spools(self.path.parent):
             return []
         return self._retry("read", go)
-
-    def _fold_hook_spool(self, conn: sqlite3.Connection) -> None:
-        """Move the spooled hook invocations into ``hook_log``: each line once, none lost.
-
-        Under the database's write lock (which makes folds take turns), the spool is renamed
-        to a name of this fold's own, so that new invocations start a new spool; an
-        exclusive ``flock`` on it then waits for the writers that opened it before the
-        rename (a writer checks after taking its shared lock that the file is still the
-        spool, and writes to the new one if not). Its complete lines become rows in the
-        same transaction as the rows of any spool an earlier fold left behind, and the
-        files are deleted after the commit. A left-behind file was either never committed
-        (its rows are missing) or committed but not deleted (they are all there): its rows
-        are inserted only as often as they are not already in the table. A line that does
-        not parse (a write cut short) is skipped.
-        """
-        folder = self.path.parent
-        if not _spools(folder):
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        done: list[Path] = []
-        try:
-            left = _spools(folder)
-            left = [p for p in left if p.name != HOOK_SPOOL]
-            mine = folder / f"{HOOK_SPOOL}.{os.getpid()}.{os.urandom(4).hex()}"
-            try:
-                os.rename(folder / HOOK_SPOOL, mine)
-                taken = [mine]
-            except FileNotFoundError:
-                taken = []
-            marks = ", ".join("?" * len(HOOK_COLUMNS))
-            insert = f"INSERT INTO hook_log ({', '.join(HOOK_COLUMNS)}) VALUES ({marks})"
-            same = " AND ".join(f"{name} IS ?" for name in HOOK_COLUMNS)
-            for path in [*left, *taken]:
-                rows = _spooled_rows(path)
-                if rows is None:
-                    continue  # its writers hold it: the next fold takes it
-                if path in left:
-                    rows = _missing(conn, rows, same)
-                conn.executemany(insert, rows)
-                done.append(path)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        for path in done:
-            path.unlink(missing_ok=True)
-
-
-def _spools(folder: Path) -> list[Path]:
-    """The spool and the spools folds left behind in ``folder``, oldest name first."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return []
-    return [folder / n for n in sorted(names) if n == HOOK_SPOOL or n.startswith(HOOK_SPOOL + ".")]
-
-
-def _spooled_rows(path: Path) -> list[tuple[Any, ...]] | None:
-    """The rows of a renamed spool's complete lines; None while its writers hold it.
-
-    Raises:
-        OSError: it cannot be read.
-    """
-    import fcntl
-    import json
-
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return []  # deleted by a fold that committed it
-    try:
-        deadline = time.monotonic() + SPOOL_LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return None
-                time.sleep(0.005)
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    rows = []
-    for line in b"".join(chunks).split(b"\n")[:-1]:  # the last piece has no newline: cut short
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(data, dict):
-            continue
-        row = tuple(data.get(name) for name in HOOK_COLUMNS)
-        if all(v is None or isinstance(v, (str, int, float)) for v in row):
-            rows.append(row)
-    return rows
-
-
-def _missing(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], same: str) -> list[Any]:
-    """``rows`` less those already in ``hook_log`` (counted: duplicates stay duplicates)."""
-    wanted: dict[tuple[Any, ...], int] = {}
-    for row in rows:
-        wanted[row] = wanted.get(row, 0) + 1
-    missing: list[Any] = []
-    for row, count in wanted.items():
-        there = conn.execute(f"SELECT COUNT(*) FROM hook_log WHERE {same}", row).fetchone()[0]
-        missing += [row] * max(0, count - int(there))
-    return missing
 
 
 def migrate(conn: sqlite3.Connection) -> int:
