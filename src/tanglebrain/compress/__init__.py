@@ -28,7 +28,6 @@ This module is the public API. The work is done in :mod:`~tanglebrain.compress._
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from tanglebrain.compress._budget import fit
 from tanglebrain.compress._select import faithful_lines, is_note, plan
@@ -103,7 +102,6 @@ def binary_note(text: str, size: int | None = None) -> str | None:
     return f"[… {kind}, {len(text) if size is None else size:,} bytes: binary, not shown …]"
 
 
-@dataclass(frozen=True)
 class Digest:
     """A compressed text with its bookkeeping.
 
@@ -117,12 +115,32 @@ class Digest:
         budget: The byte budget, or None for a faithful digest.
     """
 
-    text: str
-    bytes_in: int
-    bytes_out: int
-    lines_in: int
-    lines_kept: int
-    budget: int | None
+    __slots__ = ("budget", "bytes_in", "bytes_out", "lines_in", "lines_kept", "text")
+
+    def __init__(
+        self,
+        text: str,
+        bytes_in: int,
+        bytes_out: int,
+        lines_in: int,
+        lines_kept: int,
+        budget: int | None,
+    ) -> None:
+        self.text = text
+        self.bytes_in = bytes_in
+        self.bytes_out = bytes_out
+        self.lines_in = lines_in
+        self.lines_kept = lines_kept
+        self.budget = budget
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Digest):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"Digest({args})"
 
 
 def faithful(text: str) -> str:

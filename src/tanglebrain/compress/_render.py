@@ -9,7 +9,6 @@ Pure functions of their input; standard library only.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 # Sequences that never move the cursor or change text: colours, private modes, OSC titles and
 # hyperlinks, DCS/APC/PM/SOS strings (e.g. Buildkite's ``ESC _bk;t=… BEL`` timestamps),
@@ -150,7 +149,6 @@ def _emulate(segments: list[str]) -> list[str]:
     return screen.final_rows()
 
 
-@dataclass(frozen=True)
 class Rendered:
     """Text as the terminal finally showed it.
 
@@ -160,9 +158,21 @@ class Rendered:
         last_ts: Last such timestamp ("" if none).
     """
 
-    lines: list[str]
-    first_ts: str
-    last_ts: str
+    __slots__ = ("first_ts", "last_ts", "lines")
+
+    def __init__(self, lines: list[str], first_ts: str, last_ts: str) -> None:
+        self.lines = lines
+        self.first_ts = first_ts
+        self.last_ts = last_ts
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Rendered):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"Rendered({args})"
 
 
 def _gha_timestamps(text: str) -> tuple[str, str, str]:

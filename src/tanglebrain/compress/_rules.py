@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from dataclasses import dataclass
 from itertools import accumulate
 
 from tanglebrain.compress._masks import squash, template
@@ -115,7 +114,6 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 ERROR, WARNING = 2, 1
 
 
-@dataclass
 class Analysis:
     """Per-line findings; every list is indexed by line number.
 
@@ -129,12 +127,23 @@ class Analysis:
         tmpl: Cheap template (see :func:`~tanglebrain.compress._masks.template`).
     """
 
-    lines: list[str]
-    level: list[int]
-    summary: list[bool]
-    facts: list[tuple[str, ...]]
-    progress: list[bool]
-    tmpl: list[str]
+    __slots__ = ("facts", "level", "lines", "progress", "summary", "tmpl")
+
+    def __init__(
+        self,
+        lines: list[str],
+        level: list[int],
+        summary: list[bool],
+        facts: list[tuple[str, ...]],
+        progress: list[bool],
+        tmpl: list[str],
+    ) -> None:
+        self.lines = lines
+        self.level = level
+        self.summary = summary
+        self.facts = facts
+        self.progress = progress
+        self.tmpl = tmpl
 
 
 def _finds(hay: str, needle: str) -> list[int]:
@@ -146,14 +155,16 @@ def _finds(hay: str, needle: str) -> list[int]:
     return out
 
 
-@dataclass(frozen=True)
 class _Text:
     """The lines joined once, with a lower-cased copy and each line's start offset."""
 
-    lines: list[str]
-    joined: str
-    low: str
-    starts: list[int]
+    __slots__ = ("joined", "lines", "low", "starts")
+
+    def __init__(self, lines: list[str], joined: str, low: str, starts: list[int]) -> None:
+        self.lines = lines
+        self.joined = joined
+        self.low = low
+        self.starts = starts
 
     def at(self, p: int) -> int:
         """The number of the line holding offset ``p``."""

@@ -9,8 +9,6 @@ The budgeted mode (:mod:`tanglebrain.compress._budget`) picks from the same plan
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tanglebrain.compress._fields import field_notes
 from tanglebrain.compress._masks import fold_keys, squash, volatile_masked
 from tanglebrain.compress._render import narrow, render
@@ -57,7 +55,6 @@ def continues(line: str, base: int) -> bool:
     return indent(line) > base or line.lstrip().startswith(("|", "│", "at "))
 
 
-@dataclass
 class Plan:
     """Faithful selection over entries; an entry is a run of consecutive similar lines.
 
@@ -72,14 +69,27 @@ class Plan:
         rep: Entry this one is folded into, or -1.
     """
 
-    a: Analysis
-    first_ts: str
-    last_ts: str
-    start: list[int]
-    count: list[int]
-    keep: list[bool]
-    folded: list[int]
-    rep: list[int]
+    __slots__ = ("a", "count", "first_ts", "folded", "keep", "last_ts", "rep", "start")
+
+    def __init__(
+        self,
+        a: Analysis,
+        first_ts: str,
+        last_ts: str,
+        start: list[int],
+        count: list[int],
+        keep: list[bool],
+        folded: list[int],
+        rep: list[int],
+    ) -> None:
+        self.a = a
+        self.first_ts = first_ts
+        self.last_ts = last_ts
+        self.start = start
+        self.count = count
+        self.keep = keep
+        self.folded = folded
+        self.rep = rep
 
     def line(self, j: int) -> str:
         """The first line of entry ``j``."""
