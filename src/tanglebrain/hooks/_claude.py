@@ -14,15 +14,14 @@ from __future__ import annotations
 import os
 
 from tanglebrain.hooks._common import (
-    allowed_rewrite,
     names,
-    plan_rewrite,
+    pre_tool_use_answer,
+    prompt_context,
     read_json,
-    routing_note,
     self_command,
     server_name,
 )
-from tanglebrain.hooks._config import home, key_values, norm, roster_text
+from tanglebrain.hooks._config import home, norm, roster_text
 from tanglebrain.hooks._perms import load_rules, settings_files
 
 TYPE_CHECKING = False
@@ -51,18 +50,15 @@ def pre_tool_use(payload: Payload, env: Mapping[str, str], cwd: str | os.PathLik
     command = tool_input.get("command")
     if not isinstance(command, str) or tool_input.get("run_in_background"):
         return None, {**row, "outcome": "skip: background or no command"}, []
-    mode = payload.get("permission_mode")
-    rewritten, row, secrets = plan_rewrite(
-        row,
+    return pre_tool_use_answer(
+        payload,
+        tool_input,
         command,
+        row,
         env,
         cwd,
         lambda: load_rules(settings_files(env, project_dirs(payload, env))),
-        mode if isinstance(mode, str) else "default",
     )
-    if rewritten is None:
-        return None, row, secrets
-    return allowed_rewrite(tool_input, rewritten), row, secrets
 
 
 def user_prompt_submit(
@@ -72,11 +68,7 @@ def user_prompt_submit(
     row: dict[str, Any] = {"agent": "claude", "event": "user-prompt-submit"}
     server = mcp_server(env, project_dirs(payload, env))
     roster = roster_text(env, cwd) if server else None
-    text = routing_note(server, roster, qualified=True)
-    if text is None:
-        return None, {**row, "outcome": "nothing to add"}, []
-    out = {"hookSpecificOutput": {"hookEventName": "UserPromptSubmit", "additionalContext": text}}
-    return out, {**row, "outcome": "context"}, key_values(roster, env)
+    return prompt_context(row, server, roster, env, qualified=True)
 
 
 def mcp_server(env: Mapping[str, str], projects: Iterable[str]) -> str | None:

@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import os
 
-from tanglebrain.hooks._common import allowed_rewrite, plan_rewrite, routing_note, server_name
+from tanglebrain.hooks._common import pre_tool_use_answer, prompt_context, server_name
 from tanglebrain.hooks._config import (
     home,
-    key_values,
     lineage,
     listed,
     norm,
@@ -213,18 +212,9 @@ def pre_tool_use(payload: Payload, env: Mapping[str, str], cwd: str | os.PathLik
     command = tool_input.get("command")
     if not isinstance(command, str):
         return None, {**row, "outcome": "skip: no command"}, []
-    mode = payload.get("permission_mode")
-    rewritten, row, secrets = plan_rewrite(
-        row,
-        command,
-        env,
-        cwd,
-        lambda: load_rules(env, cwd),
-        mode if isinstance(mode, str) else "default",
+    return pre_tool_use_answer(
+        payload, tool_input, command, row, env, cwd, lambda: load_rules(env, cwd)
     )
-    if rewritten is None:
-        return None, row, secrets
-    return allowed_rewrite(tool_input, rewritten), row, secrets
 
 
 def user_prompt_submit(
@@ -234,11 +224,7 @@ def user_prompt_submit(
     row: dict[str, Any] = {"agent": "codex", "event": "user-prompt-submit"}
     server = mcp_server(env, project_dirs(cwd))
     roster = roster_text(env, cwd) if server else None
-    text = routing_note(server, roster, qualified=False)
-    if text is None:
-        return None, {**row, "outcome": "nothing to add"}, []
-    out = {"hookSpecificOutput": {"hookEventName": "UserPromptSubmit", "additionalContext": text}}
-    return out, {**row, "outcome": "context"}, key_values(roster, env)
+    return prompt_context(row, server, roster, env, qualified=False)
 
 
 def mcp_server(env: Mapping[str, str], projects: Iterable[str]) -> str | None:

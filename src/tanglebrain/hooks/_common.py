@@ -96,6 +96,45 @@ def plan_rewrite(
     return rewritten, {**row, "outcome": "rewrite"}, secrets
 
 
+def pre_tool_use_answer(
+    payload: Payload,
+    tool_input: Mapping[str, Any],
+    command: str,
+    row: dict[str, Any],
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str],
+    rules: Callable[[], Rules | None],
+) -> Handled:
+    """The PreToolUse answer of Claude Code and Codex for a shell ``command``.
+
+    The ``wrap`` rewrite (``allowed_rewrite``) when ``plan_rewrite`` allows one, else none.
+    """
+    mode = payload.get("permission_mode")
+    rewritten, row, secrets = plan_rewrite(
+        row, command, env, cwd, rules, mode if isinstance(mode, str) else "default"
+    )
+    if rewritten is None:
+        return None, row, secrets
+    return allowed_rewrite(tool_input, rewritten), row, secrets
+
+
+def prompt_context(
+    row: dict[str, Any],
+    server: str | None,
+    roster: str | None,
+    env: Mapping[str, str],
+    *,
+    qualified: bool,
+    event: str = "UserPromptSubmit",
+) -> Handled:
+    """The prompt-time answer (``event``): the routing note as added context, if any."""
+    text = routing_note(server, roster, qualified=qualified)
+    if text is None:
+        return None, {**row, "outcome": "nothing to add"}, []
+    out = {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
+    return out, {**row, "outcome": "context"}, key_values(roster, env)
+
+
 def allowed_rewrite(tool_input: Mapping[str, Any], rewritten: str) -> dict[str, Any]:
     """A PreToolUse answer that runs ``rewritten`` instead (Claude Code and Codex).
 

@@ -24,10 +24,9 @@ from __future__ import annotations
 import os
 
 from tanglebrain.hooks import _json
-from tanglebrain.hooks._common import plan_rewrite, read_json, routing_note, server_name
+from tanglebrain.hooks._common import plan_rewrite, prompt_context, read_json, server_name
 from tanglebrain.hooks._config import (
     home,
-    key_values,
     lineage,
     listed,
     norm,
@@ -236,11 +235,7 @@ def before_agent(payload: Payload, env: Mapping[str, str], cwd: str | os.PathLik
     row: dict[str, Any] = {"agent": "gemini", "event": "before-agent"}
     server = mcp_server(env, cwd)
     roster = roster_text(env, cwd) if server else None
-    text = routing_note(server, roster, qualified=False)
-    if text is None:
-        return None, {**row, "outcome": "nothing to add"}, []
-    out = {"hookSpecificOutput": {"hookEventName": "BeforeAgent", "additionalContext": text}}
-    return out, {**row, "outcome": "context"}, key_values(roster, env)
+    return prompt_context(row, server, roster, env, qualified=False, event="BeforeAgent")
 
 
 def mcp_server(env: Mapping[str, str], cwd: str | os.PathLike[str]) -> str | None:
