@@ -50,6 +50,7 @@ from tanglebrain.roster import Roster
 from tanglebrain.runtime import Limits
 from tanglebrain.serve._server import run_server, uvicorn_config
 from tanglebrain.serve._wire import (
+    DONE,
     ApiError,
     Chat,
     Pipe,
@@ -60,6 +61,7 @@ from tanglebrain.serve._wire import (
     extension,
     load_json,
     parse_chat,
+    sse,
     usage,
 )
 from tanglebrain.session import Session, finish, server_limits
@@ -113,7 +115,7 @@ async def _stopped(send: Send, started: bool) -> None:
     if not started:
         await send_json(send, err.status, err.body())
         return
-    event = b"data: " + json.dumps(err.body()).encode() + b"\n\n"  # and no [DONE]
+    event = sse(err.body())  # and no [DONE]
     await send({"type": "http.response.body", "body": event, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
 
@@ -284,13 +286,13 @@ class _Completions:
             return
         if failure:
             err = error_for(failure[0])
-            body = b"data: " + json.dumps(err.body()).encode() + b"\n\n"
+            body = sse(err.body())
         else:
             stop = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
             body = chunk(trace, stop, tanglebrain=extension(trace))
             if chat.include_usage:
                 body += chunk(trace, [], usage=usage(trace))
-            body += b"data: [DONE]\n\n"
+            body += DONE
         await write(body)
         await send({"type": "http.response.body", "body": b""})
 

@@ -219,12 +219,21 @@ def completion(trace: Run) -> dict[str, Any]:
     }  # fmt: skip
 
 
+DONE = b"data: [DONE]\n\n"
+"""The SSE event that ends a stream that answered."""
+
+
+def sse(event: dict[str, Any]) -> bytes:
+    """One server-sent event carrying ``event`` as JSON."""
+    return b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
+
+
 def chunk(trace: Run, choices: list[dict[str, Any]], **extra: Any) -> bytes:
     """One SSE ``chat.completion.chunk`` event."""
     event = {"id": f"chatcmpl-{trace.id}", "object": "chat.completion.chunk",
              "created": int(trace.started), "model": trace.orchestrator or "auto",
              "choices": choices, **extra}  # fmt: skip
-    return b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
+    return sse(event)
 
 
 def delta(text: str, first: bool) -> dict[str, Any]:
