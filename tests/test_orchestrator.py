@@ -408,7 +408,8 @@ async def test_default_system_prompt_lists_menu_and_rules(sim: Simulator) -> Non
     first = next(r for r in sim.requests if r.model == "orchestrator")
     system = first.messages[0]["content"]
     assert "- w: good at work; relative cost 2" in system
-    assert "Do simple work yourself" in system and "attach" in system
+    assert "Do simple work yourself" in system
+    assert "attach: [" not in system  # no attachment: the rule about them is left out
     names = [t["function"]["name"] for t in first.tools or []]
     assert names == ["delegate", "delegate_many"]
     task = first.tools[1]["function"]["parameters"]["properties"]["tasks"]["items"]
@@ -430,6 +431,7 @@ async def test_attach_is_offered_with_the_runs_attachment_names(sim: Simulator) 
     first = next(r for r in sim.requests if r.model == "orchestrator")
     attach = first.tools[0]["function"]["parameters"]["properties"]["attach"]
     assert attach["items"]["enum"] == ["stdin"]
+    assert 'Attach bulky inputs by name (`attach: ["stdin"]`)' in first.messages[0]["content"]
 
 
 async def test_tight_budget_still_affords_the_synthesis(sim: Simulator) -> None:

@@ -19,7 +19,11 @@ from tanglebrain.trace import Digest
 
 
 def system_prompt(ctx: RunContext, orchestrator_id: str, base_dir: Path | None) -> str:
-    """The orchestrator's system prompt: the package template or the user's file."""
+    """The orchestrator's system prompt: the package template or the user's file.
+
+    ``$menu`` becomes the specialists' menu and ``$attach_rule`` the rule about this
+    run's attachments (empty without any).
+    """
     custom = ctx.roster.settings.system_prompt_file
     if custom:
         path = Path(custom).expanduser()
@@ -35,7 +39,24 @@ def system_prompt(ctx: RunContext, orchestrator_id: str, base_dir: Path | None) 
             ) from None
     else:
         template = resources.files("tanglebrain").joinpath("prompts/orchestrator.md").read_text()
-    return string.Template(template).safe_substitute(menu=delegation.menu(ctx, orchestrator_id))
+    return string.Template(template).safe_substitute(
+        menu=delegation.menu(ctx, orchestrator_id), attach_rule=_attach_rule(ctx)
+    )
+
+
+def _attach_rule(ctx: RunContext) -> str:
+    """The rule about attachments, naming this run's; nothing when it has none.
+
+    A model told about ``attach`` in a run without attachments names one anyway (small
+    models copy the example): the rule appears only where it can be followed.
+    """
+    if not ctx.attachments:
+        return ""
+    names = ", ".join(f'"{name}"' for name in sorted(ctx.attachments))
+    return (
+        f"\n- Attach bulky inputs by name (`attach: [{names}]`) instead of copying them "
+        "into prompts."
+    )
 
 
 def attachment_view(att: Attachment, digest: str) -> str:
