@@ -388,14 +388,20 @@ def _finish(
     return out
 
 
-def fit_result(result: Any, budget: int) -> str:
+def fit_result(result: Any, budget: int, whole: str | None = None) -> str:
     """The JSON text of a tool result, with bulky sub-task texts digested to fit ``budget``.
 
     The structure survives (every entry keeps its index, status and backend); only
     ``text`` fields over their share of the budget are replaced by a budgeted digest,
     so the orchestrator still sees every result and knows what was shortened.
+
+    Args:
+        result: the tool result (a dict, or a list of them).
+        budget: the bytes it may take in the orchestrator's context.
+        whole: ``result`` already serialized, when the caller has it; returned as is
+            (the same object) when it fits.
     """
-    text = json.dumps(result, ensure_ascii=False)
+    text = whole if whole is not None else json.dumps(result, ensure_ascii=False)
     if len(text.encode()) <= budget:
         return text
     entries = [

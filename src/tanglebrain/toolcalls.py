@@ -379,10 +379,13 @@ async def _execute(ctx: RunContext, turn: Turn, tc: models.ToolCallRequest, node
     result = await delegation.execute(
         ctx, tc.name, tc.arguments, node, turn.call.backend, lenient=True
     )
-    node.result_bytes = len(json.dumps(result, ensure_ascii=False).encode())
-    text = delegation.fit_result(result, ctx.roster.settings.context_budget_bytes)
-    if len(text.encode()) < node.result_bytes:
-        ctx.run.digests.append(Digest(f"tool:{tc.id}", node.result_bytes, len(text.encode())))
+    whole = json.dumps(result, ensure_ascii=False)
+    node.result_bytes = len(whole.encode())
+    text = delegation.fit_result(result, ctx.roster.settings.context_budget_bytes, whole)
+    if text is not whole:  # digested to fit the context budget
+        size = len(text.encode())
+        if size < node.result_bytes:
+            ctx.run.digests.append(Digest(f"tool:{tc.id}", node.result_bytes, size))
     return text
 
 
