@@ -20,7 +20,7 @@ from rich.tree import Tree
 
 from tanglebrain.ledger import StoredRun
 from tanglebrain.trace import Attempt, Call, Subtask, cache_tokens, cost_of, review_to_dict
-from tanglebrain.views.render import first_words, money, seconds
+from tanglebrain.views.render import first_words, money, seconds, usage_json
 
 
 def when(ts: float | None) -> str | None:
@@ -189,19 +189,13 @@ def _subtask_json(s: Subtask) -> dict[str, Any]:
 def show_json(stored: StoredRun) -> dict[str, Any]:
     """``show --json``: the whole run, every attempt included, as one object."""
     run, price = stored.run, stored.orchestrator_price
-    prompt, completion, cost = run.totals()
-    read, write = run.cache_totals()
     return {
         "run_id": run.id, "started": when(run.started), "ended": when(run.ended),
         "wall_ms": run.wall_ms if run.ended else None, "origin": run.origin,
         "mode": run.mode, "gate": run.gate, "status": run.status,
         "orchestrator": run.orchestrator, "degraded": run.degraded, "prompt": run.prompt,
         "answer": run.answer, "error": run.error, "warnings": list(run.warnings),
-        "usage": {
-            "prompt_tokens": prompt, "completion_tokens": completion,
-            "cache_read_tokens": read, "cache_write_tokens": write, "cost_usd": cost,
-            "orchestrator_context_tokens": run.orchestrator_context_tokens,
-        },
+        "usage": usage_json(run),
         "orchestrator_price": (
             {"input_per_token": price[0], "output_per_token": price[1]} if price else None
         ),

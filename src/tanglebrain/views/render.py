@@ -108,16 +108,12 @@ def ab_ratios(delegated: Run, solo: Run) -> dict[str, float | None]:
 
 def ab_json(delegated: Run, solo: Run) -> dict[str, Any]:
     """The ``ab`` member of ``run --ab --json``: the solo twin and the measured ratios."""
-    prompt, completion, cost = solo.totals()
     return {
         "pair": delegated.pair,
         "solo": {
             "run_id": solo.id, "status": solo.status, "error": solo.error,
             "answer": solo.answer, "wall_ms": round(solo.wall_ms, 1),
-            "usage": {
-                "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": cost,
-                "orchestrator_context_tokens": solo.orchestrator_context_tokens,
-            },
+            "usage": usage_json(solo),
         },
         "ratios": ab_ratios(delegated, solo),
     }  # fmt: skip
@@ -140,14 +136,26 @@ def ab_line(delegated: Run, solo: Run) -> str:
     )
 
 
+def usage_json(run: Run) -> dict[str, Any]:
+    """A run's ``usage`` object (``--json``, ``show --json``, the A/B twin's)."""
+    prompt, completion, cost = run.totals()
+    read, write = run.cache_totals()
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "cache_read_tokens": read,
+        "cache_write_tokens": write,
+        "cost_usd": cost,
+        "orchestrator_context_tokens": run.orchestrator_context_tokens,
+    }
+
+
 def run_json(run: Run) -> dict[str, Any]:
     """The ``--json`` object (docs/contracts.md).
 
     Cached prompt tokens are parts of the prompt tokens: ``cache_read_tokens`` were read
     from the provider's prompt cache, ``cache_write_tokens`` written to it.
     """
-    prompt, completion, cost = run.totals()
-    read, write = run.cache_totals()
     subtasks = []
     for i, s in enumerate(run.subtasks()):
         atts = s.attempts
@@ -176,14 +184,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "gate": run.gate,
         "degraded": run.degraded,
         "subtasks": subtasks,
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "cache_read_tokens": read,
-            "cache_write_tokens": write,
-            "cost_usd": cost,
-            "orchestrator_context_tokens": run.orchestrator_context_tokens,
-        },
+        "usage": usage_json(run),
         "warnings": list(run.warnings),
         **({"review": _review_json(run.review)} if run.review else {}),
     }
