@@ -6,7 +6,7 @@ import itertools
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tanglebrain.toolcalls import Parsed, StreamGate, TextCall, parse
@@ -208,6 +208,8 @@ def test_empty_tool_tags_are_no_prose(text: str) -> None:
 def test_a_written_call_round_trips(
     name: str, args: dict[str, object], shape: str, before: str
 ) -> None:
+    # Arguments with a "properties" object are the tool's schema echoed, never a call.
+    assume(not isinstance(args.get("properties"), dict))
     key = "parameters" if shape == "parameters" else "arguments"
     body = json.dumps({"name": name, key: args})
     text = {"fence": f"```json\n{body}\n```", "tag": f"<tool_call>\n{body}\n</tool_call>"}.get(

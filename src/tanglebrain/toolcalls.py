@@ -138,7 +138,7 @@ def _calls_in(value: Any, names: frozenset[str], depth: int = 0) -> list[TextCal
             args = value["parameters"]
         else:  # {"name": "delegate", "prompt": …}: the arguments spread beside the name
             args = {k: v for k, v in value.items() if k not in _META_KEYS}
-        if isinstance(args, dict) and "properties" in args:
+        if isinstance(args, dict) and isinstance(args.get("properties"), dict):
             return [_ECHO]  # the tool's definition, schema and all, copied from the prompt
         return [TextCall(name, _arguments(args))]
     if len(value) == 1:  # {"delegate_many": {"tasks": […]}}

@@ -111,3 +111,39 @@ def test_a_fast_run_fails_as_a_typer_run_does(tmp_path: Path) -> None:
     assert fast.code == slow.code == 2
     assert fast.stderr == slow.stderr
     assert fast.stderr.startswith("tanglebrain: error: --budget must be a positive number")
+
+
+DEMO = typer.main.get_command(make_app(("commands",)))
+
+
+def demo_by_typer(argv: list[str]) -> tuple[str | None, bool, bool] | None:
+    try:
+        ctx = DEMO.make_context("tanglebrain", list(argv))
+        args = [*ctx._protected_args, *ctx.args]
+        name, command, rest = DEMO.resolve_command(ctx, args)  # type: ignore[attr-defined]
+        assert name == "demo" and command is not None
+        sub = command.make_context(name, rest, parent=ctx)
+    except Exception:
+        return None
+    return sub.params["prompt"], sub.params["json_out"], sub.params["review"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["demo"], ["demo", "--json"], ["demo", "--review", "hi"], ["demo", "hi", "--json"],
+     ["demo", "--", "--json"], ["demo", "-"]],
+    ids=" ".join,
+)  # fmt: skip
+def test_demo_fast_path_parses_as_typer_does(argv: list[str]) -> None:
+    fast = fastrun.parse_demo(argv)
+    assert fast is not None and fast == demo_by_typer(argv)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["demo", "--help"], ["demo", "--nope"], ["demo", "a", "b"], ["--roster", "r", "demo"],
+     ["demo", "--json=1"], ["run", "demo"]],
+    ids=" ".join,
+)  # fmt: skip
+def test_other_demo_lines_are_left_to_typer(argv: list[str]) -> None:
+    assert fastrun.parse_demo(argv) is None

@@ -106,6 +106,15 @@ def run_argv(args: list[str]) -> int:
         parsed = fastrun.parse(argv)
         if parsed is not None:
             return _run_fast(parsed[0], argv, debug=debug or parsed[1])
+        demo = fastrun.parse_demo(argv)
+        if demo is not None:
+            from tanglebrain.cli.demo import run_demo
+            from tanglebrain.cli.edge import guarded
+
+            prompt, json_out, review = demo
+            return guarded(
+                lambda: run_demo(prompt, json_out=json_out, review=review), argv, debug=debug
+            )
     from tanglebrain.cli.app import invoke
 
     return invoke(argv, debug=debug)

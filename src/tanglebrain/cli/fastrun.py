@@ -1,4 +1,4 @@
-"""The fast path of ``run``: a plain command line parsed without typer.
+"""The fast path of ``run`` and ``demo``: a plain command line parsed without typer.
 
 Building the typer app and coercing ``run``'s options costs a one-shot run ~100 ms, a
 fifth of its wall time, for what is almost always a prompt and a few flags. This parser
@@ -118,3 +118,27 @@ def _value(name: str, text: str | None) -> object | None:
     if name == "max_subtasks":
         return int(text) if _INT.fullmatch(text) else None
     return Path(text) if name == "roster" else text
+
+
+def parse_demo(argv: list[str]) -> tuple[str | None, bool, bool] | None:
+    """``demo``'s (prompt, --json, --review) from a plain command line; None: typer's.
+
+    Only ``demo`` first (no root options), its two flags, one prompt and ``--``.
+    """
+    if argv[:1] != ["demo"]:
+        return None
+    flags = {"--json": False, "--review": False}
+    positional: list[str] = []
+    rest = iter(argv[1:])
+    for arg in rest:
+        if arg == "--":
+            positional.extend(rest)
+        elif arg in flags:
+            flags[arg] = True
+        elif arg.startswith("-") and arg != "-":
+            return None
+        else:
+            positional.append(arg)
+    if len(positional) > 1:
+        return None
+    return (positional[0] if positional else None), flags["--json"], flags["--review"]
