@@ -218,9 +218,8 @@ class _Loop:
     force_final: bool = False  # a turn only repeated answered calls: the answer is due
     answered: dict[str, str] = field(default_factory=dict)  # call key -> its tool message
     # Per orchestrator: its system prompt and tool schemas, built once so that every turn
-    # sends a byte-identical prefix (what providers' prompt caches match on).
-    prefixes: dict[str, tuple[str, list[dict[str, Any]]]] = field(default_factory=dict)
-    prefix_hashes: dict[str, str] = field(default_factory=dict)
+    # sends a byte-identical prefix (what providers' prompt caches match on), and a hash.
+    prefixes: dict[str, tuple[str, list[dict[str, Any]], str]] = field(default_factory=dict)
 
 
 async def _turns(
@@ -250,7 +249,7 @@ async def _turns(
         schemas = _prepare(ctx, backend, convo, final and loop.turn_no > 0, tools, roster_dir, loop)
         turn = Turn(index=len(run.turns), call=Call("orchestrator", backend.id, backend.model))
         if schemas is not None:
-            turn.prefix_hash = loop.prefix_hashes[backend.id]
+            turn.prefix_hash = loop.prefixes[backend.id][2]
         run.turns.append(turn)
         run.changed()
         sink = toolcalls.StreamGate(_names(schemas), hooks.on_text if final else None)
@@ -309,12 +308,11 @@ def _prepare(
         # without it gets the full descriptions).
         lean = delegation.menu(ctx, backend.id) in system
         schemas = delegation.tool_schemas(ctx, backend.id, lean=lean)
-        loop.prefixes[backend.id] = (system, schemas)
         import hashlib  # ~3 ms to import: only runs that delegate need it
 
         blob = json.dumps([system, schemas], sort_keys=True, ensure_ascii=False).encode()
-        loop.prefix_hashes[backend.id] = hashlib.sha256(blob).hexdigest()[:16]
-    system, schemas = loop.prefixes[backend.id]
+        loop.prefixes[backend.id] = (system, schemas, hashlib.sha256(blob).hexdigest()[:16])
+    system, schemas, _ = loop.prefixes[backend.id]
     convo[: 1 if convo[0]["role"] == "system" else 0] = [{"role": "system", "content": system}]
     if forced and convo[-1].get("content") not in NOTICES:
         convo.append({"role": "user", "content": FINAL_NOTICE})

@@ -17,7 +17,7 @@ import pytest
 
 from tanglebrain.hooks._wrap import render
 from tests.helpers import WAIT, cli_env, run_cli
-from tests.hooks.test_real_claude import CORPUS, HARNESS, LOGS, PREFIX
+from tests.hooks.test_real_claude import HARNESS, PREFIX, failing_build
 
 FAILING_LINES = (
     "[ERROR] [Help 1] http://cwiki.apache.org/confluence/display/MAVEN/MojoFailureException",
@@ -35,18 +35,6 @@ def _installed(agent: str) -> Any:
         not (path.exists() and (HARNESS / "probe.py").exists()),
         reason=f"{agent} is not installed at {path} (run {HARNESS}/install.sh)",
     )
-
-
-def _work(tmp_path: Path) -> tuple[Path, bytes]:
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "build.log").write_bytes(b"".join((CORPUS / n).read_bytes() for n in LOGS))
-    (work / "Makefile").write_text("build:\n\t@cat build.log; exit 2\n")
-    bare = subprocess.run(
-        ["make", "build"], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False
-    )
-    assert bare.returncode == 2 and len(bare.stdout) > 280_000
-    return work, bare.stdout
 
 
 def _install(tmp_path: Path, agent: str) -> Path:
@@ -72,7 +60,7 @@ def _probe(agent: str, work: Path, settings: Path, *commands: str) -> dict[str, 
 
 @_installed("codex")
 def test_codex_failing_build_log_reaches_the_model_as_a_digest(tmp_path: Path) -> None:
-    work, raw = _work(tmp_path)
+    work, raw = failing_build(tmp_path)
     report = _probe("codex", work, _install(tmp_path, "codex"), "make build")
     assert report["tool_command_run"][0].endswith("wrap --agent codex -- 'make build'")
     assert report["tool_command_exit_code"] == [2]
@@ -86,7 +74,7 @@ def test_codex_failing_build_log_reaches_the_model_as_a_digest(tmp_path: Path) -
 
 @_installed("gemini")
 def test_gemini_failing_build_log_reaches_the_model_as_a_digest(tmp_path: Path) -> None:
-    work, raw = _work(tmp_path)
+    work, raw = failing_build(tmp_path)
     settings = json.loads(_install(tmp_path, "gemini").read_text())
     # finding G02-style rewrite, and a deny rule the wrapper must not escape
     settings["tools"] = {"exclude": ["run_shell_command(touch)"]}

@@ -47,7 +47,8 @@ def _settings(tmp_path: Path) -> Path:
     return path
 
 
-def test_failing_build_log_reaches_the_model_as_a_digest(tmp_path: Path) -> None:
+def failing_build(tmp_path: Path) -> tuple[Path, bytes]:
+    """A work folder whose ``make build`` prints a ~300 KB failing log; and that output."""
     work = tmp_path / "work"
     work.mkdir()
     (work / "build.log").write_bytes(b"".join((CORPUS / n).read_bytes() for n in LOGS))
@@ -56,6 +57,11 @@ def test_failing_build_log_reaches_the_model_as_a_digest(tmp_path: Path) -> None
         ["make", "build"], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False
     )
     assert bare.returncode == 2 and len(bare.stdout) > 280_000
+    return work, bare.stdout
+
+
+def test_failing_build_log_reaches_the_model_as_a_digest(tmp_path: Path) -> None:
+    work, bare_output = failing_build(tmp_path)
     probe = subprocess.run(
         [
             sys.executable, str(HARNESS / "probe.py"), "--agent", "claude",
@@ -71,7 +77,7 @@ def test_failing_build_log_reaches_the_model_as_a_digest(tmp_path: Path) -> None
     assert report["tool_command_run"][0].endswith("wrap --agent claude -- 'make build'")
     assert report["tool_command_exit_code"] == [2]
     seen, denied = report["tool_result_seen_by_model"]
-    digest = render(bare.stdout, 2, 6000, 8000)[0].decode()
+    digest = render(bare_output, 2, 6000, 8000)[0].decode()
     assert seen == "Exit code 2\n" + digest.rstrip("\n")  # whole: nothing cut by Claude Code
     for line in (
         "[ERROR] [Help 1] http://cwiki.apache.org/confluence/display/MAVEN/MojoFailureException",

@@ -156,7 +156,7 @@ def _without_pydantic_plugins() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] not in (["hook"], ["wrap"]):  # those never build a pydantic model
+    if args[:1] not in (["hook"], ["wrap"]) and args != ["--version"]:  # no pydantic there
         _without_pydantic_plugins()
     code = run_argv(args)
     import gc

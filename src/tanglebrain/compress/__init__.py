@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 
 from tanglebrain.compress._budget import fit
+from tanglebrain.compress._render import Value
 from tanglebrain.compress._select import faithful_lines, is_note, plan
 
 __all__ = ["Digest", "binary_kind", "binary_note", "budgeted", "decode", "digest", "faithful"]
@@ -102,7 +103,7 @@ def binary_note(text: str, size: int | None = None) -> str | None:
     return f"[… {kind}, {len(text) if size is None else size:,} bytes: binary, not shown …]"
 
 
-class Digest:
+class Digest(Value):
     """A compressed text with its bookkeeping.
 
     Attributes:
@@ -132,15 +133,6 @@ class Digest:
         self.lines_in = lines_in
         self.lines_kept = lines_kept
         self.budget = budget
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Digest):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
-        return f"Digest({args})"
 
 
 def faithful(text: str) -> str:

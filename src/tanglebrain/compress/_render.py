@@ -149,7 +149,31 @@ def _emulate(segments: list[str]) -> list[str]:
     return screen.final_rows()
 
 
-class Rendered:
+class Value:
+    """Equality and a repr from ``__slots__``, as a dataclass would give.
+
+    Without importing dataclasses (and inspect) on ``wrap``'s path.
+    """
+
+    __slots__ = ()
+
+    def _fields(self) -> tuple[str, ...]:
+        fields: tuple[str, ...] = type(self).__slots__
+        return fields
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self._fields())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields())
+        return f"{type(self).__name__}({args})"
+
+    __hash__ = None  # type: ignore[assignment]  # mutable values: equal, not hashable
+
+
+class Rendered(Value):
     """Text as the terminal finally showed it.
 
     Attributes:
@@ -164,15 +188,6 @@ class Rendered:
         self.lines = lines
         self.first_ts = first_ts
         self.last_ts = last_ts
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Rendered):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
-        return f"Rendered({args})"
 
 
 def _gha_timestamps(text: str) -> tuple[str, str, str]:

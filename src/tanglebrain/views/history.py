@@ -20,7 +20,7 @@ from rich.tree import Tree
 
 from tanglebrain.ledger import StoredRun
 from tanglebrain.trace import Attempt, Call, Subtask, cache_tokens, cost_of, review_to_dict
-from tanglebrain.views.render import first_words, money, seconds, usage_json
+from tanglebrain.views.render import first_words, money, seconds, times, usage_json
 
 
 def when(ts: float | None) -> str | None:
@@ -399,7 +399,7 @@ def _summary_lines(data: dict[str, Any]) -> list[Text]:
         for key, label in (("cost", "cost"), ("wall", "wall time"),
                            ("orchestrator_context_tokens", "orchestrator context")):  # fmt: skip
             f = ab[key]
-            parts.append(f"{label} {_times(f['median_ratio'])} (totals {_times(f['total_ratio'])})")
+            parts.append(f"{label} {times(f['median_ratio'])} (totals {times(f['total_ratio'])})")
         lines.append(
             Text(
                 f"measured over {ab['pairs']} A/B pair(s) (`run --ab`), delegated/solo, median: "
@@ -416,10 +416,6 @@ def _summary_lines(data: dict[str, Any]) -> list[Text]:
             )
         )
     return lines
-
-
-def _times(ratio: float | None) -> str:
-    return "-" if ratio is None else f"{ratio:.2f}x"
 
 
 def _route(figures: dict[str, Any]) -> str:

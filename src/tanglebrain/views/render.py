@@ -106,6 +106,11 @@ def ab_ratios(delegated: Run, solo: Run) -> dict[str, float | None]:
     }
 
 
+def times(ratio: float | None) -> str:
+    """A ratio for people: ``1.23x``, or ``unknown``."""
+    return "unknown" if ratio is None else f"{ratio:.2f}x"
+
+
 def ab_json(delegated: Run, solo: Run) -> dict[str, Any]:
     """The ``ab`` member of ``run --ab --json``: the solo twin and the measured ratios."""
     return {
@@ -124,15 +129,11 @@ def ab_line(delegated: Run, solo: Run) -> str:
     if solo.status != "ok":
         return f"solo run {solo.id} {solo.status}: {solo.error or 'no answer'}; no ratios"
     r = ab_ratios(delegated, solo)
-
-    def x(value: float | None) -> str:
-        return "unknown" if value is None else f"{value:.2f}x"
-
     return (
         f"solo run {solo.id}: {money(solo.totals()[2])}, {solo.wall_ms / 1000:.2f}s, "
         f"{solo.orchestrator_context_tokens} context tokens · delegated/solo: cost "
-        f"{x(r['cost'])}, wall {x(r['wall'])}, orchestrator context "
-        f"{x(r['orchestrator_context_tokens'])} (measured)"
+        f"{times(r['cost'])}, wall {times(r['wall'])}, orchestrator context "
+        f"{times(r['orchestrator_context_tokens'])} (measured)"
     )
 
 
