@@ -1,0 +1,283 @@
+"""The HTTP/1.1 client's wire handling: framing, keep-alive, bad responses, TLS, tunnels.
+
+Each case is a real loopback server writing scripted bytes; the property test feeds the
+reader arbitrary splits of a chunked response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tanglebrain.models import _http
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request's head and body, or b"" when the client went away."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return b""
+    fields = dict(ln.lower().split(b":", 1) for ln in head.split(b"\r\n")[1:] if b":" in ln)
+    return head + await reader.readexactly(int(fields.get(b"content-length", b"0")))
+
+
+async def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> asyncio.Server:
+    return await asyncio.start_server(handler, "127.0.0.1", 0, ssl=ssl_context)
+
+
+def port_of(server: asyncio.Server) -> int:
+    return int(server.sockets[0].getsockname()[1])
+
+
+async def post(url: str, headers: list[tuple[str, str]] | None = None) -> tuple[int, bytes]:
+    async with _http.pool().post(url, b'{"x":1}', headers or []) as resp:
+        return resp.status, await resp.aread()
+
+
+OK = b"HTTP/1.1 200 OK\r\n"
+FRAMINGS = [
+    # name, the server's reply, the body read, connections two requests take
+    ("content-length", OK + b"Content-Length: 5\r\n\r\nhello", b"hello", 1),
+    ("chunked, extension, trailer",
+     OK + b"Transfer-Encoding: chunked\r\n\r\n2;x=y\r\nhe\r\n3\r\nllo\r\n0\r\nX-T: 1\r\n\r\n",
+     b"hello", 1),
+    ("100 Continue first",
+     b"HTTP/1.1 100 Continue\r\n\r\n" + OK + b"Content-Length: 5\r\n\r\nhello", b"hello", 1),
+    ("connection: close", OK + b"Connection: close\r\nContent-Length: 5\r\n\r\nhello", b"hello", 2),
+    ("no framing: to the close", OK + b"\r\nhello", b"hello", 2),
+    ("HTTP/1.0", b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello", b"hello", 2),
+    ("204: no body", b"HTTP/1.1 204 No Content\r\n\r\n", b"", 1),
+    ("bare line feeds", b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello", b"hello", 1),
+    ("an empty chunked body", OK + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"", 1),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("reply", "body", "connections"), [c[1:] for c in FRAMINGS],
+                         ids=[c[0] for c in FRAMINGS])  # fmt: skip
+async def test_bodies_are_framed_and_connections_kept_only_when_both_sides_agree(
+    reply: bytes, body: bytes, connections: int
+) -> None:
+    opened: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened.append(1)
+        while await read_request(reader):
+            writer.write(reply)
+            await writer.drain()
+            if connections == 2:
+                break  # the reply says the connection ends here
+        writer.close()
+
+    async with await serve(handle) as server:
+        url = f"http://127.0.0.1:{port_of(server)}/v1/chat/completions"
+        status = int(reply[reply.rfind(b"HTTP/1.") + 9 :][:3])  # the final response's
+        assert await post(url) == (status, body)
+        assert await post(url) == (status, body)
+    assert len(opened) == connections
+
+
+BROKEN = [
+    # name, the server's reply (then it closes), what the error says
+    ("not HTTP", b"SSH-2.0-OpenSSH\r\n\r\n", "invalid HTTP"),
+    ("conflicting lengths", OK + b"Content-Length: 5, 6\r\n\r\nhello", "Content-Length"),
+    ("bad chunk size", OK + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
+    ("chunk overrun", OK + b"Transfer-Encoding: chunked\r\n\r\n2\r\nhello\r\n", "overran"),
+    ("cut mid-body", OK + b"Content-Length: 10\r\n\r\nhello", "mid-response"),
+    ("cut mid-headers", OK + b"Content-Len", "mid-response"),
+    ("nothing at all", b"", "without a response"),
+    ("a header without a colon", OK + b"Oops\r\n\r\n", "header"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("reply", "message"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN])
+async def test_a_broken_or_foreign_reply_is_a_broken_connection(reply: bytes, message: str) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    async with await serve(handle) as server:
+        with pytest.raises(_http.ConnectionBroken, match=message):
+            await post(f"http://127.0.0.1:{port_of(server)}/")
+
+
+async def test_headers_are_lower_case_with_repeats_joined_and_folds_unfolded() -> None:
+    reply = OK + b"X-A: 1\r\nx-a: 2\r\nX-Long: one\r\n two\r\nContent-Length: 0\r\n\r\n"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    async with await serve(handle) as server:
+        url = f"http://127.0.0.1:{port_of(server)}/"
+        async with _http.pool().post(url, b"", []) as resp:
+            await resp.aread()
+    assert resp.headers["x-a"] == "1, 2"
+    assert resp.headers["x-long"] == "one two"
+
+
+async def test_a_header_with_a_line_break_is_refused_without_echoing_its_value() -> None:
+    with pytest.raises(ValueError, match="Authorization") as caught:
+        await post("http://127.0.0.1:9/", [("Authorization", "Bearer sk-secret\r\nX-Evil: 1")])
+    assert "sk-secret" not in str(caught.value)
+
+
+def wire(body: bytes, sizes: list[int]) -> bytes:
+    """``body`` as a chunked response, in chunks of ``sizes`` (cycled)."""
+    out, at, i = [OK + b"Transfer-Encoding: chunked\r\n\r\n"], 0, 0
+    while at < len(body):
+        piece = body[at : at + sizes[i % len(sizes)]]
+        out.append(b"%x\r\n%s\r\n" % (len(piece), piece))
+        at, i = at + len(piece), i + 1
+    return b"".join(out) + b"0\r\n\r\n"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    body=st.binary(max_size=300),
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=8),
+    cuts=st.lists(st.integers(1, 50), max_size=30),
+)
+def test_any_split_of_a_chunked_reply_reads_back_the_body(
+    body: bytes, sizes: list[int], cuts: list[int]
+) -> None:
+    data = wire(body, sizes)
+
+    async def scenario() -> bytes:
+        sock = _http._Socket()
+        conn = _http._Conn(None, sock)  # type: ignore[arg-type]  # never written to
+
+        async def feed() -> None:
+            at = 0
+            for cut in [*cuts, len(data)]:
+                sock.data_received(data[at : at + cut])
+                at += cut
+                await asyncio.sleep(0)  # let the reader take what arrived so far
+            sock.eof_received()
+
+        feeder = asyncio.create_task(feed())
+        status, headers, keep = await _http._read_head(sock)
+        got = await _http.Response(conn, status, headers, keep).aread()
+        await feeder
+        return got
+
+    assert asyncio.run(scenario()) == body
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def trusting(ca: trustme.CA, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client trusts the test CA (and nothing else)."""
+    context = ssl.create_default_context(cafile=None, cadata=ca.cert_pem.bytes().decode())
+    monkeypatch.setattr(_http, "_TLS", context)
+
+
+def tls_server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while await read_request(reader):
+        writer.write(OK + b"Content-Length: 6\r\n\r\nsecure")
+        await writer.drain()
+    writer.close()
+
+
+@pytest.mark.usefixtures("trusting")
+async def test_https_is_verified_and_its_connections_kept(ca: trustme.CA) -> None:
+    async with await serve(answer, tls_server_context(ca)) as server:
+        url = f"https://127.0.0.1:{port_of(server)}/v1"
+        assert await post(url) == (200, b"secure")
+        assert await post(url) == (200, b"secure")
+        assert len(_http.pool()._idle[_http.Origin("https", "127.0.0.1", port_of(server))]) == 1
+
+
+async def test_an_untrusted_certificate_fails_the_handshake(
+    ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_http, "_TLS", ssl.create_default_context(cadata=trustme.CA().cert_pem
+                                                                  .bytes().decode()))  # fmt: skip
+    async with await serve(answer, tls_server_context(ca)) as server:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await post(f"https://127.0.0.1:{port_of(server)}/v1")
+
+
+@pytest.fixture
+async def tunnel_proxy() -> AsyncIterator[tuple[int, list[bytes], list[bytes]]]:
+    """An HTTP proxy that answers CONNECT (or refuses it, when told) and relays bytes."""
+    seen: list[bytes] = []
+    refuse: list[bytes] = []
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+        dst.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head)
+        if refuse:
+            writer.write(refuse[0])
+            await writer.drain()
+            writer.close()
+            return
+        host, port = head.split(b" ")[1].split(b":")
+        up_r, up_w = await asyncio.open_connection(host.decode(), int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        # Cancelled when the test ends while the client still holds its pooled connection.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer), return_exceptions=True)
+
+    async with await serve(handle) as server:
+        yield port_of(server), seen, refuse
+
+
+@pytest.mark.usefixtures("trusting")
+async def test_https_through_a_proxy_goes_through_a_connect_tunnel(
+    ca: trustme.CA,
+    tunnel_proxy: tuple[int, list[bytes], list[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy_port, seen, _ = tunnel_proxy
+    monkeypatch.setenv("HTTPS_PROXY", f"http://user:p%40ss@127.0.0.1:{proxy_port}")
+    for name in ("https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with await serve(answer, tls_server_context(ca)) as server:
+        port = port_of(server)
+        assert await post(f"https://127.0.0.1:{port}/v1") == (200, b"secure")
+    request_line, *fields = seen[0].split(b"\r\n")
+    assert request_line == f"CONNECT 127.0.0.1:{port} HTTP/1.1".encode()
+    assert b"Proxy-Authorization: Basic dXNlcjpwQHNz" in fields  # user:p@ss
+
+
+async def test_a_proxy_refusing_the_tunnel_is_a_refused_connection(
+    tunnel_proxy: tuple[int, list[bytes], list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy_port, _, refuse = tunnel_proxy
+    refuse.append(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy_port}")
+    for name in ("https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConnectionRefusedError, match="407"):
+        await post("https://127.0.0.1:1/v1")
