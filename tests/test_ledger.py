@@ -309,3 +309,35 @@ def test_parallel_writers_never_see_locked(tmp_path: Path) -> None:
     assert [p.exitcode for p in procs] == [0] * 8
     assert len(Ledger(path).recent(1000)) == 200
     assert os.stat(path).st_size > 0
+
+
+def test_a_kept_open_ledger_writes_on_one_connection_others_can_read(tmp_path: Path) -> None:
+    path = default_path(tmp_path)
+    server = Ledger(path, keep_open=True)
+    server.record_many([(small_run("a1"), None), (small_run("a2"), (1e-6, 2e-6))])
+    first = server._kept
+    server.record(small_run("a3"))
+    assert first is not None and server._kept is first  # no reopening per run
+    assert sorted(r["id"] for r in Ledger(path).recent(10)) == ["a1", "a2", "a3"]
+    server.close()
+    assert server._kept is None
+    server.record(small_run("a4"))  # a write after close opens a new connection
+    assert len(Ledger(path).recent(10)) == 4
+    server.close()
+
+
+def test_a_failed_batch_writes_none_of_its_runs_and_drops_the_kept_connection(
+    tmp_path: Path,
+) -> None:
+    path = default_path(tmp_path)
+    server = Ledger(path, keep_open=True)
+    server.record(small_run("ok1"))
+    broken = small_run("bad")
+    broken.turns[0].call.attempts[0].prompt_tokens = 2**70  # too large for SQLite
+    with pytest.raises(OverflowError):
+        server.record_many([(small_run("ok2"), None), (broken, None)])
+    assert server._kept is None
+    assert [r["id"] for r in Ledger(path).recent(10)] == ["ok1"]
+    server.record(small_run("ok3"))
+    assert sorted(r["id"] for r in Ledger(path).recent(10)) == ["ok1", "ok3"]
+    server.close()

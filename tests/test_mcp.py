@@ -256,7 +256,7 @@ async def test_a_delegate_that_produced_nothing_is_a_failed_run(
     state = tmp_path / "state"
     env = cli_env(tmp_path)
     bridge = Bridge(
-        roster, env, tmp_path, record=lambda t, r: ledger_recorder(r.roster, env, state)(t)
+        roster, env, tmp_path, record=lambda ts, r: ledger_recorder(r.roster, env, state)(ts)
     )
     calls: list[tuple[str, dict[str, Any]]] = [
         ("delegate", {"prompt": "one", "backend": "flaky"}),

@@ -95,7 +95,7 @@ async def test_an_mcp_call_with_lost_work_is_finished_like_a_degraded_run(
     env = cli_env(tmp_path)
     state = tmp_path / "state"
     bridge = Bridge(
-        roster, env, tmp_path, record=lambda t, r: ledger_recorder(r.roster, env, state)(t)
+        roster, env, tmp_path, record=lambda ts, r: ledger_recorder(r.roster, env, state)(ts)
     )
     tasks = [{"prompt": "a", "backend": "bad"}, {"prompt": "b", "backend": "echo"}]
     await bridge.call("delegate_many", {"tasks": tasks})
@@ -132,7 +132,7 @@ def test_finish_decides_the_status_by_what_happened(
 async def test_a_session_keeps_nothing_for_a_run_that_sent_nothing(tmp_path: Path) -> None:
     kept: list[Run] = []
     roster = load_file(write_roster(tmp_path / "r.toml", backend_toml("a", "echo", "http://x")))
-    session = Session(roster, {}, record=kept.append)
+    session = Session(roster, {}, record=kept.extend)
     trace = Run(prompt="p")
     finish(trace)
     await session.keep(trace)
@@ -164,3 +164,22 @@ async def test_a_servers_circuit_breakers_hold_across_its_runs(
     # The first run's two failures opened bad's circuit; the second run did not call it.
     assert sim.count("fail:status=500") == 2
     assert sim.count("worker") == 4
+
+
+async def test_runs_finishing_together_are_kept_in_few_batches_each_once(tmp_path: Path) -> None:
+    from tanglebrain.trace import Call, Turn
+
+    batches: list[list[str]] = []
+    roster = load_file(write_roster(tmp_path / "r.toml", backend_toml("a", "echo", "http://x")))
+    session = Session(roster, {}, record=lambda runs: batches.append([r.id for r in runs]))
+    traces = []
+    for _ in range(20):
+        trace = Run(prompt="p")
+        trace.turns.append(Turn(0, Call("orchestrator", "a", "openai/echo")))
+        finish(trace)
+        traces.append(trace)
+    async with anyio.create_task_group() as tg:
+        for trace in traces:
+            tg.start_soon(session.keep, trace)
+    assert sorted(i for batch in batches for i in batch) == sorted(t.id for t in traces)
+    assert len(batches) < len(traces)  # runs that waited for the writer went together

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ INSTRUCTIONS = (
     "lists them. Each prompt must be self-contained: the specialist sees nothing else."
 )
 log = logging.getLogger("tanglebrain.mcp")
-Recorder = Callable[[Run, LoadedRoster], None]
+Recorder = Callable[[Sequence[Run], LoadedRoster], None]
 
 
 class Bridge:
@@ -179,7 +179,7 @@ class Bridge:
         record = self.record
         return Session(
             loaded.roster, self.env, roster_dir=loaded.path.parent,
-            record=(lambda trace: record(trace, loaded)) if record is not None else None,
+            record=(lambda traces: record(traces, loaded)) if record is not None else None,
             limits=self.limits, note=_log_note, writer=self._writer,
         )  # fmt: skip
 

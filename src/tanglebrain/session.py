@@ -16,8 +16,9 @@ or export failure is one warning line, and never costs the user an answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -26,6 +27,9 @@ from tanglebrain.orchestrator import Hooks, Request
 from tanglebrain.roster import Roster
 from tanglebrain.runtime import Limits
 from tanglebrain.trace import Run
+
+if TYPE_CHECKING:
+    from tanglebrain.ledger import Ledger
 
 Note = Callable[[str, str], None]
 # A server's circuit breakers probe a backend they skip this often: a backend that was down
@@ -87,7 +91,8 @@ def _in_event_loop() -> bool:
     return True
 
 
-Recorder = Callable[[Run], None]
+# Writes finished runs to the ledger, several at a time when they finished together.
+Recorder = Callable[[Sequence[Run]], None]
 
 
 class Session:
@@ -130,6 +135,7 @@ class Session:
         self.note = note
         self.export = export
         self._writer = writer
+        self._pending: list[Run] = []  # kept, waiting for the writer
 
     async def run(self, request: Request, trace: Run, hooks: Hooks) -> None:
         """Run ``request`` into ``trace``; a failure finishes the trace and propagates.
@@ -150,24 +156,37 @@ class Session:
             raise
         mark_unpriced(trace, self.roster)
 
-    def keep_now(self, trace: Run) -> None:
-        """Record and export ``trace`` (a finished run that made calls); never raises."""
-        if not (trace.turns or trace.extra_calls):
-            return  # nothing was sent: nothing to keep
-        mark_unpriced(trace, self.roster)
+    def keep_now(self, *traces: Run) -> None:
+        """Record and export ``traces`` (finished runs that made calls); never raises."""
+        traces = tuple(t for t in traces if t.turns or t.extra_calls)  # nothing sent: no record
+        if not traces:
+            return
+        for trace in traces:
+            mark_unpriced(trace, self.roster)
         if self.record is not None:
             try:
-                self.record(trace)
+                self.record(traces)
             except Exception as exc:  # a recorder's bug must not cost the user an answer
-                self.note(f"run {trace.id} not recorded: {type(exc).__name__}: {exc}", "warning")
+                ids = ", ".join(t.id for t in traces)
+                self.note(f"run {ids} not recorded: {type(exc).__name__}: {exc}", "warning")
         if self.export:
-            self._export(trace)
+            for trace in traces:
+                self._export(trace)
 
     async def keep(self, trace: Run) -> None:
-        """``keep_now`` off the event loop, one writer at a time, even when cancelled."""
+        """``keep_now`` off the event loop, one writer at a time, even when cancelled.
+
+        Runs that finish while the writer is busy wait for it together and are written
+        in one transaction: a server finishing 200 runs at once writes a few batches,
+        not 200 transactions.
+        """
         self._writer = self._writer or anyio.CapacityLimiter(1)
+        self._pending.append(trace)
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.keep_now, trace, limiter=self._writer)
+            async with self._writer:
+                batch, self._pending = self._pending, []
+                if batch:  # else an earlier keeper took this trace in its batch
+                    await anyio.to_thread.run_sync(lambda: self.keep_now(*batch))
 
     def _export(self, trace: Run) -> None:
         endpoints = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -183,22 +202,37 @@ class Session:
 
 
 def ledger_recorder(
-    roster: Roster, env: Mapping[str, str], state_dir: Path, note: Note = _stderr_note
+    roster: Roster,
+    env: Mapping[str, str],
+    state_dir: Path,
+    note: Note = _stderr_note,
+    *,
+    ledger: Ledger | None = None,
 ) -> Recorder:
-    """A recorder writing runs to the ledger in ``state_dir``; a failure is one warning."""
+    """A recorder writing runs to the ledger in ``state_dir``; a failure is one warning.
 
-    def record(trace: Run) -> None:
+    Args:
+        roster: the roster the runs ran on (orchestrator prices, keys to scrub).
+        env: where the keys are looked up.
+        state_dir: where the ledger is (when ``ledger`` is None).
+        note: where the warning goes.
+        ledger: the ledger to write (a server's, kept open); one per call when None.
+    """
+
+    def record(traces: Sequence[Run]) -> None:
         from tanglebrain import models
         from tanglebrain.ledger import Ledger, default_path
 
-        orchestrator = roster.get(trace.orchestrator) if trace.orchestrator else None
+        rows = []
+        for trace in traces:
+            orchestrator = roster.get(trace.orchestrator) if trace.orchestrator else None
+            rows.append((trace, models.price_per_token(orchestrator) if orchestrator else None))
         try:
-            price = models.price_per_token(orchestrator) if orchestrator else None
-            Ledger(default_path(state_dir)).record(
-                trace, orchestrator_price=price, secrets=roster.key_values(env)
+            (ledger or Ledger(default_path(state_dir))).record_many(
+                rows, secrets=roster.key_values(env)
             )
         except TanglebrainError as exc:
-            note(f"run {trace.id} not recorded: {exc}", "warning")
+            note(f"run {', '.join(t.id for t in traces)} not recorded: {exc}", "warning")
 
     return record
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -16,7 +17,10 @@ import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tanglebrain import models
 from tanglebrain.models import _http
+from tanglebrain.roster import parse
+from tanglebrain.trace import Call
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -281,3 +285,68 @@ async def test_a_proxy_refusing_the_tunnel_is_a_refused_connection(
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConnectionRefusedError, match="407"):
         await post("https://127.0.0.1:1/v1")
+
+
+def sse_reply(text: str, *, end: bool) -> bytes:
+    """A streamed completion as a chunked body; ``end``: the body ends after "[DONE]"."""
+    events = [
+        {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+         "usage": {"prompt_tokens": 3, "completion_tokens": 1}},
+    ]  # fmt: skip
+    body = b"".join(b"data: %s\n\n" % json.dumps(e).encode() for e in events)
+    body += b"data: [DONE]\n\n"
+    head = OK + b"Content-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return head + b"%x\r\n%s\r\n" % (len(body), body) + (b"0\r\n\r\n" if end else b"")
+
+
+async def stream_twice(port: int) -> list[str]:
+    b = parse(
+        f'[[backend]]\nid = "b"\nmodel = "openai/m"\napi_base = "http://127.0.0.1:{port}/v1"\n'
+        'good_at = ["x"]\ncost = 0\n'
+    ).backends[0]
+    texts = []
+    for _ in range(2):
+        pieces: list[str] = []
+        reply = await models.complete(
+            b, [{"role": "user", "content": "hi"}], call=Call("subtask", "b", b.model), env={},
+            timeout=30, retry=models.RetryPolicy(max_attempts=1), on_text=pieces.append,
+        )  # fmt: skip
+        assert "".join(pieces) == reply.text
+        texts.append(reply.text)
+    return texts
+
+
+@pytest.mark.parametrize(("ends", "connections"), [(True, 1), (False, 2)])
+async def test_a_stream_keeps_its_connection_when_the_body_ends_after_done(
+    ends: bool, connections: int
+) -> None:
+    # A server that holds the body open after "[DONE]" still answers: its connection is
+    # dropped after a short grace instead of being reused.
+    opened: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened.append(1)
+        while await read_request(reader):
+            writer.write(sse_reply("streamed", end=ends))
+            await writer.drain()
+        writer.close()
+
+    async with await serve(handle) as server:
+        assert await stream_twice(port_of(server)) == ["streamed", "streamed"]
+    assert len(opened) == connections
+
+
+async def test_a_stream_that_falls_silent_times_out() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK + b"Content-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await reader.read()  # silent until the client gives up
+
+    server = await serve(handle)
+    url = f"http://127.0.0.1:{port_of(server)}/"
+    async with server, _http.pool().post(url, b"", []) as resp:
+        resp.timeout = 0.2
+        with pytest.raises(TimeoutError):
+            await resp.aread()

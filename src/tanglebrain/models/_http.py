@@ -31,7 +31,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote, urlsplit
@@ -130,18 +130,26 @@ class _Socket(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def more(self) -> None:
-        """Wait until more bytes arrive or the connection ends."""
+    async def more(self, timeout: float | None = None) -> None:
+        """Wait until more bytes arrive or the connection ends; ``TimeoutError`` after ``timeout``.
+
+        A timer, not a cancel scope: a stream waits once per chunk, and a scope costs
+        more CPU than the chunk.
+        """
         if self._paused and self.transport:
             self._paused = False
             self.transport.resume_reading()
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
         try:
-            await self._waiter
+            await waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
-    async def line(self) -> bytes:
+    async def line(self, timeout: float | None = None) -> bytes:
         """The next line of the buffer (without its line break)."""
         while True:
             end = self.buffer.find(b"\n")
@@ -153,7 +161,12 @@ class _Socket(asyncio.Protocol):
                 raise ConnectionBroken("invalid HTTP from the server: a line over 64 KB")
             if self.closed:
                 raise ConnectionBroken("the server closed the connection mid-response")
-            await self.more()
+            await self.more(timeout)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class _Conn:
@@ -173,10 +186,17 @@ class _Conn:
 
 
 class Response:
-    """A response whose headers have arrived; the body is read from ``aread`` or ``aiter``."""
+    """A response whose headers have arrived; the body is read from ``aread`` or ``aiter``.
+
+    Attributes:
+        timeout: how long each wait for more of the body may last (``TimeoutError``
+            after it); None: no limit but the caller's.
+    """
 
     def __init__(self, conn: _Conn, status: int, headers: dict[str, str], keep: bool) -> None:
         self._conn = conn
+        self._body: AsyncIterator[bytes] | None = None
+        self.timeout: float | None = None
         self.status = status
         self.headers = headers
         self.complete = False
@@ -194,19 +214,35 @@ class Response:
             keep = False  # no framing: the body ends when the server closes
         self.keep_alive = keep
 
-    async def aiter(self) -> AsyncIterator[bytes]:
-        """The body, piece by piece as it arrives."""
+    def aiter(self) -> AsyncIterator[bytes]:
+        """The body, piece by piece as it arrives (one iterator: later calls continue it)."""
+        if self._body is None:
+            self._body = self._pieces()
+        return self._body
+
+    async def discard_rest(self, wait: float) -> None:
+        """Read and drop what is left of the body if it ends within ``wait`` seconds.
+
+        A stream's reader stops at its last event; the few bytes that end the body
+        (a chunked body's terminator) decide whether the connection can be reused.
+        """
+        self.timeout = wait
+        with suppress(TimeoutError, OSError):
+            async for _ in self.aiter():
+                pass
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
         sock = self._conn.socket
         if self._chunked:
-            while size := _chunk_size(await sock.line()):
-                async for piece in _exactly(sock, size):
+            while size := _chunk_size(await sock.line(self.timeout)):
+                async for piece in _exactly(self, size):
                     yield piece
-                if await sock.line():
+                if await sock.line(self.timeout):
                     raise ConnectionBroken("invalid HTTP from the server: a chunk overran")
-            while await sock.line():  # trailer fields, up to the blank line
+            while await sock.line(self.timeout):  # trailer fields, up to the blank line
                 pass
         elif self._length is not None:
-            async for piece in _exactly(sock, self._length):
+            async for piece in _exactly(self, self._length):
                 yield piece
         else:
             while True:
@@ -217,7 +253,7 @@ class Response:
                 elif sock.closed:
                     break
                 else:
-                    await sock.more()
+                    await sock.more(self.timeout)
         self.complete = True
 
     async def aread(self, limit: int = MAX_BODY) -> bytes:
@@ -232,8 +268,9 @@ class Response:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def _exactly(sock: _Socket, size: int) -> AsyncIterator[bytes]:
+async def _exactly(resp: Response, size: int) -> AsyncIterator[bytes]:
     """``size`` bytes of the body, yielded as they arrive."""
+    sock = resp._conn.socket
     buffer = sock.buffer
     while size:
         if buffer:
@@ -245,7 +282,7 @@ async def _exactly(sock: _Socket, size: int) -> AsyncIterator[bytes]:
         elif sock.closed:
             raise ConnectionBroken("the server closed the connection mid-response")
         else:
-            await sock.more()
+            await sock.more(resp.timeout)
 
 
 def _content_length(value: str) -> int:

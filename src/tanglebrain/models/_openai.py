@@ -65,6 +65,11 @@ def _is_openai(url: str) -> bool:
     return (urlsplit(url).hostname or "").endswith("api.openai.com")
 
 
+# After "[DONE]" the body's last bytes normally came in the same packet; a server that
+# keeps the response open longer loses its connection instead of delaying the answer.
+_DONE_GRACE_S = 0.1
+
+
 class OpenAITransport:
     """Calls an OpenAI-compatible ``/chat/completions`` endpoint directly."""
 
@@ -147,15 +152,15 @@ async def _whole(out: Outgoing, resp: _http.Response) -> AsyncIterator[Chunk]:
 
 async def _events(out: Outgoing, resp: _http.Response) -> AsyncIterator[Chunk]:
     """The chunks of a server-sent-events body; each wait is bounded by the timeout."""
+    resp.timeout = out.timeout
     pieces = resp.aiter()
     buffer = b""
     data: list[bytes] = []
     while True:
-        with anyio.fail_after(out.timeout):
-            try:
-                part = await anext(pieces)
-            except StopAsyncIteration:
-                return
+        try:
+            part = await anext(pieces)
+        except StopAsyncIteration:
+            return
         buffer += part
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
@@ -165,6 +170,7 @@ async def _events(out: Outgoing, resp: _http.Response) -> AsyncIterator[Chunk]:
             elif not line and data:  # a blank line ends an event
                 payload, data = b"\n".join(data), []
                 if payload.strip() == b"[DONE]":
+                    await resp.discard_rest(_DONE_GRACE_S)  # keeps the connection reusable
                     return
                 yield _chunk(out.backend.id, json.loads(payload))
 

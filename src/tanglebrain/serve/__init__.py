@@ -18,7 +18,8 @@ The mapping (model, messages, usage, the ``tanglebrain`` field, error codes) liv
 * **auth**: with a token, every request needs ``Authorization: Bearer TOKEN``
   (compared with ``hmac.compare_digest``); without one, any header is accepted.
 * A client that disconnects cancels its run. Every run (ok, failed or interrupted) is
-  handed to ``record`` after its response, one at a time on a worker thread.
+  handed to ``record`` after its response, on a worker thread; runs that finish while
+  it writes are written together next, in one transaction.
 * SIGINT/SIGTERM: stop accepting, let in-flight requests finish for up to the
   shutdown timeout, then cancel them (they are recorded as interrupted).
 """
@@ -31,7 +32,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ class ServeConfig:
     roster_dir: Path | None = None
     token: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    record: Callable[[Run], None] | None = None
+    record: Callable[[Sequence[Run]], None] | None = None
     on_done: Callable[[Run], None] | None = None
 
 
