@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from tanglebrain.models import _model_map as model_map
@@ -35,10 +39,57 @@ def test_a_provider_prefix_is_stripped_only_for_that_providers_entry() -> None:
 
 
 def test_each_entry_found_alone_is_the_entry_of_the_whole_map() -> None:
-    import json
-
     whole = json.loads(model_map._text())
     keys = sorted(whole)
     for key in keys[:: max(1, len(keys) // 300)]:  # ~300 keys spread over the map
         assert model_map._entry(key) == whole[key], key
     assert model_map._entry("no-such-provider/no-such-model") is None
+
+
+@pytest.fixture
+def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty cache folder, and nothing remembered in this process."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    forget()
+    yield tmp_path / "tanglebrain" / "model-map.json"
+    forget()
+
+
+def forget() -> None:
+    model_map._remembered.cache_clear()
+    model_map.info.cache_clear()
+
+
+def test_answers_are_remembered_and_read_back_without_the_map(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = ["openai/gpt-4o", "no-such-provider/no-such-model", "anthropic/claude-sonnet-4-5"]
+    slow = [model_map.info(m) for m in asked]
+    assert fresh.is_file()
+    forget()
+
+    def no_map() -> str:
+        raise AssertionError("the map was read")
+
+    monkeypatch.setattr(model_map, "_text", no_map)
+    assert [model_map.info(m) for m in asked] == slow
+    assert slow[0]["max_input_tokens"] and slow[1] == {}
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"map": ["elsewhere", 1, 2], "models": {"openai/gpt-4o": {"max_input_tokens": 7}}}',
+     "not json", '{"map": 3}', '["a", "list"]'],
+    ids=["another version of the map", "corrupt", "wrong shape", "not an object"],
+)  # fmt: skip
+def test_a_stale_or_broken_cache_is_ignored_and_rewritten(fresh: Path, content: str) -> None:
+    fresh.parent.mkdir(parents=True)
+    fresh.write_text(content)
+    assert model_map.info("openai/gpt-4o")["max_input_tokens"] != 7
+    assert json.loads(fresh.read_text())["map"] == model_map._version()
+
+
+def test_an_unwritable_cache_costs_nothing_but_time(fresh: Path) -> None:
+    fresh.parent.parent.joinpath("tanglebrain").write_text("a file where the folder goes")
+    assert model_map.info("openai/gpt-4o")["litellm_provider"] == "openai"
+    assert not list(fresh.parent.parent.glob("**/*.tmp"))

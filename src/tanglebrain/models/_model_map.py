@@ -9,13 +9,22 @@ entries asked for are decoded.
 Look-ups follow litellm's naming: the model string as written (``gemini/gemini-2.5-flash``),
 else without its provider prefix when the entry belongs to that provider
 (``openai/gpt-4.1`` → ``gpt-4.1``), with ``ollama_chat/`` read as ``ollama/``.
+
+Even so, reading the 3 MB file costs ~6 ms and a look-up ~8-12 ms (a model the map does
+not know is the slowest: every spelling is searched for), on every run. So the answers are
+remembered in a small file, ``$XDG_CACHE_HOME/tanglebrain/model-map.json`` (default
+``~/.cache``), which holds only the fields used here for the models asked about and is
+valid for one version of the map (its path, size and modification time). The cache is an
+optimisation only: a missing, stale, corrupt or unwritable file means the slow path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +36,79 @@ _ALIASES = {"ollama_chat": "ollama"}
 _DECODER = json.JSONDecoder()
 
 
+# The fields read from an entry (prices, cache prices, context window, provider).
+FIELDS = (
+    "input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost",
+    "cache_creation_input_token_cost", "max_input_tokens", "max_tokens", "litellm_provider",
+)  # fmt: skip
+
+
 @functools.cache
-def _text() -> str:
-    """The map's JSON text, or "" when litellm (or its file) is not installed."""
+def _source() -> Path | None:
+    """Where the map is, or None when litellm (or its file) is not installed."""
     try:
         spec = importlib.util.find_spec("litellm")
     except (ImportError, ValueError):
-        return ""
+        return None
     for folder in (spec.submodule_search_locations or []) if spec else []:
-        try:
-            return (Path(folder) / _FILE).read_text("utf-8")
-        except (OSError, ValueError):
-            continue
-    return ""
+        path = Path(folder) / _FILE
+        if path.is_file():
+            return path
+    return None
+
+
+@functools.cache
+def _text() -> str:
+    """The map's JSON text, or "" when it is not installed or cannot be read."""
+    source = _source()
+    try:
+        return source.read_text("utf-8") if source else ""
+    except (OSError, ValueError):
+        return ""
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tanglebrain" / "model-map.json"
+
+
+def _version() -> list[object]:
+    """What identifies the map's version: its path, size and modification time."""
+    source = _source()
+    if source is None:
+        return []
+    try:
+        st = source.stat()
+    except OSError:
+        return []
+    return [str(source), st.st_size, st.st_mtime_ns]
+
+
+@functools.cache
+def _remembered() -> dict[str, dict[str, Any]]:
+    """The answers remembered for this version of the map ({} when none are)."""
+    try:
+        data = json.loads(_cache_file().read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    ok = isinstance(data, dict) and data.get("map") == _version() and _version()
+    models = data.get("models") if ok else None
+    return models if isinstance(models, dict) else {}
+
+
+def _remember(model: str, entry: dict[str, Any]) -> None:
+    """Add ``model``'s answer to the cache file (atomically; failures are ignored)."""
+    remembered = _remembered()
+    remembered[model] = entry
+    path = _cache_file()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"map": _version(), "models": remembered}), "utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _entry(key: str) -> dict[str, Any] | None:
@@ -70,10 +139,20 @@ def _entry(key: str) -> dict[str, Any] | None:
 
 @functools.lru_cache(maxsize=256)
 def info(model: str) -> dict[str, Any]:
-    """Litellm's entry for ``model`` (prices, context window, …), or {} when it has none."""
+    """Litellm's entry for ``model`` (the ``FIELDS`` it has), or {} when it has none."""
+    remembered = _remembered().get(model)
+    if isinstance(remembered, dict):
+        return dict(remembered)
+    entry = {k: v for k, v in _look_up(model).items() if k in FIELDS and v is not None}
+    if _source() is not None:
+        _remember(model, entry)
+    return dict(entry)
+
+
+def _look_up(model: str) -> dict[str, Any]:
     entry = _entry(model)
     if entry is not None:
-        return dict(entry)
+        return entry
     provider, _, rest = model.partition("/")
     if not rest:
         return {}
@@ -81,5 +160,5 @@ def info(model: str) -> dict[str, Any]:
     for key in (f"{provider}/{rest}", rest):
         entry = _entry(key)
         if entry is not None and str(entry.get("litellm_provider", "")) == provider:
-            return dict(entry)
+            return entry
     return {}
