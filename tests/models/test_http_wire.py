@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tanglebrain import models
-from tanglebrain.models import _http
+from tanglebrain.models import _http, _http1
 from tanglebrain.roster import parse
 from tanglebrain.trace import Call
 
@@ -161,8 +161,8 @@ def test_any_split_of_a_chunked_reply_reads_back_the_body(
     data = wire(body, sizes)
 
     async def scenario() -> bytes:
-        sock = _http._Socket()
-        conn = _http._Conn(None, sock)  # type: ignore[arg-type]  # never written to
+        sock = _http1.Socket()
+        conn = _http1.Connection(None, sock)  # type: ignore[arg-type]  # never written to
 
         async def feed() -> None:
             at = 0
@@ -173,8 +173,8 @@ def test_any_split_of_a_chunked_reply_reads_back_the_body(
             sock.eof_received()
 
         feeder = asyncio.create_task(feed())
-        status, headers, keep = await _http._read_head(sock)
-        got = await _http.Response(conn, status, headers, keep).aread()
+        status, headers, keep = await _http1.read_head(sock)
+        got = await _http1.Response(conn, status, headers, keep).aread()
         await feeder
         return got
 

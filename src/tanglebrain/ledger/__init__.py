@@ -5,9 +5,10 @@ busy timeout, its schema built by an ordered list of migrations (``PRAGMA
 user_version``). A run is written once, at its end, in one ``BEGIN IMMEDIATE``
 transaction, retried with backoff while another process holds the lock, so that
 parallel ``tanglebrain`` processes never show "database is locked". Failures raise
-``LedgerError``; the CLI turns them into a warning. This is the only module that
-imports ``sqlite3``. No API key or header is ever stored: the trace holds none, and
-``record`` scrubs the key values it is given from every text it writes.
+``LedgerError``; the CLI turns them into a warning. This package is the only one that
+imports ``sqlite3`` (``_schema`` holds the migrations). No API key or header is ever
+stored: the trace holds none, and ``record`` scrubs the key values it is given from every
+text it writes.
 
 The ``hook_log`` table holds one row per invocation of an agent hook or of ``wrap``
 (``record_hook``, ``hook_rows``). Those run on every tool call of a coding agent, so this
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tanglebrain.backoff import backoff
 from tanglebrain.errors import LedgerError
 from tanglebrain.ledger import _spool
+from tanglebrain.ledger._schema import MIGRATIONS, VERSION, migrate
 from tanglebrain.ledger._spool import HOOK_COLUMNS, HOOK_SPOOL
 from tanglebrain.state import ensure_dir
 
@@ -38,7 +40,8 @@ if TYPE_CHECKING:
     from tanglebrain.trace import Run
 
 __all__ = [
-    "HOOK_COLUMNS", "HOOK_SPOOL", "Ledger", "LedgerError", "StoredRun", "default_path", "migrate",
+    "HOOK_COLUMNS", "HOOK_SPOOL", "MIGRATIONS", "VERSION", "Ledger", "LedgerError", "StoredRun",
+    "default_path", "migrate",
 ]  # fmt: skip
 
 FILENAME = "runs.db"
@@ -46,66 +49,6 @@ BUSY_TIMEOUT_S = 5.0
 WRITE_TRIES = 8
 T = TypeVar("T")
 Row = dict[str, Any]
-
-MIGRATIONS: tuple[str, ...] = (
-    # 1: runs, and every node of their trees (turn, tool, subtask, call, attempt).
-    """
-    CREATE TABLE runs (
-        id TEXT PRIMARY KEY, started REAL NOT NULL, ended REAL, origin TEXT NOT NULL,
-        mode TEXT NOT NULL, status TEXT NOT NULL, orchestrator TEXT, prompt TEXT NOT NULL,
-        answer TEXT NOT NULL, error TEXT, subtasks INTEGER NOT NULL,
-        subtasks_ok INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
-        completion_tokens INTEGER NOT NULL, cost_usd REAL,
-        orchestrator_context_tokens INTEGER NOT NULL, warnings TEXT NOT NULL,
-        digests TEXT NOT NULL
-    );
-    CREATE TABLE calls (
-        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL, parent INTEGER, kind TEXT NOT NULL, role TEXT, idx INTEGER,
-        name TEXT, task TEXT, status TEXT, backend TEXT, model TEXT, failover INTEGER,
-        error TEXT, http_status INTEGER, started REAL, ended REAL, latency_ms REAL,
-        prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL, bytes_in INTEGER,
-        bytes_out INTEGER, retries INTEGER, prompt TEXT, answer TEXT, extra TEXT,
-        PRIMARY KEY (run_id, seq)
-    );
-    """,
-    # 2: the orchestrator's price per token (for savings), indexes for runs/stats.
-    """
-    ALTER TABLE runs ADD COLUMN orchestrator_price_in REAL;
-    ALTER TABLE runs ADD COLUMN orchestrator_price_out REAL;
-    CREATE INDEX runs_started ON runs (started);
-    CREATE INDEX calls_kind_backend ON calls (kind, backend);
-    """,
-    # 3: the review panel of a run (JSON: critiques, verdicts, overall), when there was one.
-    """
-    ALTER TABLE runs ADD COLUMN review TEXT;
-    """,
-    # 4: the prompt tokens read from and written to the provider's prompt cache (parts of
-    # prompt_tokens), per call and attempt. NULL on older rows: not recorded, not zero.
-    """
-    ALTER TABLE calls ADD COLUMN cache_read_tokens INTEGER;
-    ALTER TABLE calls ADD COLUMN cache_write_tokens INTEGER;
-    """,
-    # 5: one row per agent-hook or ``wrap`` invocation (see ``HOOK_COLUMNS``).
-    """
-    CREATE TABLE hook_log (
-        time REAL NOT NULL, agent TEXT NOT NULL, event TEXT NOT NULL, tool TEXT,
-        command TEXT, family TEXT, outcome TEXT, exit_code INTEGER, bytes_in INTEGER,
-        bytes_out INTEGER, handler_ms REAL, command_ms REAL, raw_id TEXT
-    );
-    CREATE INDEX hook_log_time ON hook_log (time);
-    """,
-    # 6: the gate's decision of a run (``router.GateDecision`` as text), when asked.
-    """
-    ALTER TABLE runs ADD COLUMN gate TEXT;
-    """,
-    # 7: ``run --ab``: the pair id shared by a delegated run and its solo twin.
-    """
-    ALTER TABLE runs ADD COLUMN pair TEXT;
-    CREATE INDEX runs_pair ON runs (pair);
-    """,
-)
-VERSION = len(MIGRATIONS)
 
 
 def __getattr__(name: str) -> Any:
@@ -407,26 +350,6 @@ class Ledger:
         if not self.path.exists() and not _spool.spools(self.path.parent):
             return []
         return self._retry("read", go)
-
-
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema to ``VERSION`` (under a write lock) and return the old version."""
-    current = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if current >= VERSION:
-        return current
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        current = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        for version in range(current + 1, VERSION + 1):
-            for statement in MIGRATIONS[version - 1].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {max(current, VERSION)}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return current
 
 
 def _dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
