@@ -6,6 +6,11 @@ it and ``--json`` can serialise it without knowing how it was produced.
 
 Observers (the live view) subscribe with ``Run.subscribe``; they are called after
 every change, synchronously, on the event loop thread. Keep them cheap.
+
+This module holds the nodes and their sums (``cost_of``, ``cache_tokens``). The review
+branch (``Review`` and its critiques and verdicts, ``review_to_dict``/``review_from_dict``)
+lives in :mod:`tanglebrain._trace_review` and is re-exported here: import every part of
+the tree from this module.
 """
 
 from __future__ import annotations
@@ -13,8 +18,15 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tanglebrain._trace_review import Critique as Critique
+from tanglebrain._trace_review import Disagreement as Disagreement
+from tanglebrain._trace_review import Review as Review
+from tanglebrain._trace_review import Verdict as Verdict
+from tanglebrain._trace_review import review_from_dict as review_from_dict
+from tanglebrain._trace_review import review_to_dict as review_to_dict
 
 Status = Literal["queued", "running", "ok", "error", "no_fit", "refused", "cancelled"]
 FAILED: frozenset[Status] = frozenset({"error", "no_fit", "refused"})
@@ -200,57 +212,6 @@ class Digest:
     bytes_after: int
 
 
-@dataclass(slots=True)
-class Disagreement:
-    """One point a reviewer disputes."""
-
-    point: str
-    reason: str
-    severity: Literal["blocker", "major", "minor"] | str
-
-
-@dataclass(slots=True)
-class Critique:
-    """What one reviewer said about the draft (``parsed`` False: free-form text)."""
-
-    reviewer: str
-    status: Literal["ok", "error"]
-    parsed: bool = False
-    agree: list[str] = field(default_factory=list)
-    disagree: list[Disagreement] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    raw: str = ""
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class Verdict:
-    """The orchestrator's ruling on one disagreement, or overall."""
-
-    point: str
-    verdict: Literal["AFFIRM", "MODIFY", "REVERSE"] | str
-    reason: str
-
-
-@dataclass(slots=True)
-class Review:
-    """A review panel: who reviewed, what they said, how the orchestrator ruled."""
-
-    reviewers: list[str]
-    answer: str
-    critiques: list[Critique] = field(default_factory=list)
-    verdicts: list[Verdict] = field(default_factory=list)
-    overall: Verdict | None = None
-    warning: str | None = None
-    degraded: bool = False
-
-    @property
-    def changed(self) -> bool:
-        """Whether the panel changed the answer (MODIFY or REVERSE)."""
-        rulings = [self.overall, *self.verdicts] if self.overall else self.verdicts
-        return any(v.verdict in ("MODIFY", "REVERSE") for v in rulings if v is not None)
-
-
 @dataclass
 class Run:
     """A whole request, from prompt to answer."""
@@ -376,28 +337,3 @@ def cost_of(attempts: Iterable[Attempt]) -> float | None:
         else:
             cost += a.cost_usd
     return None if unpriced_failure and not succeeded else cost
-
-
-def review_to_dict(review: Review) -> dict[str, Any]:
-    """A review as plain JSON-able data (for ``--json`` and the ledger)."""
-    data = asdict(review)
-    data["changed"] = review.changed
-    return data
-
-
-def review_from_dict(data: dict[str, Any]) -> Review:
-    """The inverse of ``review_to_dict``."""
-    critiques = [
-        Critique(**{**c, "disagree": [Disagreement(**d) for d in c.get("disagree", [])]})
-        for c in data.get("critiques", [])
-    ]
-    overall = data.get("overall")
-    return Review(
-        reviewers=list(data.get("reviewers", [])),
-        answer=str(data.get("answer", "")),
-        critiques=critiques,
-        verdicts=[Verdict(**v) for v in data.get("verdicts", [])],
-        overall=Verdict(**overall) if overall else None,
-        warning=data.get("warning"),
-        degraded=bool(data.get("degraded", False)),
-    )

@@ -20,6 +20,8 @@ import anyio
 import uvicorn
 from starlette.types import ASGIApp
 
+from tanglebrain._uvicorn import quiet_config
+
 SETTLE_S = 10.0  # for runs cut by a stop to answer 503 and be recorded
 
 
@@ -117,16 +119,5 @@ async def _watch_lifeline(fd: int, server: uvicorn.Server) -> None:
 
 
 def uvicorn_config(app: ASGIApp, *, shutdown_timeout: int = 30) -> uvicorn.Config:
-    """The uvicorn settings of ``serve``: no access log, lifespan or websockets; deep backlog."""
-    return uvicorn.Config(
-        app,
-        interface="asgi3",
-        backlog=2048,
-        access_log=False,
-        log_config=None,
-        log_level="warning",
-        lifespan="off",
-        ws="none",
-        server_header=False,
-        timeout_graceful_shutdown=shutdown_timeout,
-    )
+    """The uvicorn settings of ``serve``: the shared quiet ones, ASGI 3, our shutdown timeout."""
+    return quiet_config(app, interface="asgi3", timeout_graceful_shutdown=shutdown_timeout)

@@ -2,7 +2,7 @@
 
 A real HTTP server (starlette on uvicorn) on 127.0.0.1 that speaks the OpenAI
 chat-completions protocol: plain replies, tool calls and SSE streaming. The request's
-``model`` string picks a scripted behaviour (see :mod:`tanglebrain.sim._scripts` for the
+``model`` string picks a scripted behaviour (see :mod:`tanglebrain.sim._spec` for the
 grammar), e.g. ``worker:latency=0.3``, ``fail:status=429,retry_after=1``,
 ``orchestrator:fanout=8``. Every response carries ``system_fingerprint:
 "tanglebrain-sim"``; nothing it returns is a model's output.
@@ -14,8 +14,9 @@ Use ``async with Simulator() as sim`` inside an event loop, or
 This module is the public API: the :class:`Simulator` (lifecycle and records of what it
 received) and :func:`main`. The pieces: :mod:`~tanglebrain.sim._http` (routes, server, raw
 writes), :mod:`~tanglebrain.sim._respond` (answering one request per its spec),
-:mod:`~tanglebrain.sim._protocol` (response JSON), :mod:`~tanglebrain.sim._scripts` (spec
-grammar, scripted texts) and :mod:`~tanglebrain.sim._orchestrator` (the scripted orchestrator).
+:mod:`~tanglebrain.sim._protocol` (response JSON), :mod:`~tanglebrain.sim._spec` (the spec
+grammar), :mod:`~tanglebrain.sim._scripts` (scripted texts and failures) and
+:mod:`~tanglebrain.sim._orchestrator` (the scripted orchestrator).
 """
 
 from __future__ import annotations

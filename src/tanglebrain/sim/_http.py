@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tanglebrain._uvicorn import quiet_config
 from tanglebrain.sim._protocol import FINGERPRINT, sse
 from tanglebrain.sim._scripts import KINDS, SimError
 
@@ -95,21 +96,8 @@ class Server(uvicorn.Server):
 
 
 def server_config(app: ASGIApp) -> uvicorn.Config:
-    """The uvicorn settings of the simulator: quiet, no lifespan, unlimited concurrency."""
-    return uvicorn.Config(
-        app,
-        backlog=2048,
-        limit_concurrency=None,
-        access_log=False,
-        log_level="warning",
-        log_config=None,
-        lifespan="off",
-        ws="none",
-        http="auto",  # httptools when installed, else h11
-        server_header=False,
-        date_header=False,
-        timeout_graceful_shutdown=2,
-    )
+    """The uvicorn settings of the simulator: the shared quiet ones, unlimited concurrency."""
+    return quiet_config(app, limit_concurrency=None, date_header=False, timeout_graceful_shutdown=2)
 
 
 # --- routes ------------------------------------------------------------------------------
