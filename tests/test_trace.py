@@ -187,3 +187,23 @@ def test_cache_tokens_add_up_per_call_and_run() -> None:
     run.extra_calls += [call, Call("digest", "b", "m", [write])]
     assert run.cache_totals() == (900, 400) and run.totals()[:2] == (1500, 0)
     assert Run(prompt="y").cache_totals() == (0, 0)
+
+
+async def test_every_reader_reports_the_same_figures(sim: Simulator) -> None:
+    """``--json``, serve's extension, the ledger row and the sums agree (one mapping)."""
+    from tanglebrain.ledger._rows import RUN_COLUMNS, run_row
+    from tanglebrain.serve._wire import extension, usage
+    from tanglebrain.views.render import run_json
+
+    run = await fanout_run(sim)
+    f = run.figures()
+    assert (f.prompt_tokens, f.completion_tokens, f.cost_usd) == run.totals()
+    assert (f.cache_read_tokens, f.cache_write_tokens) == run.cache_totals()
+    assert f.subtasks == len(run.subtasks()) > 0
+    assert run_json(run)["usage"] == f.usage()
+    assert extension(run)["subtasks"] == f.subtasks
+    assert extension(run)["cost_usd"] == f.cost_usd
+    assert usage(run)["prompt_tokens"] == f.prompt_tokens
+    row = dict(zip([c.strip() for c in RUN_COLUMNS.split(",")], run_row(run, None), strict=False))
+    assert (row["subtasks"], row["subtasks_ok"]) == (f.subtasks, f.subtasks_ok)
+    assert (row["prompt_tokens"], row["cost_usd"]) == (f.prompt_tokens, f.cost_usd)

@@ -172,15 +172,16 @@ def record_spans(run: Run, provider: Any, secrets: Iterable[str] = ()) -> None:
     api = importlib.import_module("opentelemetry.trace")
     b = _Builder(provider.get_tracer("tanglebrain", __version__), api, Redactor(secrets))
     end = run.ended or run.started
-    prompt, completion, cost = run.totals()
+    f = run.figures()
     failed = run.status != "ok"
     root = b.span("invoke_agent tanglebrain", None, run.started, {
         "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "tanglebrain",
         "tanglebrain.run.id": run.id, "tanglebrain.mode": run.mode,
         "tanglebrain.status": run.status, "tanglebrain.orchestrator": run.orchestrator,
-        "tanglebrain.usage.input_tokens": prompt, "tanglebrain.usage.output_tokens": completion,
-        "tanglebrain.cost_usd": cost, "tanglebrain.subtasks": len(run.subtasks()),
-        "tanglebrain.orchestrator_context_tokens": run.orchestrator_context_tokens,
+        "tanglebrain.usage.input_tokens": f.prompt_tokens,
+        "tanglebrain.usage.output_tokens": f.completion_tokens,
+        "tanglebrain.cost_usd": f.cost_usd, "tanglebrain.subtasks": f.subtasks,
+        "tanglebrain.orchestrator_context_tokens": f.orchestrator_context_tokens,
         "error.type": run.status if failed else None,
     })  # fmt: skip
     cursor = run.started

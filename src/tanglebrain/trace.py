@@ -307,6 +307,51 @@ class Run:
         """(cache-read, cache-write) prompt tokens of the whole run (parts of its prompt)."""
         return cache_tokens(self.attempts())
 
+    def figures(self) -> RunFigures:
+        """The run's sums, computed once: what every view, the ledger and exports report."""
+        atts = self.attempts()
+        subs = self.subtasks()
+        read, write = cache_tokens(atts)
+        return RunFigures(
+            prompt_tokens=sum(a.prompt_tokens for a in atts),
+            completion_tokens=sum(a.completion_tokens for a in atts),
+            cache_read_tokens=read,
+            cache_write_tokens=write,
+            cost_usd=cost_of(atts),
+            orchestrator_context_tokens=self.orchestrator_context_tokens,
+            subtasks=len(subs),
+            subtasks_ok=sum(s.status == "ok" for s in subs),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunFigures:
+    """A run's sums, one mapping for every reader (``--json``, ``show``, serve, ledger, OTLP).
+
+    Cached prompt tokens are parts of the prompt tokens; ``cost_usd`` is None when any
+    attempt's cost is unknown.
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float | None
+    orchestrator_context_tokens: int
+    subtasks: int
+    subtasks_ok: int
+
+    def usage(self) -> dict[str, int | float | None]:
+        """The ``usage`` object of ``--json`` and ``show --json`` (docs/contracts.md)."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "cost_usd": self.cost_usd,
+            "orchestrator_context_tokens": self.orchestrator_context_tokens,
+        }
+
 
 def cache_tokens(attempts: Iterable[Attempt]) -> tuple[int, int]:
     """(cache-read, cache-write) prompt tokens summed over ``attempts``."""

@@ -69,13 +69,12 @@ def scrubber(secrets: Sequence[str]) -> Callable[[tuple[Any, ...]], tuple[Any, .
 
 def run_row(run: Run, price: tuple[float, float] | None) -> tuple[Any, ...]:
     """The ``runs`` row of ``run`` (values in ``RUN_COLUMNS`` order)."""
-    prompt, completion, cost = run.totals()
-    subs = run.subtasks()
+    f = run.figures()
     digests = [[d.name, d.bytes_before, d.bytes_after] for d in run.digests]
     return (
         run.id, run.started, run.ended, run.origin, run.mode, run.status, run.orchestrator,
-        run.prompt, run.answer, run.error, len(subs), sum(s.status == "ok" for s in subs),
-        prompt, completion, cost, run.orchestrator_context_tokens, json.dumps(run.warnings),
+        run.prompt, run.answer, run.error, f.subtasks, f.subtasks_ok, f.prompt_tokens,
+        f.completion_tokens, f.cost_usd, f.orchestrator_context_tokens, json.dumps(run.warnings),
         json.dumps(digests), price[0] if price else None, price[1] if price else None,
         json.dumps(review_to_dict(run.review)) if run.review else None, run.gate, run.pair,
     )  # fmt: skip

@@ -196,14 +196,15 @@ def error_for(exc: BaseException) -> ApiError:
 
 def extension(trace: Run) -> dict[str, Any]:
     """The ``tanglebrain`` field: run id, sub-task count, cost, degradation."""
-    cost = trace.totals()[2]
-    return {"run_id": trace.id, "subtasks": len(trace.subtasks()), "cost_usd": cost,
+    figures = trace.figures()
+    return {"run_id": trace.id, "subtasks": figures.subtasks, "cost_usd": figures.cost_usd,
             "degraded": trace.degraded, "warnings": list(trace.warnings)}  # fmt: skip
 
 
 def usage(trace: Run) -> dict[str, int]:
     """Tokens of every call of the run."""
-    prompt, completion, _ = trace.totals()
+    figures = trace.figures()
+    prompt, completion = figures.prompt_tokens, figures.completion_tokens
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}  # fmt: skip
 

@@ -139,16 +139,7 @@ def ab_line(delegated: Run, solo: Run) -> str:
 
 def usage_json(run: Run) -> dict[str, Any]:
     """A run's ``usage`` object (``--json``, ``show --json``, the A/B twin's)."""
-    prompt, completion, cost = run.totals()
-    read, write = run.cache_totals()
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "cache_read_tokens": read,
-        "cache_write_tokens": write,
-        "cost_usd": cost,
-        "orchestrator_context_tokens": run.orchestrator_context_tokens,
-    }
+    return dict(run.figures().usage())
 
 
 def run_json(run: Run) -> dict[str, Any]:
