@@ -1,9 +1,11 @@
-"""The ``delegate`` and ``delegate_many`` tools: schemas, validation, fan-out, failover.
+"""The ``delegate`` and ``delegate_many`` tools: validation, fan-out, failover.
 
 Sub-tasks run concurrently in an anyio task group, each backend behind its own
 ``CapacityLimiter``. A failing sub-task fails over to the next candidate backend and,
 when none is left, becomes an ``error`` result telling the orchestrator to do that
-part itself: nothing here raises into the orchestrator loop.
+part itself: nothing here raises into the orchestrator loop. Results are the values of
+``results``, serialized by whoever hands them on; the tools' schemas and the menu live in
+``tools`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -17,103 +19,15 @@ import anyio
 from tanglebrain import models, router
 from tanglebrain.errors import BackendError, BudgetExceeded, CircuitOpen, ConfigError
 from tanglebrain.models import estimate_tokens
-from tanglebrain.roster import Backend
+from tanglebrain.results import CallError, ManyResult, SubtaskResult, ToolResult
+from tanglebrain.results import fit_result as fit_result
 from tanglebrain.runtime import TRUNCATED, RunContext, with_attachments
-from tanglebrain.trace import Call, Subtask, ToolCall, now
+from tanglebrain.tools import menu as menu
+from tanglebrain.tools import tool_schemas as tool_schemas
+from tanglebrain.trace import Call, Status, Subtask, ToolCall, now
 
 DO_IT_YOURSELF = "do this part yourself"
-TAG_HINT = "a good_at tag from the menu"
-PROMPT_HINT = "the sub-task, complete in itself: the specialist sees nothing else"
 CUT_ADVICE = "ask for less or split the sub-task, or do the rest yourself"
-# A digested sub-task text never gets less than this many bytes.
-MIN_SHARE = 400
-
-
-def _task_schema(tags: list[str], ids: list[str], attachments: list[str]) -> dict[str, Any]:
-    """One sub-task's JSON schema; a property is offered only when the run gives it a use."""
-    properties: dict[str, Any] = {"prompt": {"type": "string", "description": PROMPT_HINT}}
-    if tags:
-        properties["task"] = {"type": "string", "description": TAG_HINT, "enum": tags}
-    if ids:
-        properties["backend"] = {"type": "string", "description": "to pin one", "enum": ids}
-    if attachments:  # offered only when there is something to attach: small models invent names
-        properties["attach"] = {
-            "type": "array",
-            "description": "names of attachments to hand over in full",
-            "items": {"type": "string", "enum": attachments},
-        }
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": ["prompt"],
-        "additionalProperties": False,
-    }
-
-
-def _pinning_helps(backends: list[Backend]) -> bool:
-    """Whether a ``backend`` pin picks anything a ``task`` tag cannot: a shared tag."""
-    seen: set[str] = set()
-    for b in backends:
-        if seen & set(b.good_at):
-            return True
-        seen |= set(b.good_at)
-    return False
-
-
-def menu(ctx: RunContext, orchestrator_id: str | None) -> str:
-    """One line per enabled backend: id, good_at, relative cost, context window."""
-    lines = []
-    for b in ctx.usable():
-        if b.id == orchestrator_id:
-            continue
-        window = ctx.window_of(b)
-        lines.append(
-            f"- {b.id}: good at {', '.join(b.good_at)}; relative cost {b.cost:g}; "
-            f"context window {f'{window} tokens' if window else 'unknown'}"
-        )
-    return "\n".join(lines) or "- (no specialist is enabled)"
-
-
-def tool_schemas(
-    ctx: RunContext, orchestrator_id: str | None, *, lean: bool = False
-) -> list[dict[str, Any]]:
-    """The OpenAI function-tool schemas of ``delegate`` and ``delegate_many``.
-
-    Args:
-        ctx: the run.
-        orchestrator_id: the orchestrator, left out of the menu.
-        lean: for an orchestrator model whose system prompt holds the menu: the
-            descriptions leave it out, and ``backend`` is offered only when two
-            specialists share a tag (small models copy every field they see).
-
-    Returns:
-        The two tool schemas (docs/contracts.md).
-    """
-    enabled = [b for b in ctx.usable() if b.id != orchestrator_id]
-    tags = sorted({t for b in enabled for t in b.good_at})
-    ids = [b.id for b in enabled] if not lean or _pinning_helps(enabled) else []
-    task = _task_schema(tags, ids, sorted(ctx.attachments))
-    menu_ = "" if lean else f"\nBackends:\n{menu(ctx, orchestrator_id)}"
-    one = "Hand one sub-task to a specialist and get its answer."
-    many = (
-        "Run several independent sub-tasks at once; one result per task, in order "
-        f"(at most {ctx.max_subtasks} sub-tasks per run)."
-    )
-    if not lean:
-        one += " Pick by task tag (cheapest fitting backend) or by backend id."
-    tasks = {"type": "array", "items": task, "minItems": 1}
-    listed = {"type": "object", "properties": {"tasks": tasks}, "required": ["tasks"]}
-    return [
-        _function("delegate", one + menu_, task),
-        _function("delegate_many", many + menu_, {**listed, "additionalProperties": False}),
-    ]
-
-
-def _function(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {"name": name, "description": description, "parameters": parameters},
-    }
 
 
 @dataclass(frozen=True)
@@ -184,11 +98,15 @@ async def execute(
     orchestrator_id: str | None,
     *,
     lenient: bool = False,
-) -> Any:
-    """Run one tool call; return its result (a dict, or a list for ``delegate_many``).
+) -> ToolResult:
+    """Run one tool call; return its result, unserialized.
 
     With ``lenient`` (see ``_parse_spec``) a ``delegate_many`` whose ``tasks`` is one task
     instead of a list of them runs that task.
+
+    Returns:
+        A ``SubtaskResult`` for ``delegate``, a ``ManyResult`` for ``delegate_many``, or a
+        ``CallError`` when the call as a whole is rejected and no sub-task runs.
     """
     try:
         args = json.loads(arguments or "{}")
@@ -216,16 +134,13 @@ async def execute(
         )
     ctx.subtasks_used += len(raws)
     results = await fan_out(ctx, raws, node, orchestrator_id, lenient=lenient)
-    out: Any = results[0] if name == "delegate" else results
-    if name == "delegate":
-        out = {k: v for k, v in out.items() if k != "index"}
-    return out
+    return results.entries[0] if name == "delegate" else results
 
 
-def _error(node: ToolCall, message: str) -> dict[str, Any]:
-    """The result of a call rejected as a whole: one error object (no task ran)."""
+def _error(node: ToolCall, message: str) -> CallError:
+    """The result of a call rejected as a whole: one error (no task ran)."""
     node.error = message
-    return {"status": "error", "backend": None, "error": message}
+    return CallError(message)
 
 
 async def fan_out(
@@ -235,10 +150,10 @@ async def fan_out(
     orchestrator_id: str | None,
     *,
     lenient: bool = False,
-) -> list[dict[str, Any]]:
+) -> ManyResult:
     """Run every sub-task concurrently; results in input order, failures contained."""
     first = len(ctx.run.subtasks())
-    results: list[dict[str, Any]] = [{} for _ in raws]
+    results: dict[int, SubtaskResult] = {}
     subtasks: list[tuple[int, Subtask, Spec | str]] = []
     for i, raw in enumerate(raws):
         spec = _parse_spec(ctx, raw, orchestrator_id, lenient)
@@ -253,17 +168,17 @@ async def fan_out(
     ctx.run.changed()
 
     async def one(i: int, sub: Subtask, spec: Spec | str) -> None:
-        results[i] = {"index": i, **await _run_one(ctx, sub, spec, orchestrator_id)}
+        results[i] = await _run_one(ctx, sub, spec, orchestrator_id)
 
     async with anyio.create_task_group() as tg:
         for i, sub, spec in subtasks:
             tg.start_soon(one, i, sub, spec)
-    return results
+    return ManyResult(tuple(results[i] for i in range(len(raws))))
 
 
 async def _run_one(
     ctx: RunContext, sub: Subtask, spec: Spec | str, orchestrator_id: str | None
-) -> dict[str, Any]:
+) -> SubtaskResult:
     if isinstance(spec, str):
         return _finish(ctx, sub, "error", None, f"invalid sub-task: {spec}")
     attachments = [ctx.attachments[a] for a in spec.attach]
@@ -363,61 +278,19 @@ def _cut_note(reply: models.Reply) -> str | None:
 def _finish(
     ctx: RunContext,
     sub: Subtask,
-    status: Any,
+    status: Status,
     backend: str | None,
     error: str | None,
     cut: str | None = None,
     notes: tuple[str, ...] = (),
-) -> dict[str, Any]:
+) -> SubtaskResult:
     """Record how a sub-task ended; return its result (``notes``: what was ignored)."""
     if error is not None and notes:
         error += f" ({'; '.join(notes)})"
     sub.status, sub.backend, sub.error, sub.ended = status, backend, error, now()
     ctx.run.changed()
-    out: dict[str, Any] = {"status": status, "backend": backend}
     if status == "ok":
-        out["text"] = sub.answer
-        if cut is not None:
-            out["truncated"] = True
-        if cut is not None or notes:
-            out["note"] = "; ".join([*notes, *([cut] if cut else [])])
-    else:
-        # Over the wire "refused" is an error too: the contract has ok|error|no_fit.
-        out["status"] = "no_fit" if status == "no_fit" else "error"
-        out["error"] = error
-    return out
-
-
-def fit_result(result: Any, budget: int, whole: str | None = None) -> str:
-    """The JSON text of a tool result, with bulky sub-task texts digested to fit ``budget``.
-
-    The structure survives (every entry keeps its index, status and backend); only
-    ``text`` fields over their share of the budget are replaced by a budgeted digest,
-    so the orchestrator still sees every result and knows what was shortened.
-
-    Args:
-        result: the tool result (a dict, or a list of them).
-        budget: the bytes it may take in the orchestrator's context.
-        whole: ``result`` already serialized, when the caller has it; returned as is
-            (the same object) when it fits.
-    """
-    text = whole if whole is not None else json.dumps(result, ensure_ascii=False)
-    if len(text.encode()) <= budget:
-        return text
-    entries = [
-        e
-        for e in (result if isinstance(result, list) else [result])
-        if isinstance(e, dict) and isinstance(e.get("text"), str)
-    ]
-    if not entries:
-        return text
-    skeleton = len(text.encode()) - sum(len(e["text"].encode()) for e in entries)
-    share = max(MIN_SHARE, (budget - skeleton) // len(entries))
-    from tanglebrain import compress  # only bulky tool results need it
-
-    for entry in entries:
-        size = len(entry["text"].encode())
-        if size > share:
-            entry["text"] = compress.budgeted(entry["text"], share)
-            entry["digest_of_bytes"] = size
-    return json.dumps(result, ensure_ascii=False)
+        note = "; ".join([*notes, *([cut] if cut else [])]) if cut is not None or notes else None
+        return SubtaskResult("ok", backend, sub.answer, truncated=cut is not None, note=note)
+    # Over the wire "refused" is an error too: the contract has ok|error|no_fit.
+    return SubtaskResult("no_fit" if status == "no_fit" else "error", backend, error=error)

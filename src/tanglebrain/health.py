@@ -230,6 +230,33 @@ def run_checks(
         models.load_litellm()  # its import is not the backend's latency
     timeout = min(roster.settings.timeout_s, CHECK_TIMEOUT)
     traced: list[Call] = [] if calls is None else calls
+    anyio.run(_rounds, targets, verdicts, timeout, traced)
+    mask = Redactor(roster.key_values(os.environ))  # a server may echo any key it was sent
+    for v in verdicts:
+        v.problems = [mask(p) for p in v.problems]
+        v.warnings = [mask(w) for w in v.warnings]
+    return verdicts
+
+
+def _native(b: Backend, v: Verdict) -> bool:
+    """Called through the native (openai) transport, no problem found so far."""
+    return v.transport == "openai" and not v.problems
+
+
+def _translated(b: Backend, v: Verdict) -> bool:
+    """Called through litellm's translation, no problem found so far."""
+    return v.transport == "litellm" and not v.problems
+
+
+def _orchestrates(b: Backend, v: Verdict) -> bool:
+    """Can orchestrate, so its tool calls count; no problem found so far."""
+    return b.can_orchestrate and not v.problems
+
+
+async def _rounds(
+    targets: list[Backend], verdicts: list[Verdict], timeout: float, traced: list[Call]
+) -> None:
+    """Send the checks' requests round by round, filling in each target's verdict."""
 
     async def each(step: _Step, which: Callable[[Backend, Verdict], bool]) -> None:
         async with anyio.create_task_group() as tg:
@@ -242,31 +269,17 @@ def run_checks(
             if which(b, v):
                 await step(b, v, timeout, traced)
 
-    def native(b: Backend, v: Verdict) -> bool:
-        return v.transport == "openai" and not v.problems
-
-    def translated(b: Backend, v: Verdict) -> bool:
-        return v.transport == "litellm" and not v.problems
-
-    async def main() -> None:
-        # Each round starts when the previous one has ended everywhere. litellm's calls
-        # do their work on this process's CPU (its first one for hundreds of ms, each
-        # later one for tens), which a request in flight alongside counts as its own
-        # latency: measured against the simulator, a native request took 7-30 ms next to
-        # them and 2-6 ms alone. So the native transport's backends are measured first,
-        # and litellm's timed requests go one at a time.
-        await each(_first, native)
-        await each(_timed, native)
-        await each(_first, translated)
-        await one_by_one(_timed, translated)
-        await each(_tools, lambda b, v: b.can_orchestrate and not v.problems)
-        for b, v in zip(targets, verdicts, strict=True):
-            if v.reachable and not b.can_orchestrate:
-                v.tools = "n/a"
-
-    anyio.run(main)
-    mask = Redactor(roster.key_values(os.environ))  # a server may echo any key it was sent
-    for v in verdicts:
-        v.problems = [mask(p) for p in v.problems]
-        v.warnings = [mask(w) for w in v.warnings]
-    return verdicts
+    # Each round starts when the previous one has ended everywhere. litellm's calls
+    # do their work on this process's CPU (its first one for hundreds of ms, each
+    # later one for tens), which a request in flight alongside counts as its own
+    # latency: measured against the simulator, a native request took 7-30 ms next to
+    # them and 2-6 ms alone. So the native transport's backends are measured first,
+    # and litellm's timed requests go one at a time.
+    await each(_first, _native)
+    await each(_timed, _native)
+    await each(_first, _translated)
+    await one_by_one(_timed, _translated)
+    await each(_tools, _orchestrates)
+    for b, v in zip(targets, verdicts, strict=True):
+        if v.reachable and not b.can_orchestrate:
+            v.tools = "n/a"

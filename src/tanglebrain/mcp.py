@@ -32,6 +32,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,13 @@ from mcp.server.stdio import stdio_server
 from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.message import SessionMessage
 
-from tanglebrain import delegation
+from tanglebrain import delegation, results
 from tanglebrain._version import __version__
 from tanglebrain.errors import ConfigError
 from tanglebrain.roster import LoadedRoster, discover, load
 from tanglebrain.runtime import RunContext
 from tanglebrain.session import Session, finish, server_limits
+from tanglebrain.tools import menu, tool_schemas
 from tanglebrain.trace import Call, Run, ToolCall, Turn
 
 TOOLS = ("delegate", "delegate_many", "backends")
@@ -60,6 +62,26 @@ INSTRUCTIONS = (
 )
 log = logging.getLogger("tanglebrain.mcp")
 Recorder = Callable[[Sequence[Run], LoadedRoster], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One tool call's answer.
+
+    Attributes:
+        result: a delegation result (``results.ToolResult``) or JSON-ready data.
+        text: ``result`` as the JSON text the client receives, serialized once.
+        failed: whether the call as a whole failed (the reply's ``isError``).
+    """
+
+    result: Any
+    text: str
+    failed: bool
+
+    @classmethod
+    def of(cls, data: Any, failed: bool) -> Reply:
+        """The reply holding JSON-ready ``data``."""
+        return cls(data, json.dumps(data, ensure_ascii=False), failed)
 
 
 class Bridge:
@@ -108,7 +130,7 @@ class Bridge:
             anything = {"type": "object", "additionalProperties": True}
             note = f"Unavailable: tanglebrain's roster has an error: {exc}"
             return [mt.Tool(name=n, description=note, input_schema=anything) for n in TOOLS]
-        menu = delegation.menu(ctx, None)
+        listed = menu(ctx, None)
         out = [
             mt.Tool(
                 name=s["function"]["name"],
@@ -117,22 +139,38 @@ class Bridge:
                 + ("{status, backend, text | error}" if i == 0 else "one entry per task, in order"),
                 input_schema=s["function"]["parameters"],
             )
-            for i, s in enumerate(delegation.tool_schemas(ctx, None))
+            for i, s in enumerate(tool_schemas(ctx, None))
         ]
         description = "The specialist backends tanglebrain can delegate to (JSON).\n"
         schema = {"type": "object", "properties": {}, "additionalProperties": False}
-        return [*out, mt.Tool(name="backends", description=description + menu, input_schema=schema)]
+        return [
+            *out,
+            mt.Tool(name="backends", description=description + listed, input_schema=schema),
+        ]
 
     async def call(self, name: str, arguments: Mapping[str, Any]) -> tuple[Any, bool]:
-        """Run one tool call; return (JSON-able result, whether it is an error)."""
+        """Run one tool call; return (JSON-able result, whether it is an error).
+
+        For callers in this process; the server sends ``reply``'s text instead.
+        """
+        reply = await self.reply(name, arguments)
+        data = reply.result
+        if isinstance(data, results.RESULT_TYPES):
+            data = data.as_json()
+        return data, reply.failed
+
+    async def reply(self, name: str, arguments: Mapping[str, Any]) -> Reply:
+        """Run one tool call; return its answer, with the JSON text the client receives."""
         if name not in TOOLS:
-            return _error(f"unknown tool {name!r}; the tools are {', '.join(TOOLS)}"), True
+            return Reply.of(
+                _error(f"unknown tool {name!r}; the tools are {', '.join(TOOLS)}"), True
+            )
         try:
             loaded = self.roster()
         except ConfigError as exc:
-            return _error(f"roster error: {exc}"), True
+            return Reply.of(_error(f"roster error: {exc}"), True)
         if name == "backends":
-            return self.backends(loaded), False
+            return Reply.of(self.backends(loaded), False)
         return await self.delegate(loaded, name, arguments)
 
     def backends(self, loaded: LoadedRoster) -> list[dict[str, Any]]:
@@ -146,7 +184,7 @@ class Bridge:
 
     async def delegate(
         self, loaded: LoadedRoster, name: str, arguments: Mapping[str, Any]
-    ) -> tuple[Any, bool]:
+    ) -> Reply:
         """Run ``delegate``/``delegate_many`` as one run and record it."""
         trace = Run(prompt=_summary(name, arguments), origin="mcp")
         node = ToolCall(id=f"mcp-{trace.id}", name=name, arguments=json.dumps(arguments))
@@ -156,9 +194,11 @@ class Bridge:
             result = await delegation.execute(
                 self.context(loaded, trace), name, node.arguments, node, None
             )
-            text = json.dumps(result, ensure_ascii=False)
+            text = results.dumps(result)  # the one serialization: the run's answer and the reply
             node.result_bytes = node.context_bytes = len(text.encode())
-            failed = isinstance(result, dict) and result.get("status") != "ok"
+            failed = isinstance(result, results.CallError) or (
+                isinstance(result, results.SubtaskResult) and result.status != "ok"
+            )
             trace.answer = text
             finish(trace, error=node.error or _failure(trace))
         except BaseException as exc:
@@ -172,7 +212,7 @@ class Bridge:
             name, len(subs), sum(s.status == "ok" for s in subs),
             (time.perf_counter() - t0) * 1000,
         )  # fmt: skip
-        return result, failed
+        return Reply(result, text, failed)
 
     def session(self, loaded: LoadedRoster) -> Session:
         """The session that finishes and keeps this roster's calls."""
@@ -231,12 +271,11 @@ def build_server(bridge: Bridge) -> Server[Any]:
         if client is not None and client.client_info.name:
             bridge.client = f"mcp:{client.client_info.name}"
         try:
-            result, failed = await bridge.call(params.name, params.arguments or {})
+            reply = await bridge.reply(params.name, params.arguments or {})
         except Exception as exc:  # a bug: still tell the caller what happened
             log.exception("tool %s failed", params.name)
-            result, failed = _error(f"internal error: {type(exc).__name__}: {exc}"), True
-        text = json.dumps(result, ensure_ascii=False)
-        return mt.CallToolResult(content=[mt.TextContent(text=text)], is_error=failed)
+            reply = Reply.of(_error(f"internal error: {type(exc).__name__}: {exc}"), True)
+        return mt.CallToolResult(content=[mt.TextContent(text=reply.text)], is_error=reply.failed)
 
     return Server(
         "tanglebrain",

@@ -1,10 +1,11 @@
 """The turn loop: one request in, one answer out.
 
-``run`` picks the orchestrator (router), then either answers directly (no tools) or
-loops: the orchestrator calls tools, delegation runs them concurrently, the results
-go back, until the orchestrator writes its answer or ``max_turns`` forces one. An
-orchestrator that fails after its retries hands the same conversation to the next
-candidate; when every candidate failed the run ends with ``NoAnswerError``.
+``run`` picks the orchestrator (``planning``: the gate or the router), then either answers
+directly (no tools) or loops: the orchestrator calls tools, delegation runs them
+concurrently, the results go back, until the orchestrator writes its answer or
+``max_turns`` forces one. An orchestrator that fails after its retries hands the same
+conversation to the next candidate; when every candidate failed the run ends with
+``NoAnswerError``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tanglebrain import briefing, delegation, evidence, models, router, toolcalls
+from tanglebrain import briefing, evidence, models, planning, router, toolcalls
 from tanglebrain.errors import BackendError, CircuitOpen, ConfigError, NoAnswerError
-from tanglebrain.models import estimate_tokens
 from tanglebrain.roster import Backend, Roster
 from tanglebrain.runtime import Attachment, Limits, RunContext, with_attachments
+from tanglebrain.tools import menu, tool_schemas
 from tanglebrain.trace import Call, Run, ToolCall, Turn
 
 FINAL_NOTICE = (
@@ -95,11 +96,11 @@ async def run(
         roster, env, trace, budget_usd=request.budget_usd, max_subtasks=request.max_subtasks,
         attachments=request.attachments, limits=limits,
     )  # fmt: skip
-    _warn_missing_keys(ctx)
+    planning.warn_missing_keys(ctx)
     reviewing = request.review if request.review is not None else roster.settings.review == "always"
     ctx.load.learned = evidence.load_learned(roster, state_dir, trace)
     store = router.RotationStore(state_dir) if state_dir is not None else None
-    plan = await _plan(ctx, request, reviewing, store)
+    plan = await planning.plan(ctx, request, reviewing, store)
     for note in plan.notes:
         if hooks.on_note:
             hooks.on_note(note)
@@ -109,105 +110,56 @@ async def run(
     views = ""
     if ctx.attachments and (reviewing or not solo):
         views = await briefing.attachment_views(ctx, plan.candidates[0].id)
-    if solo:
-        if trace.mode != "gated":
-            trace.mode = "direct" if plan.direct else "solo"
-        text = with_attachments(request.prompt, request.attachments)
-        convo, backend, schemas = await _turns(
-            ctx,
-            plan.candidates,
-            [{"role": "user", "content": text}],
-            draft_hooks,
-            tools=False,
-            roster_dir=roster_dir,
-        )
-    else:
-        convo = [{"role": "user", "content": briefing.user_message(request.prompt, views)}]
-        convo, backend, schemas = await _turns(
-            ctx, plan.candidates, convo, draft_hooks, tools=True, roster_dir=roster_dir
-        )
+    convo, backend, schemas = await _draft(ctx, request, plan, views, draft_hooks, roster_dir)
     if reviewing:
-        from tanglebrain import review  # only reviewed runs need it
-
-        trace.review = await review.panel(ctx, backend, convo, trace.answer, views, schemas)
-        trace.answer = trace.review.answer
-        if trace.review.warning:
-            trace.warn(trace.review.warning)
-        if hooks.on_text:
-            hooks.on_text(trace.answer)
+        await _review(ctx, hooks, backend, convo, views, schemas)
     if store is not None and plan.rotation_key:
         store.advance(plan.rotation_key)
     return trace
 
 
-async def _gated_plan(
-    ctx: RunContext, request: Request, needed: int, reviewing: bool
-) -> router.OrchestratorPlan | None:
-    """The direct plan of a request the gate finds trivial; None to orchestrate.
+async def _draft(
+    ctx: RunContext,
+    request: Request,
+    plan: router.OrchestratorPlan,
+    views: str,
+    hooks: Hooks,
+    roster_dir: Path | None,
+) -> tuple[list[dict[str, Any]], Backend, list[dict[str, Any]] | None]:
+    """Write the draft answer, delegating or alone (a direct plan, ``--no-delegate``).
 
-    The gate is asked only when the roster has one and nothing else decides: a pinned
-    backend (``-b``), ``--no-delegate``, ``--no-gate`` and a review all bypass it.
+    Returns:
+        What ``_turns`` returns: the conversation, who answered, the tools it was offered.
     """
-    settings = ctx.roster.settings
-    if (
-        settings.gate == "off"
-        or not request.gate
-        or request.backend is not None
-        or request.no_delegate
-        or reviewing
-    ):
-        return None
-    decision = await evidence.decide_gate(ctx, request.prompt, len(request.attachments))
-    ctx.run.gate = str(decision)
-    ctx.run.changed()
-    if not decision.trivial:
-        return None
-    ctx.run.mode = "gated"
-    return router.direct_plan(
-        ctx.roster,
-        ctx.env,
-        needed_tokens=needed,
-        window_of=ctx.window_of,
-        note=f"the gate found the request trivial ({decision.reason}); answering directly",
-    )
+    if not (plan.direct or request.no_delegate):
+        convo = [{"role": "user", "content": briefing.user_message(request.prompt, views)}]
+        return await _turns(ctx, plan.candidates, convo, hooks, tools=True, roster_dir=roster_dir)
+    if ctx.run.mode != "gated":
+        ctx.run.mode = "direct" if plan.direct else "solo"
+    # Alone, the orchestrator reads the attachments in full: it cannot hand them on.
+    text = with_attachments(request.prompt, request.attachments)
+    convo = [{"role": "user", "content": text}]
+    return await _turns(ctx, plan.candidates, convo, hooks, tools=False, roster_dir=roster_dir)
 
 
-def _warn_missing_keys(ctx: RunContext) -> None:
-    """Say once, before anything is routed, which enabled backends lack their key."""
-    for b in ctx.roster.enabled():
-        if b.key_status(ctx.env) == "missing":
-            ctx.run.warn(
-                f"backend '{b.id}' is skipped: ${b.api_key_env} is not set "
-                f"(export {b.api_key_env}=… or disable the backend)"
-            )
+async def _review(
+    ctx: RunContext,
+    hooks: Hooks,
+    backend: Backend,
+    convo: list[dict[str, Any]],
+    views: str,
+    schemas: list[dict[str, Any]] | None,
+) -> None:
+    """Have the panel review the draft; its ruling's answer is the run's, shown whole."""
+    from tanglebrain import review  # only reviewed runs need it
 
-
-async def _plan(
-    ctx: RunContext, request: Request, reviewing: bool, store: router.RotationStore | None
-) -> router.OrchestratorPlan:
-    """Who answers: the gate's direct plan for a trivial request, else the router's."""
-    needed = _needed_tokens(request, ctx.roster.settings.context_budget_bytes)
-    plan = await _gated_plan(ctx, request, needed, reviewing)
-    if plan is not None:
-        return plan
-    return router.plan_orchestrator(
-        ctx.roster,
-        ctx.env,
-        pin=request.backend,
-        task=request.task,
-        needed_tokens=needed,
-        window_of=ctx.window_of,
-        rotation_offset=store.offset if store else (lambda key, n: 0),
-    )
-
-
-def _needed_tokens(request: Request, budget_bytes: int) -> int:
-    """Tokens the first orchestrator turn needs: the prompt, attachments, system prompt."""
-    if request.no_delegate:  # the solo baseline reads every attachment in full
-        size = sum(a.size for a in request.attachments)
-    else:
-        size = sum(min(a.size, budget_bytes) for a in request.attachments)
-    return estimate_tokens(request.prompt) + size // 4 + 1500
+    trace = ctx.run
+    trace.review = await review.panel(ctx, backend, convo, trace.answer, views, schemas)
+    trace.answer = trace.review.answer
+    if trace.review.warning:
+        trace.warn(trace.review.warning)
+    if hooks.on_text:
+        hooks.on_text(trace.answer)
 
 
 @dataclass
@@ -247,11 +199,7 @@ async def _turns(
         run.orchestrator = backend.id
         final = not tools or loop.force_final or loop.turn_no >= ctx.roster.settings.max_turns - 1
         schemas = _prepare(ctx, backend, convo, final and loop.turn_no > 0, tools, roster_dir, loop)
-        turn = Turn(index=len(run.turns), call=Call("orchestrator", backend.id, backend.model))
-        if schemas is not None:
-            turn.prefix_hash = loop.prefixes[backend.id][2]
-        run.turns.append(turn)
-        run.changed()
+        turn = _open_turn(ctx, backend, schemas, loop)
         sink = toolcalls.StreamGate(_names(schemas), hooks.on_text if final else None)
         try:
             reply = await ctx.call(
@@ -285,6 +233,18 @@ async def _turns(
         loop.turn_no += 1
 
 
+def _open_turn(
+    ctx: RunContext, backend: Backend, schemas: list[dict[str, Any]] | None, loop: _Loop
+) -> Turn:
+    """Record a new turn of ``backend``, with the hash of its prompt prefix when it has tools."""
+    turn = Turn(index=len(ctx.run.turns), call=Call("orchestrator", backend.id, backend.model))
+    if schemas is not None:
+        turn.prefix_hash = loop.prefixes[backend.id][2]
+    ctx.run.turns.append(turn)
+    ctx.run.changed()
+    return turn
+
+
 def _prepare(
     ctx: RunContext,
     backend: Backend,
@@ -306,8 +266,8 @@ def _prepare(
         system = briefing.system_prompt(ctx, backend.id, roster_dir)
         # The menu is in the system prompt: the tools need not repeat it (a custom prompt
         # without it gets the full descriptions).
-        lean = delegation.menu(ctx, backend.id) in system
-        schemas = delegation.tool_schemas(ctx, backend.id, lean=lean)
+        lean = menu(ctx, backend.id) in system
+        schemas = tool_schemas(ctx, backend.id, lean=lean)
         import hashlib  # ~3 ms to import: only runs that delegate need it
 
         blob = json.dumps([system, schemas], sort_keys=True, ensure_ascii=False).encode()

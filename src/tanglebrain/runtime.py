@@ -306,12 +306,30 @@ class RunContext:
             CircuitOpen: skipped (``alternatives`` only); nothing was sent.
             BackendError: the backend failed after its retries.
         """
-        breakers = self.load.breakers
-        if alternatives and breakers.is_open(backend.id):
+        if alternatives and self.load.breakers.is_open(backend.id):
             raise CircuitOpen(backend.id)
-        cap = self.output_cap(backend, call.role)
         # Counted from here: a call waiting for its turn is load the router must see.
         self.load.in_flight[backend.id] = self.load.in_flight.get(backend.id, 0) + 1
+        try:
+            return await self._call_under_budget(
+                backend, messages, call, tools, on_text, alternatives, on_start, tool_choice
+            )
+        finally:
+            self.load.in_flight[backend.id] -= 1
+
+    async def _call_under_budget(
+        self,
+        backend: Backend,
+        messages: Sequence[dict[str, Any]],
+        call: Call,
+        tools: Sequence[Mapping[str, Any]] | None,
+        on_text: Callable[[str], None] | None,
+        alternatives: bool,
+        on_start: Callable[[], None] | None,
+        tool_choice: str | None,
+    ) -> models.Reply:
+        """``call`` once admitted: reserve the worst case, call in a slot, settle the cost."""
+        cap = self.output_cap(backend, call.role)
         reservation: Reservation | None = None
         probe = False
         # A failure without an HTTP status (timeout, cut stream) may still have been billed:
@@ -330,7 +348,7 @@ class RunContext:
             reservation = await self.budget.acquire(backend.id, worst)
             async with self.limiter(backend):
                 # Checked again once a slot is ours: the circuit may have opened meanwhile.
-                if alternatives and not breakers.admit(backend.id):
+                if alternatives and not self.load.breakers.admit(backend.id):
                     raise CircuitOpen(backend.id)
                 if on_start is not None:
                     on_start()
@@ -340,29 +358,27 @@ class RunContext:
                     max_tokens=max_tokens, on_attempt=self.run.changed, failover=alternatives,
                     cache_prefix=cache_prefix,
                 )  # fmt: skip
-            breakers.record(backend.id, ok=True)
+            self.load.breakers.record(backend.id, ok=True)
             actual = reply.cost_usd
             self._learn(backend.id, counted, reply.prompt_tokens)
             if reply.finish_reason in TRUNCATED:
                 self.run.warn(_truncation_warning(backend.id, call.role, reply, max_tokens, cap))
             return reply
-        except CircuitOpen:
-            actual = 0.0
-            raise
-        except BackendError as exc:
-            breakers.record(backend.id, ok=False)
-            if exc.status is not None:
-                actual = 0.0
-            raise
-        except ConfigError:  # e.g. the key variable is unset: nothing was sent
-            actual = 0.0
+        except (BackendError, ConfigError) as exc:
+            actual = self._failure_cost(backend.id, exc, actual)
             raise
         finally:
-            self.load.in_flight[backend.id] -= 1
             if reservation is not None:
                 self._settle(reservation, actual)
             if probe:
                 self._release_probe(backend.id)
+
+    def _failure_cost(self, backend_id: str, exc: Exception, actual: float | None) -> float | None:
+        """The cost to book after a backend or config error; the backend's own go to its breaker."""
+        if isinstance(exc, CircuitOpen) or not isinstance(exc, BackendError):
+            return 0.0  # skipped, or nothing was sent (e.g. the key variable is unset)
+        self.load.breakers.record(backend_id, ok=False)
+        return actual if exc.status is None else 0.0
 
 
 def _truncation_warning(

@@ -4,7 +4,8 @@ Servers whose chat template does not parse a model's tool calls return them as t
 ````, ``<tool_call>``, ``<tools>``, bare JSON, a tag). ``parse`` finds the offered tools' calls
 and the prose around them (text naming no offered tool is prose; nothing raises on any input);
 ``StreamGate`` keeps them off stdout while a reply streams; ``run_calls`` runs a turn's calls,
-an identical call only once per run (small models repeat theirs).
+an identical call only once per run (small models repeat theirs), and serializes each result
+once, into its tool message.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from tanglebrain import delegation, models
+from tanglebrain import delegation, models, results
 from tanglebrain.runtime import RunContext
 from tanglebrain.trace import Digest, ToolCall, Turn
 
@@ -375,13 +376,13 @@ async def run_calls(
 
 
 async def _execute(ctx: RunContext, turn: Turn, tc: models.ToolCallRequest, node: ToolCall) -> str:
-    """Run one tool call; return its result as the tool message's text."""
+    """Run one tool call; return its result as the tool message's text, serialized once."""
     result = await delegation.execute(
         ctx, tc.name, tc.arguments, node, turn.call.backend, lenient=True
     )
-    whole = json.dumps(result, ensure_ascii=False)
+    whole = results.dumps(result)
     node.result_bytes = len(whole.encode())
-    text = delegation.fit_result(result, ctx.roster.settings.context_budget_bytes, whole)
+    text = results.fit_result(result, ctx.roster.settings.context_budget_bytes, whole)
     if text is not whole:  # digested to fit the context budget
         size = len(text.encode())
         if size < node.result_bytes:
@@ -390,12 +391,8 @@ async def _execute(ctx: RunContext, turn: Turn, tc: models.ToolCallRequest, node
 
 
 def _assistant(text: str, calls: tuple[models.ToolCallRequest, ...]) -> dict[str, Any]:
-    asked = [{"name": tc.name, "arguments": tc.arguments} for tc in calls]
-    return {
-        "role": "assistant",
-        "content": text.strip() or None,
-        "tool_calls": [
-            {"id": tc.id, "type": "function", "function": f}
-            for tc, f in zip(calls, asked, strict=True)
-        ],
-    }
+    asked = [
+        {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments}}
+        for tc in calls
+    ]
+    return {"role": "assistant", "content": text.strip() or None, "tool_calls": asked}

@@ -174,42 +174,77 @@ def execute_run(
     if solo is not None:
         trace.pair = trace.id
     view = live_view(trace, quiet=output.quiet, progress=output.progress)
-    runs = [trace] if solo is None else [trace, solo]
     try:
-        if view is not None:
-            view.start()
-        try:
-            stop.defer()  # from here on the run may pay for calls: it must be recorded
-            anyio.run(_run_all, session, request, trace, solo, _hooks(view, sink, output), stop)
-        finally:
-            if view is not None:
-                view.stop()
+        _run_live(session, request, trace, solo, view, _hooks(view, sink, output), stop)
         if stop.received:
             raise Terminated()
-        sink.finish()
-        for run in runs:
-            if run.status == "running":
-                finish(run)
-        if output.json_out:
-            data = render.run_json(trace)
-            if solo is not None:
-                data["ab"] = render.ab_json(trace, solo)
-            sink.write(json.dumps(data, ensure_ascii=False) + "\n")
+        _deliver(sink, trace, solo, json_out=output.json_out)
     except (TanglebrainError, KeyboardInterrupt, Terminated) as exc:
-        for run in runs:  # by what reached us: SIGTERM, the reader leaving, the failure
-            if run.status == "running" or run is trace:
-                finish(run, exc)
-            session.keep_now(run)
-        made_calls = trace.turns or trace.extra_calls
-        if not output.quiet and trace.status != "interrupted" and made_calls:
-            render.note(render.summary_line(trace, recorded=log), prefix="summary")
+        _keep_ended(session, trace, solo, exc, quiet=output.quiet, recorded=log)
         raise
-    session.keep_now(*runs)
+    session.keep_now(*_runs(trace, solo))
     if stop.received:  # after the answer was out: it stands, and the exit code says why
         raise Terminated()
     if not output.quiet:
         _report(trace, solo, recorded=log)
     return 0
+
+
+def _runs(trace: Run, solo: Run | None) -> list[Run]:
+    """The answer's run, then its A/B solo twin if there is one."""
+    return [trace] if solo is None else [trace, solo]
+
+
+def _run_live(
+    session: Session,
+    request: Request,
+    trace: Run,
+    solo: Run | None,
+    view: LiveView | None,
+    hooks: Hooks,
+    stop: SigtermStop,
+) -> None:
+    """Run the request (and its A/B twin) with the live view up for exactly that long."""
+    if view is not None:
+        view.start()
+    try:
+        stop.defer()  # from here on the run may pay for calls: it must be recorded
+        anyio.run(_run_all, session, request, trace, solo, hooks, stop)
+    finally:
+        if view is not None:
+            view.stop()
+
+
+def _deliver(sink: StdoutSink, trace: Run, solo: Run | None, *, json_out: bool) -> None:
+    """End the answer on stdout and the runs still open; under ``--json``, write the object."""
+    sink.finish()
+    for run in _runs(trace, solo):
+        if run.status == "running":
+            finish(run)
+    if json_out:
+        data = render.run_json(trace)
+        if solo is not None:
+            data["ab"] = render.ab_json(trace, solo)
+        sink.write(json.dumps(data, ensure_ascii=False) + "\n")
+
+
+def _keep_ended(
+    session: Session,
+    trace: Run,
+    solo: Run | None,
+    exc: BaseException,
+    *,
+    quiet: bool,
+    recorded: bool,
+) -> None:
+    """Record the runs as ended by ``exc``; the summary too, once ``trace`` made calls."""
+    for run in _runs(trace, solo):  # by what reached us: SIGTERM, the reader leaving, the failure
+        if run.status == "running" or run is trace:
+            finish(run, exc)
+        session.keep_now(run)
+    made_calls = trace.turns or trace.extra_calls
+    if not quiet and trace.status != "interrupted" and made_calls:
+        render.note(render.summary_line(trace, recorded=recorded), prefix="summary")
 
 
 async def _run_all(

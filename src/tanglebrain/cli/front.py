@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from tanglebrain.roster import LoadedRoster
+    from tanglebrain.serve import ServeConfig
     from tanglebrain.trace import Run
 
     # Serves one socket: (socket, on ready, lifeline fd, worker index).
@@ -180,10 +181,6 @@ class _ServeOptions:
 
 
 def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
-    import dataclasses
-
-    import anyio
-
     from tanglebrain import models, serve
     from tanglebrain.cli.run import state_dir
     from tanglebrain.roster import load
@@ -192,24 +189,13 @@ def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
     loaded = load(opts.roster or (ctx.obj or {}).get("roster"), os.environ, Path.cwd())
     state = state_dir(os.environ)
     recorder = _recorder(state, opts.no_log)
-    host, port, token, workers = opts.host, opts.port, opts.token, opts.workers
-    socks = _listen(host, port, workers)
+    socks = _listen(opts.host, opts.port, opts.workers)
     # A roster with translated backends imports litellm now (connections wait in the
     # backlog), not in a request; with --workers, before the fork, so the workers share it.
     if any(models.transport_name(b) == "litellm" for b in loaded.roster.enabled()):
         models.load_litellm()
     _stderr_logging(("tanglebrain.serve", "uvicorn.error"), logging.WARNING, "serve")
-    bound = socks[0].getsockname()
-    url_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    names = ", ".join(["auto", *(b.id for b in loaded.roster.enabled())])
-
-    def ready() -> None:
-        render.note(
-            f"serving on http://{url_host}:{bound[1]}/v1 (models: {names}; "
-            f"{'bearer token required' if token else 'no token'}; "
-            f"{f'{workers} workers; ' if workers > 1 else ''}Ctrl-C stops)",
-            prefix="serve",
-        )
+    ready = _ready_note(socks[0], loaded, opts)
 
     def done(trace: Run, worker: int | None = None) -> None:
         if opts.verbose:
@@ -222,11 +208,47 @@ def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
         env=os.environ,
         state_dir=state,
         roster_dir=loaded.path.parent,
-        token=token,
+        token=opts.token,
         max_body_bytes=opts.max_body_bytes,
         record=(lambda traces: recorder(traces, loaded)) if recorder else None,
         on_done=done,
     )
+    code = _serve_on_all(socks, opts.workers, _server(config, done, opts.shutdown_timeout), ready)
+    render.note("stopped", prefix="serve")
+    raise typer.Exit(code)
+
+
+def _ready_note(
+    sock: socket.socket, loaded: LoadedRoster, opts: _ServeOptions
+) -> Callable[[], None]:
+    """The note that the server is up: its URL, its models, and whether it wants a token."""
+    from tanglebrain.views import render
+
+    bound = sock.getsockname()
+    url_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    names = ", ".join(["auto", *(b.id for b in loaded.roster.enabled())])
+    token, workers = opts.token, opts.workers
+
+    def ready() -> None:
+        render.note(
+            f"serving on http://{url_host}:{bound[1]}/v1 (models: {names}; "
+            f"{'bearer token required' if token else 'no token'}; "
+            f"{f'{workers} workers; ' if workers > 1 else ''}Ctrl-C stops)",
+            prefix="serve",
+        )
+
+    return ready
+
+
+def _server(
+    config: ServeConfig, done: Callable[[Run, int | None], None], shutdown_timeout: int
+) -> ServeOn:
+    """Serves one socket with ``config``; a worker's finished runs are reported as its own."""
+    import dataclasses
+
+    import anyio
+
+    from tanglebrain import serve
 
     def serve_on(
         sock: socket.socket, on_ready: Callable[[], None], lifeline: int | None, worker: int | None
@@ -238,14 +260,12 @@ def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
         )
 
         async def main() -> None:
-            await serve.serve(mine, sock, shutdown_timeout=opts.shutdown_timeout,
+            await serve.serve(mine, sock, shutdown_timeout=shutdown_timeout,
                               on_ready=on_ready, lifeline=lifeline)  # fmt: skip
 
         anyio.run(main, backend_options=_event_loop_options())
 
-    code = _serve_on_all(socks, workers, serve_on, ready)
-    render.note("stopped", prefix="serve")
-    raise typer.Exit(code)
+    return serve_on
 
 
 def _listen(host: str, port: int, workers: int) -> list[socket.socket]:

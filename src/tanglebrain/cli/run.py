@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
     )(run_command)
 
 
+# Over the 60-line limit on purpose: its signature is the CLI's option table (typer reads it).
 def run_command(
     ctx: typer.Context,
     prompt: Annotated[str | None, typer.Argument(help="The request; `-` reads stdin.")] = None,

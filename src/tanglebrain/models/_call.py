@@ -161,9 +161,24 @@ async def complete(
         backend, messages, backend.api_key(env), timeout, tools or None,
         tool_choice if tools else None, max_tokens, cache_prefix,
     )  # fmt: skip
-    transport = transport_for(backend, env)
+    return await _call_with_retries(
+        transport_for(backend, env), out, call, retry, on_text, on_attempt, failover
+    )
+
+
+async def _call_with_retries(
+    transport: Transport,
+    out: Outgoing,
+    call: Call,
+    retry: RetryPolicy,
+    on_text: Callable[[str], None] | None,
+    on_attempt: Callable[[], None] | None,
+    failover: bool,
+) -> Reply:
+    """Send ``out`` until an attempt succeeds or ``_retry_delay`` gives up (see ``complete``)."""
+    backend = out.backend
     # The request body's messages as UTF-8 JSON: what goes over the wire, give or take.
-    bytes_in = len(json.dumps(messages, default=str, ensure_ascii=False).encode())
+    bytes_in = len(json.dumps(out.messages, default=str, ensure_ascii=False).encode())
     attempt_no = 0
     while True:
         attempt_no += 1
@@ -174,8 +189,8 @@ async def complete(
         streamed: list[str] = []
         try:
             if on_text is None:
-                with _safety_net(transport, timeout):
-                    reply = _whole(backend, messages, await transport.complete(out))
+                with _safety_net(transport, out.timeout):
+                    reply = _whole(backend, out.messages, await transport.complete(out))
             else:
                 reply = await _stream(transport, out, on_text, streamed)
         except SinkError as exc:
@@ -188,14 +203,10 @@ async def complete(
                 if on_attempt:
                     on_attempt()
                 raise
-            err = _failed(attempt, backend, exc, timeout, out.api_key, streamed)
+            err = _failed(attempt, backend, exc, out.timeout, out.api_key, streamed)
             if on_attempt:
                 on_attempt()
-            wait = (
-                retry.delay(attempt_no, err.retry_after, failover=failover)
-                if err.retryable and not streamed  # text reached the user: no repeat
-                else None
-            )
+            wait = _retry_delay(retry, attempt_no, err, bool(streamed), failover)
             if wait is None:
                 raise err from None
             await anyio.sleep(wait)
@@ -204,6 +215,15 @@ async def complete(
         if on_attempt:
             on_attempt()
         return reply
+
+
+def _retry_delay(
+    retry: RetryPolicy, attempt_no: int, err: BackendError, streamed: bool, failover: bool
+) -> float | None:
+    """Seconds to wait before retrying after ``err``, or None to raise it."""
+    if not err.retryable or streamed:  # text reached the user: no repeat
+        return None
+    return retry.delay(attempt_no, err.retry_after, failover=failover)
 
 
 def _succeeded(attempt: Attempt, reply: Reply, latency_ms: float) -> None:
