@@ -12,9 +12,9 @@ import string
 from importlib import resources
 from pathlib import Path
 
-from tanglebrain import delegation
 from tanglebrain.errors import ConfigError
 from tanglebrain.runtime import Attachment, RunContext
+from tanglebrain.tools import menu
 from tanglebrain.trace import Digest
 
 
@@ -40,7 +40,7 @@ def system_prompt(ctx: RunContext, orchestrator_id: str, base_dir: Path | None) 
     else:
         template = resources.files("tanglebrain").joinpath("prompts/orchestrator.md").read_text()
     return string.Template(template).safe_substitute(
-        menu=delegation.menu(ctx, orchestrator_id), attach_rule=_attach_rule(ctx)
+        menu=menu(ctx, orchestrator_id), attach_rule=_attach_rule(ctx)
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from tanglebrain import delegation, models, results
+from tanglebrain import models
 from tanglebrain.runtime import RunContext
 from tanglebrain.trace import Digest, ToolCall, Turn
 
@@ -377,6 +377,9 @@ async def run_calls(
 
 async def _execute(ctx: RunContext, turn: Turn, tc: models.ToolCallRequest, node: ToolCall) -> str:
     """Run one tool call; return its result as the tool message's text, serialized once."""
+    # Loaded with the first tool call: a run answered without delegating never needs them.
+    from tanglebrain import delegation, results
+
     result = await delegation.execute(
         ctx, tc.name, tc.arguments, node, turn.call.backend, lenient=True
     )

@@ -9,8 +9,8 @@ every change, synchronously, on the event loop thread. Keep them cheap.
 
 This module holds the nodes and their sums (``cost_of``, ``cache_tokens``). The review
 branch (``Review`` and its critiques and verdicts, ``review_to_dict``/``review_from_dict``)
-lives in :mod:`tanglebrain._trace_review` and is re-exported here: import every part of
-the tree from this module.
+lives in :mod:`tanglebrain._trace_review` and is re-exported here, loaded on first use:
+import every part of the tree from this module.
 """
 
 from __future__ import annotations
@@ -19,14 +19,30 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from tanglebrain._trace_review import Critique as Critique
-from tanglebrain._trace_review import Disagreement as Disagreement
-from tanglebrain._trace_review import Review as Review
-from tanglebrain._trace_review import Verdict as Verdict
-from tanglebrain._trace_review import review_from_dict as review_from_dict
-from tanglebrain._trace_review import review_to_dict as review_to_dict
+if TYPE_CHECKING:
+    from tanglebrain._trace_review import Critique as Critique
+    from tanglebrain._trace_review import Disagreement as Disagreement
+    from tanglebrain._trace_review import Review as Review
+    from tanglebrain._trace_review import Verdict as Verdict
+    from tanglebrain._trace_review import review_from_dict as review_from_dict
+    from tanglebrain._trace_review import review_to_dict as review_to_dict
+
+# The review's classes load when first asked for: building them costs ~3 ms, and most
+# runs have no review.
+_REVIEW_NAMES = frozenset(
+    {"Critique", "Disagreement", "Review", "Verdict", "review_from_dict", "review_to_dict"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REVIEW_NAMES:
+        from tanglebrain import _trace_review
+
+        return getattr(_trace_review, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 Status = Literal["queued", "running", "ok", "error", "no_fit", "refused", "cancelled"]
 FAILED: frozenset[Status] = frozenset({"error", "no_fit", "refused"})

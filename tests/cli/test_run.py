@@ -522,6 +522,31 @@ def test_litellm_is_loaded_only_when_a_backend_needs_it(
     assert proc.stdout.strip().splitlines()[-1] == f"{loaded} 0", proc.stdout
 
 
+LAZY_PROBE = (
+    "import sys\nfrom tanglebrain.cli import run_argv\n"
+    "code = run_argv(sys.argv[1:])\n"
+    "print(sorted(m for m in LAZY if m in sys.modules), code)\n"
+)
+LAZY = ("tanglebrain.delegation", "tanglebrain.results", "tanglebrain._trace_review")
+
+
+def test_an_answer_without_delegation_loads_no_delegation_code(
+    tmp_path: Path, sim_thread: Simulator
+) -> None:
+    # The one-shot path: delegation, tool results and the review load with their first use.
+    roster = write_roster(
+        tmp_path / "roster.toml",
+        backend_toml("o", "echo", sim_thread.base_url, orchestrator=True),
+    )
+    probe = f"LAZY = {LAZY!r}\n" + LAZY_PROBE
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, "--roster", str(roster), "--no-log", "hi"],
+        capture_output=True, text=True, env=cli_env(tmp_path), timeout=WAIT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[] 0", proc.stdout
+
+
 def test_ab_runs_solo_beside_the_delegated_run_and_records_the_pair(
     tmp_path: Path, sim_thread: Simulator
 ) -> None:

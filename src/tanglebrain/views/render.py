@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tanglebrain.trace import FAILED, Review, Run, cache_tokens, cost_of, review_to_dict
+from tanglebrain.trace import FAILED, Run, cache_tokens, cost_of
+
+if TYPE_CHECKING:
+    from tanglebrain.trace import Review
 
 
 def _color() -> bool:
@@ -183,6 +186,8 @@ def run_json(run: Run) -> dict[str, Any]:
 
 
 def _review_json(review: Review) -> dict[str, Any]:
+    from tanglebrain.trace import review_to_dict
+
     data = review_to_dict(review)
     data.pop("answer", None)  # it is the top-level answer
     return data
