@@ -80,6 +80,8 @@ SCENARIOS = [
     Scenario("a looping answer", lambda _: [("solo", "worker:loop=1", "planning", 1, True)],
              stream=True),
     Scenario("a silent backend", _failing_worker("hang"), settings="timeout_s = 0.5\n"),
+    Scenario("a silent answerer, streamed", lambda _: [("solo", "hang", "planning", 1, True)],
+             settings="timeout_s = 0.5\n", stream=True),
     *(Scenario(f"sub-task fault {f}", _failing_worker(f)) for f in FAULTS),
     *(Scenario(f"sub-task fault {f}, streamed", _failing_worker(f), stream=True)
       for f in ("fail:status=500", "drop", "empty", "malformed:body=html", "cut")),

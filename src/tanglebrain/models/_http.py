@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+import anyio
 from anyio.lowlevel import RunVar
 
 from tanglebrain.models._http1 import (
@@ -97,18 +98,21 @@ class Pool:
 
     @asynccontextmanager
     async def post(
-        self, url: str, body: bytes, headers: list[tuple[str, str]]
+        self, url: str, body: bytes, headers: list[tuple[str, str]], timeout: float | None = None
     ) -> AsyncIterator[Response]:
         """POST ``body`` to ``url`` and yield the response once its headers are in.
 
         The connection returns to the pool when the body was read to its end and both
         sides agree to keep it; otherwise it is closed (that also stops a stream).
         A pooled connection the server had closed meanwhile is replaced once, before any
-        byte of the response arrived.
+        byte of the response arrived. ``timeout`` bounds making a connection, and then
+        each wait for more of the response (``response.timeout``): a loop timer per wait,
+        cheaper than a cancel scope around the whole call.
         """
         origin, target, lead = self._route(url)
         request = request_head(target, [*lead, *headers], len(body)) + body
-        conn, response = await self._send(origin, request)
+        conn, response = await self._send(origin, request, timeout)
+        response.timeout = timeout
         try:
             yield response
         except BaseException:
@@ -124,13 +128,18 @@ class Pool:
                 return
         conn.close()
 
-    async def _send(self, origin: Origin, request: bytes) -> tuple[Connection, Response]:
+    async def _send(
+        self, origin: Origin, request: bytes, timeout: float | None
+    ) -> tuple[Connection, Response]:
         while True:
-            conn = self._checkout(origin) or await _connect(origin)
+            conn = self._checkout(origin)
+            if conn is None:
+                with anyio.fail_after(timeout):
+                    conn = await _connect(origin)
             before = conn.socket.received
             try:
                 conn.transport.write(request)
-                status, headers, keep = await read_head(conn.socket)
+                status, headers, keep = await read_head(conn.socket, timeout)
             except OSError:
                 conn.close()
                 if conn.reused and conn.socket.received == before:

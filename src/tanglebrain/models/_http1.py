@@ -269,11 +269,14 @@ def _chunk_size(line: bytes) -> int:
         raise ConnectionBroken(f"invalid HTTP from the server: chunk size {line[:40]!r}") from None
 
 
-async def read_head(sock: Socket) -> tuple[int, dict[str, str], bool]:
-    """(status, headers, keep-alive) of the next final response; 1xx ones are skipped."""
+async def read_head(sock: Socket, timeout: float | None = None) -> tuple[int, dict[str, str], bool]:
+    """(status, headers, keep-alive) of the next final response; 1xx ones are skipped.
+
+    Each wait for more bytes lasts at most ``timeout`` (``TimeoutError``).
+    """
     while True:
         try:
-            line = await sock.line()
+            line = await sock.line(timeout)
         except ConnectionBroken:
             if sock.buffer:
                 raise
@@ -286,7 +289,7 @@ async def read_head(sock: Socket) -> tuple[int, dict[str, str], bool]:
             raise ConnectionBroken(f"invalid HTTP from the server: {line[:60]!r}")
         headers: dict[str, str] = {}
         name = ""
-        while field := await sock.line():
+        while field := await sock.line(timeout):
             if field[:1] in b" \t" and name:  # obsolete line folding: a continuation
                 headers[name] += " " + field.strip().decode("latin-1")
                 continue

@@ -120,9 +120,10 @@ class OpenAITransport:
         """Open a streamed reply; leaving the context closes it (and stops generation)."""
         url, body, headers = self._request(out, stream=True)
         async with AsyncExitStack() as stack:
-            with anyio.fail_after(out.timeout):
-                resp = await stack.enter_async_context(_http.pool().post(url, body, headers))
-                await _raise_for_status(resp)
+            # Each wait (connecting, the headers, every chunk) is bounded by the timeout.
+            post = _http.pool().post(url, body, headers, out.timeout)
+            resp = await stack.enter_async_context(post)
+            await _raise_for_status(resp)
             if resp.headers.get("content-type", "").startswith("application/json"):
                 yield _whole(out, resp)  # a server that ignored "stream": one completion
             else:
@@ -152,7 +153,6 @@ async def _whole(out: Outgoing, resp: _http.Response) -> AsyncIterator[Chunk]:
 
 async def _events(out: Outgoing, resp: _http.Response) -> AsyncIterator[Chunk]:
     """The chunks of a server-sent-events body; each wait is bounded by the timeout."""
-    resp.timeout = out.timeout
     pieces = resp.aiter()
     buffer = b""
     data: list[bytes] = []
