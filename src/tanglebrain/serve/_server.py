@@ -119,5 +119,11 @@ async def _watch_lifeline(fd: int, server: uvicorn.Server) -> None:
 
 
 def uvicorn_config(app: ASGIApp, *, shutdown_timeout: int = 30) -> uvicorn.Config:
-    """The uvicorn settings of ``serve``: the shared quiet ones, ASGI 3, our shutdown timeout."""
-    return quiet_config(app, interface="asgi3", timeout_graceful_shutdown=shutdown_timeout)
+    """The uvicorn settings of ``serve``: the shared quiet ones, ASGI 3, our shutdown timeout.
+
+    No proxy-headers middleware: nothing here reads the client's address, and it would
+    parse ``X-Forwarded-*`` on every request.
+    """
+    return quiet_config(
+        app, interface="asgi3", proxy_headers=False, timeout_graceful_shutdown=shutdown_timeout
+    )

@@ -28,11 +28,10 @@ No I/O here; :mod:`tanglebrain.serve` does the HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
-
-import anyio
 
 from tanglebrain.errors import (
     BudgetExceeded,
@@ -244,31 +243,49 @@ def delta(text: str, first: bool) -> dict[str, Any]:
 
 
 class Pipe:
-    """Answer deltas from the run to the response writer (never loses one to a timeout)."""
+    """Answer deltas from the run to the response writer (never loses one to a timeout).
+
+    On asyncio's own future and timer rather than an anyio event and cancel scope: the
+    writer waits once per delta, and those cost more CPU than the delta (``serve`` always
+    runs on asyncio, under uvicorn).
+    """
 
     def __init__(self) -> None:
         self.items: list[str] = []
         self.done = False
-        self._ready = anyio.Event()
+        self._waiter: asyncio.Future[None] | None = None
 
     def put(self, text: str) -> None:
         """Queue a delta (the run's ``on_text`` hook)."""
         self.items.append(text)
-        self._ready.set()
+        self._wake()
 
     def close(self) -> None:
         """No more deltas will come."""
         self.done = True
-        self._ready.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def take(self, timeout: float) -> list[str] | None:
         """The deltas queued now ([] after ``timeout`` s of quiet), None at the end."""
         if not self.items and not self.done:
-            with anyio.move_on_after(timeout):
-                await self._ready.wait()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _quiet, waiter)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                timer.cancel()
         items, self.items = self.items, []
         if not items and self.done:
             return None
-        if not self.done:
-            self._ready = anyio.Event()
         return items
+
+
+def _quiet(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
