@@ -54,6 +54,7 @@ from tanglebrain.serve._wire import (
     DONE,
     ApiError,
     Chat,
+    ClientGone,
     Pipe,
     chunk,
     completion,
@@ -73,10 +74,6 @@ KEEPALIVE_S = 15.0
 _DRAIN_CAP = 64 << 20  # an oversized body is read (and dropped) up to this, then cut
 log = logging.getLogger("tanglebrain.serve")
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "ServeConfig", "create_app", "serve", "uvicorn_config"]
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request was read."""
 
 
 @dataclass(frozen=True)
