@@ -16,8 +16,10 @@ import anyio
 from tanglebrain import models
 from tanglebrain.budget import Budget, Reservation
 from tanglebrain.errors import BackendError, CircuitOpen, ConfigError
+from tanglebrain.limits import Limits as Limits
+from tanglebrain.limits import Slot
 from tanglebrain.roster import Backend, Roster
-from tanglebrain.router import Breakers, LoadState
+from tanglebrain.router import LoadState
 from tanglebrain.trace import Call, Run
 
 # Every call sends max_tokens: the output cap of its role (roster settings, or the
@@ -72,26 +74,6 @@ def with_attachments(prompt: str, attachments: Sequence[Attachment]) -> str:
     if not attachments:
         return prompt
     return prompt + "\n\n" + "\n\n".join(a.block() for a in attachments)
-
-
-class Limits:
-    """One ``CapacityLimiter`` per backend (its ``max_concurrency``), and the circuit breakers.
-
-    A run makes its own; a long-lived front door (``serve``, ``mcp``) shares one across
-    its runs, so that a backend's limit holds for the whole process and a dead backend
-    stays skipped until a probe finds it healthy again (``probe_after_s``).
-    """
-
-    def __init__(self, probe_after_s: float = math.inf) -> None:
-        self._by_id: dict[str, anyio.CapacityLimiter] = {}
-        self.breakers = Breakers(probe_after_s=probe_after_s)
-
-    def of(self, backend: Backend) -> anyio.CapacityLimiter:
-        """The limiter of ``backend``, created on first use."""
-        lim = self._by_id.get(backend.id)
-        if lim is None or lim.total_tokens != backend.max_concurrency:
-            lim = self._by_id[backend.id] = anyio.CapacityLimiter(backend.max_concurrency)
-        return lim
 
 
 @dataclass
@@ -346,7 +328,7 @@ class RunContext:
                 backend, messages, tools, cap, cache_prefix
             )
             reservation = await self.budget.acquire(backend.id, worst)
-            async with self.limiter(backend):
+            async with Slot(self.limiter(backend)):
                 # Checked again once a slot is ours: the circuit may have opened meanwhile.
                 if alternatives and not self.load.breakers.admit(backend.id):
                     raise CircuitOpen(backend.id)

@@ -14,8 +14,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-import anyio
-
 from tanglebrain._version import __version__
 from tanglebrain.errors import BackendError
 from tanglebrain.models import _http
@@ -109,10 +107,10 @@ class OpenAITransport:
     async def complete(self, out: Outgoing) -> Completion:
         """Send ``out`` and return the whole reply."""
         url, body, headers = self._request(out, stream=False)
-        with anyio.fail_after(out.timeout):
-            async with _http.pool().post(url, body, headers) as resp:
-                await _raise_for_status(resp)
-                raw = await resp.aread()
+        # As for a stream: the timeout bounds each wait (for the first byte, then for more).
+        async with _http.pool().post(url, body, headers, out.timeout) as resp:
+            await _raise_for_status(resp)
+            raw = await resp.aread()
         return _completion(out.backend.id, json.loads(raw))
 
     @asynccontextmanager
@@ -144,8 +142,7 @@ async def _raise_for_status(resp: _http.Response) -> None:
 
 
 async def _whole(out: Outgoing, resp: _http.Response) -> AsyncIterator[Chunk]:
-    with anyio.fail_after(out.timeout):
-        raw = await resp.aread()
+    raw = await resp.aread()  # each wait bounded by the response's timeout
     done = _completion(out.backend.id, json.loads(raw))
     calls = tuple(ToolDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(done.tool_calls))
     yield Chunk(done.text, calls, done.finish_reason or "stop", done.usage)
