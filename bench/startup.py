@@ -15,7 +15,7 @@ look fast). Rows:
 
 It also checks that the one-shot run never imported litellm.
 
-Usage: python bench/startup.py [--repeats 11] [--baseline-venv DIR] [--install-baseline]
+Usage: python bench/startup.py [--repeats 21] [--baseline-venv DIR] [--install-baseline]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def timed(argv: list[str], env: dict[str, str] | None, expect: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--baseline-venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--install-baseline", action="store_true")
     args = parser.parse_args()
