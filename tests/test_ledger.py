@@ -334,10 +334,31 @@ def test_a_failed_batch_writes_none_of_its_runs_and_drops_the_kept_connection(
     server.record(small_run("ok1"))
     broken = small_run("bad")
     broken.turns[0].call.attempts[0].prompt_tokens = 2**70  # too large for SQLite
-    with pytest.raises(OverflowError):
+    with pytest.raises(LedgerError, match="cannot write"):
         server.record_many([(small_run("ok2"), None), (broken, None)])
     assert server._kept is None
     assert [r["id"] for r in Ledger(path).recent(10)] == ["ok1"]
     server.record(small_run("ok3"))
     assert sorted(r["id"] for r in Ledger(path).recent(10)) == ["ok1", "ok3"]
+    server.close()
+
+
+def test_a_lone_surrogate_is_mended_not_lost(tmp_path: Path) -> None:
+    # A character split across a stream's JSON escapes: two lone surrogates that make a
+    # pair, and one stray.
+    run = small_run("sur", answer="smile \ud83d\ude00 and \ud83d alone")
+    path = default_path(tmp_path)
+    Ledger(path).record(run)
+    stored = Ledger(path).load("sur")
+    assert stored is not None and stored.run.answer == "smile \U0001f600 and \ufffd alone"
+
+
+def test_a_kept_open_ledger_follows_its_file_when_it_is_replaced(tmp_path: Path) -> None:
+    path = default_path(tmp_path)
+    server = Ledger(path, keep_open=True)
+    server.record(small_run("before"))
+    for leftover in tmp_path.glob("runs.db*"):
+        leftover.unlink()  # the user clears the history while the server runs
+    server.record(small_run("after"))
+    assert [r["id"] for r in Ledger(path).recent(10)] == ["after"]
     server.close()

@@ -183,3 +183,27 @@ async def test_runs_finishing_together_are_kept_in_few_batches_each_once(tmp_pat
             tg.start_soon(session.keep, trace)
     assert sorted(i for batch in batches for i in batch) == sorted(t.id for t in traces)
     assert len(batches) < len(traces)  # runs that waited for the writer went together
+
+
+def test_one_run_that_cannot_be_stored_does_not_cost_the_others_their_record(
+    tmp_path: Path,
+) -> None:
+    from tanglebrain.trace import Attempt, Call, Turn
+
+    state = tmp_path / "state"
+    roster = load_file(write_roster(tmp_path / "r.toml", backend_toml("a", "echo", "http://x")))
+    notes: list[str] = []
+    record = ledger_recorder(roster, {}, state, lambda message, prefix: notes.append(message))
+    traces = []
+    for i in range(3):
+        trace = Run(prompt="p")
+        attempt = Attempt("a", "openai/echo", started=trace.started,
+                          prompt_tokens=2**70 if i == 1 else 5)  # fmt: skip
+        trace.turns.append(Turn(0, Call("orchestrator", "a", "openai/echo", [attempt])))
+        finish(trace)
+        traces.append(trace)
+    record(traces)
+    with sqlite3.connect(state / "runs.db") as db:
+        ids = {row[0] for row in db.execute("SELECT id FROM runs")}
+    assert ids == {traces[0].id, traces[2].id}
+    assert len(notes) == 1 and traces[1].id in notes[0]

@@ -227,12 +227,20 @@ def ledger_recorder(
         for trace in traces:
             orchestrator = roster.get(trace.orchestrator) if trace.orchestrator else None
             rows.append((trace, models.price_per_token(orchestrator) if orchestrator else None))
+        target = ledger or Ledger(default_path(state_dir))
+        secrets = roster.key_values(env)
         try:
-            (ledger or Ledger(default_path(state_dir))).record_many(
-                rows, secrets=roster.key_values(env)
-            )
+            target.record_many(rows, secrets=secrets)
+            return
         except TanglebrainError as exc:
-            note(f"run {', '.join(t.id for t in traces)} not recorded: {exc}", "warning")
+            if len(rows) == 1:
+                note(f"run {traces[0].id} not recorded: {exc}", "warning")
+                return
+        for row in rows:  # one run that cannot be stored must not cost the others theirs
+            try:
+                target.record_many([row], secrets=secrets)
+            except TanglebrainError as exc:
+                note(f"run {row[0].id} not recorded: {exc}", "warning")
 
     return record
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import anyio
 import pytest
 import trustme
 from hypothesis import given, settings
@@ -100,6 +102,11 @@ BROKEN = [
     ("cut mid-headers", OK + b"Content-Len", "mid-response"),
     ("nothing at all", b"", "without a response"),
     ("a header without a colon", OK + b"Oops\r\n\r\n", "header"),
+    ("a Python-style chunk size", OK + b"Transfer-Encoding: chunked\r\n\r\n1_0\r\n", "chunk size"),
+    ("a non-ASCII length", OK + "Content-Length: ²\r\n\r\n".encode(), "Content-Length"),
+    ("endless headers", OK + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(700)),
+     "over 64 KB"),
+    ("endless 100 Continue", b"HTTP/1.1 100 Continue\r\n\r\n" * 3000, "over 64 KB"),
 ]  # fmt: skip
 
 
@@ -349,4 +356,68 @@ async def test_a_stream_that_falls_silent_times_out() -> None:
     async with server, _http.pool().post(url, b"", []) as resp:
         resp.timeout = 0.2
         with pytest.raises(TimeoutError):
+            await resp.aread()
+
+
+async def test_a_timeout_on_a_pooled_connection_does_not_send_the_request_again() -> None:
+    # A slow server is not a dead connection: the POST must reach it once, not once per
+    # idle connection in the pool.
+    received: list[int] = []
+    slow = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            received.append(1)
+            if slow.is_set():
+                await reader.read()  # never answers
+                break
+            writer.write(OK + b"Content-Length: 2\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    async with await serve(handle) as server:
+        url = f"http://127.0.0.1:{port_of(server)}/"
+        async with anyio.create_task_group() as tg:  # three pooled connections
+            for _ in range(3):
+                tg.start_soon(post, url)
+        assert len(_http.pool()._idle[_http.Origin("http", "127.0.0.1", port_of(server))]) == 3
+        slow.set()
+        received.clear()
+        with pytest.raises(TimeoutError):
+            async with _http.pool().post(url, b"{}", [], timeout=0.2) as resp:
+                await resp.aread()
+    assert len(received) == 1
+
+
+async def test_a_reply_that_cannot_be_framed_closes_its_connection() -> None:
+    closed = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK + b"Content-Length: 5, 6\r\n\r\nhello")
+        await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # returns when the client lets go of the connection
+        closed.set()
+        writer.close()
+
+    async with await serve(handle) as server:
+        with pytest.raises(_http.ConnectionBroken):
+            await post(f"http://127.0.0.1:{port_of(server)}/")
+        await closed.wait()  # a leaked connection would keep this waiting
+
+
+async def test_connections_to_an_address_send_without_delay() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK + b"Content-Length: 0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    async with await serve(handle) as server:
+        url = f"http://127.0.0.1:{port_of(server)}/"
+        async with _http.pool().post(url, b"", []) as resp:
+            raw = resp._conn.transport.get_extra_info("socket")
+            assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             await resp.aread()

@@ -93,3 +93,18 @@ def test_an_unwritable_cache_costs_nothing_but_time(fresh: Path) -> None:
     fresh.parent.parent.joinpath("tanglebrain").write_text("a file where the folder goes")
     assert model_map.info("openai/gpt-4o")["litellm_provider"] == "openai"
     assert not list(fresh.parent.parent.glob("**/*.tmp"))
+
+
+def test_a_map_that_cannot_be_read_is_not_remembered_as_unknown(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model_map, "_loaded", lambda: ([], ""))  # e.g. too many open files
+    assert model_map.info("openai/gpt-4o") == {}
+    assert not fresh.exists()
+
+
+def test_remembered_answers_of_the_wrong_type_are_ignored(fresh: Path) -> None:
+    fresh.parent.mkdir(parents=True)
+    odd = {"openai/gpt-4o": {"max_input_tokens": "7", "litellm_provider": "openai"}}
+    fresh.write_text(json.dumps({"map": model_map._version(), "models": odd}))
+    assert model_map.info("openai/gpt-4o")["max_input_tokens"] != "7"

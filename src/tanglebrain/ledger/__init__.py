@@ -79,6 +79,11 @@ class Ledger:
         self.path = path
         self._keep_open = keep_open
         self._kept: sqlite3.Connection | None = None
+        self._kept_id: tuple[int, int] | None = None  # (device, inode) of the kept file
+
+    def _same_file(self) -> bool:
+        """Whether the kept connection's file is still the one at ``path``."""
+        return self._kept_id is not None and _file_id(self.path) == self._kept_id
 
     def close(self) -> None:
         """Close the kept write connection, if any (the next write opens another)."""
@@ -90,6 +95,8 @@ class Ledger:
 
     @contextmanager
     def _connect(self, *, create: bool, keep: bool = False) -> Iterator[sqlite3.Connection]:
+        if keep and self._kept is not None and not self._same_file():
+            self.close()  # the file was removed or replaced: write to the one at the path
         if keep and self._kept is not None:
             try:
                 yield self._kept
@@ -114,7 +121,7 @@ class Ledger:
             conn.close()
             raise
         if keep:
-            self._kept = conn
+            self._kept, self._kept_id = conn, _file_id(self.path)
         else:
             conn.close()
 
@@ -204,7 +211,16 @@ class Ledger:
                     conn.execute("ROLLBACK")
                     raise
 
-        self._retry("write", go)
+        try:
+            try:
+                self._retry("write", go)
+            except UnicodeEncodeError:
+                # A lone surrogate (a character split across a stream's JSON escapes) has
+                # no UTF-8 form: pairs are joined, strays become U+FFFD, and it is stored.
+                rows = [(i, _mended(head), [_mended(n) for n in nodes]) for i, head, nodes in rows]
+                self._retry("write", go)
+        except (ValueError, OverflowError) as exc:  # a value SQLite cannot bind
+            raise LedgerError(f"cannot write {self.path}: {exc}") from None
 
     # --- reading ----------------------------------------------------------------
 
@@ -355,3 +371,19 @@ class Ledger:
 def _dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _mended(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``row`` with every text made encodable: surrogate pairs joined, strays replaced."""
+    return tuple(
+        v.encode("utf-16", "surrogatepass").decode("utf-16", "replace") if isinstance(v, str) else v
+        for v in row
+    )

@@ -138,7 +138,8 @@ async def complete(
         messages: OpenAI-style chat messages.
         call: the trace node; one ``Attempt`` is appended per HTTP request.
         env: where API keys are looked up (by the roster's variable name).
-        timeout: seconds per attempt.
+        timeout: seconds each wait of an attempt may last: connecting, the first byte,
+            each silence after it (litellm: the whole attempt, plus a grace).
         retry: the retry policy.
         tools: OpenAI function-tool schemas, if any.
         on_text: when given, the reply is streamed and each text delta passed here.

@@ -120,6 +120,7 @@ class Pool:
             raise
         sock = conn.socket
         if response.complete and response.keep_alive and not sock.closed and not sock.buffer:
+            sock.resume()  # an idle connection must still see the server close it
             conn.idle_since = time.monotonic()
             conn.reused = True
             idle = self._idle.setdefault(origin, [])
@@ -131,8 +132,9 @@ class Pool:
     async def _send(
         self, origin: Origin, request: bytes, timeout: float | None
     ) -> tuple[Connection, Response]:
+        fresh = False
         while True:
-            conn = self._checkout(origin)
+            conn = None if fresh else self._checkout(origin)
             if conn is None:
                 with anyio.fail_after(timeout):
                     conn = await _connect(origin)
@@ -140,15 +142,20 @@ class Pool:
             try:
                 conn.transport.write(request)
                 status, headers, keep = await read_head(conn.socket, timeout)
-            except OSError:
+                return conn, Response(conn, status, headers, keep)
+            except TimeoutError:
+                conn.close()  # a slow server, not a dead connection: never send it again
+                raise
+            except ConnectionError:
                 conn.close()
-                if conn.reused and conn.socket.received == before:
-                    continue  # closed while idle: nothing reached the server
+                stale = conn.reused and conn.socket.closed and conn.socket.received == before
+                if stale and not fresh:
+                    fresh = True  # closed while idle, nothing reached the server: once more,
+                    continue  # on a new connection (its idle siblings may be as stale)
                 raise
             except BaseException:
                 conn.close()
                 raise
-            return conn, Response(conn, status, headers, keep)
 
     def _checkout(self, origin: Origin) -> Connection | None:
         idle = self._idle.get(origin)
@@ -209,7 +216,7 @@ async def _connect(origin: Origin) -> Connection:
             raise
         if wrapped is None:  # only when the transport closed meanwhile
             raise ConnectionBroken("the proxy closed the connection during the TLS handshake")
-        conn.transport = wrapped
+        conn.transport = sock.transport = wrapped  # flow control must act on the TLS layer
     return conn
 
 
@@ -222,6 +229,9 @@ async def _tcp(family: socket.AddressFamily, host: str, port: int) -> socket.soc
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
+        # asyncio sets this only on sockets it made itself (proto IPPROTO_TCP); without it
+        # a body written in several pieces can wait on Nagle's algorithm.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         code = sock.connect_ex((host, port))
         if code in (errno.EINPROGRESS, errno.EWOULDBLOCK):
             loop = asyncio.get_running_loop()
@@ -259,6 +269,8 @@ async def _tunnel(conn: Connection, origin: Origin) -> None:
     status, _, _ = await read_head(conn.socket)
     if not 200 <= status < 300:
         raise ConnectionRefusedError(f"the proxy refused the tunnel: HTTP {status}")
+    if conn.socket.buffer:  # TLS starts here: nothing may come before the handshake
+        raise ConnectionBroken("the proxy sent data after accepting the tunnel")
 
 
 def _proxy_auth(proxy: str) -> list[tuple[str, str]]:

@@ -97,6 +97,12 @@ class Socket(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def resume(self) -> None:
+        """Read from the socket again if a reader far behind had paused it."""
+        if self._paused and self.transport:
+            self._paused = False
+            self.transport.resume_reading()
+
     async def more(self, timeout: float | None = None) -> None:
         """Wait until more bytes arrive or the connection ends; ``TimeoutError`` after ``timeout``.
 
@@ -193,6 +199,8 @@ class Response:
         A stream's reader stops at its last event; the few bytes that end the body
         (a chunked body's terminator) decide whether the connection can be reused.
         """
+        if not self.keep_alive:
+            return  # the connection closes anyway: nothing to wait for
         self.timeout = wait
         with suppress(TimeoutError, OSError):
             async for _ in self.aiter():
@@ -254,26 +262,28 @@ async def _exactly(resp: Response, size: int) -> AsyncIterator[bytes]:
 
 def _content_length(value: str) -> int:
     values = {v.strip() for v in value.split(",")}  # "5, 5" is allowed; "5, 6" is not
-    if len(values) != 1 or not (text := values.pop()).isdigit():
+    if len(values) != 1 or not ((text := values.pop()).isascii() and text.isdigit()):
         raise ConnectionBroken(f"invalid HTTP from the server: Content-Length {value!r}")
     return int(text)
 
 
 def _chunk_size(line: bytes) -> int:
     text = line.split(b";", 1)[0].strip()
-    try:
-        if not text or text.startswith((b"-", b"+", b"0x", b"0X")):
-            raise ValueError
-        return int(text, 16)
-    except ValueError:
-        raise ConnectionBroken(f"invalid HTTP from the server: chunk size {line[:40]!r}") from None
+    if not text or text.lstrip(_HEX) or len(text) > 16:  # hex digits only (no "0x", "1_0")
+        raise ConnectionBroken(f"invalid HTTP from the server: chunk size {line[:40]!r}")
+    return int(text, 16)
+
+
+_HEX = b"0123456789abcdefABCDEF"
 
 
 async def read_head(sock: Socket, timeout: float | None = None) -> tuple[int, dict[str, str], bool]:
     """(status, headers, keep-alive) of the next final response; 1xx ones are skipped.
 
-    Each wait for more bytes lasts at most ``timeout`` (``TimeoutError``).
+    Each wait for more bytes lasts at most ``timeout`` (``TimeoutError``); the heads
+    together may take ``MAX_HEAD`` bytes.
     """
+    size = 0
     while True:
         try:
             line = await sock.line(timeout)
@@ -281,6 +291,9 @@ async def read_head(sock: Socket, timeout: float | None = None) -> tuple[int, di
             if sock.buffer:
                 raise
             raise ConnectionBroken("the server closed the connection without a response") from None
+        size += len(line) + 2
+        if size > MAX_HEAD:
+            raise ConnectionBroken("invalid HTTP from the server: headers over 64 KB")
         if not line:
             continue  # a stray blank line before a status line is tolerated (RFC 9112 2.2)
         version, _, rest = line.partition(b" ")
@@ -290,6 +303,9 @@ async def read_head(sock: Socket, timeout: float | None = None) -> tuple[int, di
         headers: dict[str, str] = {}
         name = ""
         while field := await sock.line(timeout):
+            size += len(field) + 2
+            if size > MAX_HEAD:
+                raise ConnectionBroken("invalid HTTP from the server: headers over 64 KB")
             if field[:1] in b" \t" and name:  # obsolete line folding: a continuation
                 headers[name] += " " + field.strip().decode("latin-1")
                 continue

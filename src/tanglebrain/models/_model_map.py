@@ -25,6 +25,7 @@ import functools
 import importlib.util
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +58,50 @@ def _source() -> Path | None:
     return None
 
 
+# Bumped whenever the look-up or FIELDS change: answers remembered before are then ignored.
+FORMAT = 1
+
+
 @functools.cache
+def _loaded() -> tuple[list[object], str]:
+    """(version, JSON text) of the map as read; version [] when answers must not be kept.
+
+    The version is taken around the read: a map replaced while it was read (litellm being
+    upgraded) is used, but nothing found in it is remembered. An unreadable map gives ""
+    and nothing is remembered either (a passing I/O error must not be kept as "unknown").
+    """
+    source = _source()
+    if source is None:
+        return [], ""
+    try:
+        before = source.stat()
+        text = source.read_text("utf-8")
+        after = source.stat()
+    except (OSError, ValueError):
+        return [], ""
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        return [], text
+    return _version_of(source, after), text
+
+
 def _text() -> str:
     """The map's JSON text, or "" when it is not installed or cannot be read."""
+    return _loaded()[1]
+
+
+def _version_of(source: Path, st: os.stat_result) -> list[object]:
+    return [FORMAT, str(source), st.st_size, st.st_mtime_ns]
+
+
+def _version() -> list[object]:
+    """The installed map's version now: format, path, size and modification time."""
     source = _source()
+    if source is None:
+        return []
     try:
-        return source.read_text("utf-8") if source else ""
-    except (OSError, ValueError):
-        return ""
+        return _version_of(source, source.stat())
+    except OSError:
+        return []
 
 
 def _cache_file() -> Path:
@@ -72,39 +109,50 @@ def _cache_file() -> Path:
     return Path(base) / "tanglebrain" / "model-map.json"
 
 
-def _version() -> list[object]:
-    """What identifies the map's version: its path, size and modification time."""
-    source = _source()
-    if source is None:
-        return []
-    try:
-        st = source.stat()
-    except OSError:
-        return []
-    return [str(source), st.st_size, st.st_mtime_ns]
-
-
 @functools.cache
 def _remembered() -> dict[str, dict[str, Any]]:
-    """The answers remembered for this version of the map ({} when none are)."""
+    """The answers remembered for the installed map ({} when none are, or any is odd)."""
     try:
         data = json.loads(_cache_file().read_text("utf-8"))
     except (OSError, ValueError):
         return {}
-    ok = isinstance(data, dict) and data.get("map") == _version() and _version()
-    models = data.get("models") if ok else None
-    return models if isinstance(models, dict) else {}
+    version = _version()
+    if not (isinstance(data, dict) and version and data.get("map") == version):
+        return {}
+    models = data.get("models")
+    if not isinstance(models, dict) or not all(_valid(e) for e in models.values()):
+        return {}  # hand-edited or from elsewhere: the map itself is the safe answer
+    return models
+
+
+def _valid(entry: object) -> bool:
+    """Whether ``entry`` is an answer this module could have written."""
+    if not isinstance(entry, dict):
+        return False
+    for key, value in entry.items():
+        if key not in FIELDS:
+            return False
+        if key == "litellm_provider":
+            if not isinstance(value, str):
+                return False
+        elif not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+    return True
 
 
 def _remember(model: str, entry: dict[str, Any]) -> None:
     """Add ``model``'s answer to the cache file (atomically; failures are ignored)."""
+    version = _loaded()[0]
+    if not version:
+        return
     remembered = _remembered()
     remembered[model] = entry
     path = _cache_file()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Per process and thread: the recorder's thread may look up a price meanwhile.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"map": _version(), "models": remembered}), "utf-8")
+        tmp.write_text(json.dumps({"map": version, "models": remembered}), "utf-8")
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):
@@ -144,7 +192,7 @@ def info(model: str) -> dict[str, Any]:
     if isinstance(remembered, dict):
         return dict(remembered)
     entry = {k: v for k, v in _look_up(model).items() if k in FIELDS and v is not None}
-    if _source() is not None:
+    if _valid(entry):  # a map with odd values is read afresh each time
         _remember(model, entry)
     return dict(entry)
 
