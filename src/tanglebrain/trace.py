@@ -7,10 +7,9 @@ it and ``--json`` can serialise it without knowing how it was produced.
 Observers (the live view) subscribe with ``Run.subscribe``; they are called after
 every change, synchronously, on the event loop thread. Keep them cheap.
 
-This module holds the nodes and their sums (``cost_of``, ``cache_tokens``). The review
-branch (``Review`` and its critiques and verdicts, ``review_to_dict``/``review_from_dict``)
-lives in :mod:`tanglebrain._trace_review` and is re-exported here, loaded on first use:
-import every part of the tree from this module.
+This module holds the nodes and their sums (``cost_of``, ``cache_tokens``, ``figures``).
+The review branch lives in :mod:`tanglebrain._trace_review`, re-exported here and loaded
+on first use: import every part of the tree from this module.
 """
 
 from __future__ import annotations
