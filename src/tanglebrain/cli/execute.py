@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from tanglebrain.cli.fastrun import RunOptions
-from tanglebrain.cli.streams import SigtermStop, StdoutSink, read_input, state_dir
+from tanglebrain.cli.streams import SigtermStop, StdoutSink, collect_less, read_input, state_dir
 from tanglebrain.errors import TanglebrainError, Terminated, UsageError
 from tanglebrain.orchestrator import Hooks, Request
 from tanglebrain.roster import LoadedRoster, load
@@ -209,6 +209,7 @@ def _run_live(
         view.start()
     try:
         stop.defer()  # from here on the run may pay for calls: it must be recorded
+        collect_less()
         anyio.run(_run_all, session, request, trace, solo, hooks, stop)
     finally:
         if view is not None:

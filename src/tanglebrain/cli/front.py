@@ -263,13 +263,9 @@ def _server(
             await serve.serve(mine, sock, shutdown_timeout=shutdown_timeout,
                               on_ready=on_ready, lifeline=lifeline)  # fmt: skip
 
-        import gc
+        from tanglebrain.cli.streams import collect_less
 
-        # A burst of requests allocates fast: with the default thresholds the collector
-        # runs (and rescans the start-up objects) in the middle of it. bench/serve.py,
-        # alternated A/B at C=200: p95 ~640-700 -> ~605 ms, CPU/request ~5% lower.
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 20)
+        collect_less()
         anyio.run(main, backend_options=_event_loop_options())
 
     return serve_on
