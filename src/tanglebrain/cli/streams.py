@@ -179,8 +179,8 @@ def collect_less() -> None:
 
     A fan-out or a burst of served requests allocates fast; with the default thresholds the
     collector runs in the middle of it and rescans every start-up object each time.
-    Measured: ~10% less CPU per sub-task (bench/fanout.py, N = 256), serve's p95 at
-    C = 200 ~640-700 -> ~605 ms (alternated A/B).
+    Measured: ~10% less CPU per sub-task (bench/fanout.py, N = 256) and ~7% less per
+    served request (alternated A/B at C = 200; its p95 moved within the noise).
     """
     import gc
 
