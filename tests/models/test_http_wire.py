@@ -41,6 +41,18 @@ async def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> 
     return await asyncio.start_server(handler, "127.0.0.1", 0, ssl=ssl_context)
 
 
+def answer_once(reply: bytes) -> Handler:
+    """A handler that reads one request, writes ``reply`` and closes the connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    return handle
+
+
 def port_of(server: asyncio.Server) -> int:
     return int(server.sockets[0].getsockname()[1])
 
@@ -112,27 +124,14 @@ BROKEN = [
 
 @pytest.mark.parametrize(("reply", "message"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN])
 async def test_a_broken_or_foreign_reply_is_a_broken_connection(reply: bytes, message: str) -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(reply)
-        await writer.drain()
-        writer.close()
-
-    async with await serve(handle) as server:
+    async with await serve(answer_once(reply)) as server:
         with pytest.raises(_http.ConnectionBroken, match=message):
             await post(f"http://127.0.0.1:{port_of(server)}/")
 
 
 async def test_headers_are_lower_case_with_repeats_joined_and_folds_unfolded() -> None:
     reply = OK + b"X-A: 1\r\nx-a: 2\r\nX-Long: one\r\n two\r\nContent-Length: 0\r\n\r\n"
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(reply)
-        await writer.drain()
-        writer.close()
-
-    async with await serve(handle) as server:
+    async with await serve(answer_once(reply)) as server:
         url = f"http://127.0.0.1:{port_of(server)}/"
         async with _http.pool().post(url, b"", []) as resp:
             await resp.aread()

@@ -142,7 +142,7 @@ def ab_line(delegated: Run, solo: Run) -> str:
 
 def usage_json(run: Run) -> dict[str, Any]:
     """A run's ``usage`` object (``--json``, ``show --json``, the A/B twin's)."""
-    return dict(run.figures().usage())
+    return run.figures().usage()
 
 
 def run_json(run: Run) -> dict[str, Any]:
