@@ -58,6 +58,7 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env.update(
         TANGLEBRAIN_HOME=str(tmp_path / "state"),
         XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
         NO_COLOR="1",
         PYTHONPATH=str(ROOT),
     )
@@ -142,3 +143,16 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) 
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.01)
+
+
+def probe(code: str, argv: list[str], tmp_path: Path) -> str:
+    """Run ``code`` in a fresh interpreter with ``argv`` and return its last stdout line.
+
+    For what only a process of its own shows: the modules a command line loaded.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        capture_output=True, text=True, env=cli_env(tmp_path), timeout=WAIT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1]

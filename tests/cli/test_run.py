@@ -12,7 +12,16 @@ import pytest
 
 from tanglebrain.ledger import Ledger, default_path
 from tanglebrain.sim import Simulator
-from tests.helpers import WAIT, backend_toml, cli_env, run_cli, start_cli, wait_until, write_roster
+from tests.helpers import (
+    WAIT,
+    backend_toml,
+    cli_env,
+    probe,
+    run_cli,
+    start_cli,
+    wait_until,
+    write_roster,
+)
 
 
 def roster(tmp_path: Path, sim: Simulator, *specs: tuple[str, str, float, bool]) -> Path:
@@ -257,8 +266,6 @@ def test_ctrl_c_during_fan_out_stops_every_call(tmp_path: Path, sim_thread: Simu
 
 
 def test_closed_stdout_stops_quietly(tmp_path: Path, sim_thread: Simulator) -> None:
-    import subprocess
-    import sys
 
     from tests.helpers import GUARD
 
@@ -296,8 +303,6 @@ def test_listing_into_a_closed_pipe_exits_0(
 ) -> None:
     # `tanglebrain backends | head -0`: the reader is gone before the first write.
     import os
-    import subprocess
-    import sys
 
     from tests.helpers import GUARD
 
@@ -410,8 +415,6 @@ def _head_c(args: list[str], tmp_path: Path, size: int) -> tuple[int, bytes]:
     import array
     import fcntl
     import os
-    import subprocess
-    import sys
     import termios
 
     from tests.helpers import GUARD
@@ -514,12 +517,8 @@ def test_litellm_is_loaded_only_when_a_backend_needs_it(
                      extra=extra),
         backend_toml("w", "worker", sim_thread.base_url),
     )  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-c", LITELLM_PROBE, "--roster", str(roster), "--no-log", "go"],
-        capture_output=True, text=True, env=cli_env(tmp_path), timeout=WAIT,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == f"{loaded} 0", proc.stdout
+    argv = ["--roster", str(roster), "--no-log", "go"]
+    assert probe(LITELLM_PROBE, argv, tmp_path) == f"{loaded} 0"
 
 
 LAZY_PROBE = (
@@ -527,24 +526,22 @@ LAZY_PROBE = (
     "code = run_argv(sys.argv[1:])\n"
     "print(sorted(m for m in LAZY if m in sys.modules), code)\n"
 )
-LAZY = ("tanglebrain.delegation", "tanglebrain.results", "tanglebrain._trace_review")
+LAZY = ("pydantic", "tanglebrain.delegation", "tanglebrain.results", "tanglebrain._trace_review")
 
 
 def test_an_answer_without_delegation_loads_no_delegation_code(
     tmp_path: Path, sim_thread: Simulator
 ) -> None:
-    # The one-shot path: delegation, tool results and the review load with their first use.
+    # The one-shot path: delegation, tool results and the review load with their first
+    # use; pydantic only the first time a roster text is seen (roster._validate).
     roster = write_roster(
         tmp_path / "roster.toml",
         backend_toml("o", "echo", sim_thread.base_url, orchestrator=True),
     )
-    probe = f"LAZY = {LAZY!r}\n" + LAZY_PROBE
-    proc = subprocess.run(
-        [sys.executable, "-c", probe, "--roster", str(roster), "--no-log", "hi"],
-        capture_output=True, text=True, env=cli_env(tmp_path), timeout=WAIT,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[] 0", proc.stdout
+    code = f"LAZY = {LAZY!r}\n" + LAZY_PROBE
+    argv = ["--roster", str(roster), "--no-log", "hi"]
+    loaded = [probe(code, argv, tmp_path) for _ in range(2)]
+    assert loaded == ["['pydantic'] 0", "[] 0"]
 
 
 def test_ab_runs_solo_beside_the_delegated_run_and_records_the_pair(

@@ -7,7 +7,11 @@ app; the typer command calls the same ``run_demo``.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tanglebrain.roster import Roster
 
 DEMO_PROMPT = "Review this service's failing build log, propose a fix, and draft the release note."
 DEMO_LOG = "\n".join(
@@ -18,6 +22,7 @@ DEMO_LOG = "\n".join(
         "==== 1 failed, 212 passed in 4.21s ====",
     ]
 )
+_PLACEHOLDER = "http://127.0.0.1:9/v1"  # replaced by the simulator's address
 SIMULATED = (
     "simulated: every backend in this demo is tanglebrain's loopback simulator "
     "(tanglebrain.sim); no model was called."
@@ -50,17 +55,28 @@ def demo_roster(base_url: str) -> str:
     return "\n".join(out)
 
 
+def _roster(base_url: str) -> Roster:
+    """The demo's roster, its backends pointed at the simulator at ``base_url``.
+
+    The text parsed never changes (the simulator's port does), so it is validated once
+    per install, not on every demo (see ``roster._validate``).
+    """
+    from tanglebrain.roster import parse
+
+    roster = parse(demo_roster(_PLACEHOLDER), "<demo roster>")
+    backends = tuple(replace(b, api_base=base_url) for b in roster.backends)
+    return replace(roster, backends=backends)
+
+
 def run_demo(prompt: str | None, *, json_out: bool, review: bool) -> int:
     """Run the demo request (or ``prompt``) against simulated backends; the exit code."""
     import json
     import os
-    import tempfile
 
     import anyio
 
     from tanglebrain.cli.streams import StdoutSink
     from tanglebrain.orchestrator import Hooks, Request
-    from tanglebrain.roster import load_file
     from tanglebrain.runtime import Attachment
     from tanglebrain.session import Session, finish
     from tanglebrain.sim import Simulator
@@ -78,14 +94,11 @@ def run_demo(prompt: str | None, *, json_out: bool, review: bool) -> int:
 
     async def main() -> None:
         async with Simulator() as sim:
-            with tempfile.TemporaryDirectory(prefix="tanglebrain-demo-") as tmp:
-                path = Path(tmp) / "roster.toml"
-                path.write_text(demo_roster(sim.base_url))
-                render.note(f"backends simulated at {sim.base_url}; the run is not recorded")
-                # No ledger, no export: a demo run is not the user's.
-                session = Session(load_file(path), os.environ, export=False)
-                hooks = Hooks(on_text=None if json_out else sink.write, on_note=render.note)
-                await session.run(request, trace, hooks)
+            render.note(f"backends simulated at {sim.base_url}; the run is not recorded")
+            # No ledger, no export: a demo run is not the user's.
+            session = Session(_roster(sim.base_url), os.environ, export=False)
+            hooks = Hooks(on_text=None if json_out else sink.write, on_note=render.note)
+            await session.run(request, trace, hooks)
 
     anyio.run(main)
     if not json_out:

@@ -5,6 +5,7 @@ Thin: load the roster and the ledger's evidence, print the view (stdout) or JSON
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -40,7 +41,7 @@ def routes_command(
     settings = loaded.roster.settings
     data = {
         "routing": settings.routing,
-        "weights": settings.route_weights.model_dump(),
+        "weights": dataclasses.asdict(settings.route_weights),
         "tags": router.explain(loaded.roster, os.environ, learned, [tag] if tag else tags),
     }
     if json_out:

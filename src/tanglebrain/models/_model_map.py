@@ -20,14 +20,14 @@ optimisation only: a missing, stale, corrupt or unwritable file means the slow p
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any
+
+from tanglebrain import cachefile
 
 _FILE = "model_prices_and_context_window_backup.json"
 # Providers whose models litellm files under another provider's name.
@@ -104,18 +104,13 @@ def _version() -> list[object]:
         return []
 
 
-def _cache_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tanglebrain" / "model-map.json"
+_CACHE = "model-map.json"
 
 
 @functools.cache
 def _remembered() -> dict[str, dict[str, Any]]:
     """The answers remembered for the installed map ({} when none are, or any is odd)."""
-    try:
-        data = json.loads(_cache_file().read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
+    data = cachefile.read(_CACHE)
     version = _version()
     if not (isinstance(data, dict) and version and data.get("map") == version):
         return {}
@@ -147,16 +142,7 @@ def _remember(model: str, entry: dict[str, Any]) -> None:
         return
     remembered = _remembered()
     remembered[model] = entry
-    path = _cache_file()
-    # Per process and thread: the recorder's thread may look up a price meanwhile.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"map": version, "models": remembered}), "utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    cachefile.write(_CACHE, {"map": version, "models": remembered})
 
 
 def _entry(key: str) -> dict[str, Any] | None:

@@ -10,7 +10,9 @@ fix.
 
 Its modules, one job each:
 
-- ``_schema``: the pydantic models of a roster file and the limits they enforce.
+- ``_schema``: the dataclasses of a roster file and the limits pydantic enforces on them.
+- ``_validate``: pydantic's validation, once per text: a text that validated before is
+  built without importing pydantic.
 - ``_load``: parsing, the strict checks, and errors that point at the line.
 - ``_discover``: which roster file is used, and which one may be edited.
 - ``_edit``: comment-preserving edits for ``tanglebrain backends add/set/remove``, on

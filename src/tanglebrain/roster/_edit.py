@@ -30,7 +30,7 @@ from __future__ import annotations
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,7 @@ def set_field(path: Path, backend_id: str, field: str, value: Value) -> EditResu
             new = _with_part(current, field, value, backend_id)
             if new == current:
                 return doc.text  # that part already has that value (or is already absent)
-        default = Backend.model_fields[key].default
+        default = next(f.default for f in fields(Backend) if f.name == key)
         if key not in data["backend"][n] and new == default:
             return doc.text  # e.g. `enable` where `enabled` is absent: already true
         if new is None:

@@ -13,12 +13,12 @@ import difflib
 import re
 import tomllib
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from tanglebrain.errors import ConfigError
+from tanglebrain.roster import _validate
 from tanglebrain.roster._schema import (
     KEYED_PROVIDERS,
     OPENAI_COMPATIBLE,
@@ -26,6 +26,7 @@ from tanglebrain.roster._schema import (
     Hooks,
     Price,
     Roster,
+    RouteWeights,
     Settings,
 )
 
@@ -75,11 +76,15 @@ def parse(text: str, path: Path | str = "<roster>") -> Roster:
             f"invalid TOML: {msg}", file=path, line=line, fix="fix the TOML syntax"
         ) from None
     _refuse_deep_and_secret(data, text, path)
-    try:
-        # by alias only: the field is named "backends", but the file says [[backend]].
-        roster = Roster.model_validate(data, by_name=False)
-    except ValidationError as exc:
-        raise _explain(exc, data, text, path) from None
+    key = _validate.digest(text)
+    seen_before = _validate.known(key)
+    if seen_before:
+        roster = _validate.build(data)
+    else:
+        checked = _validate.validate(data)
+        if isinstance(checked, list):
+            raise _explain(checked, data, text, path)
+        roster = checked
     seen: dict[str, int] = {}
     for i, b in enumerate(roster.backends):
         if b.id in seen:
@@ -94,6 +99,8 @@ def parse(text: str, path: Path | str = "<roster>") -> Roster:
         seen[b.id] = i
     for i, b in enumerate(roster.backends):
         _require_key_or_base(b, i, text, path)
+    if not seen_before:
+        _validate.remember(key)
     return roster
 
 
@@ -217,6 +224,8 @@ _FIXES = {
     "finite_number": "use a finite number",
     "string_too_long": "use at most {max_length} characters",
 }
+# What pydantic calls an unknown key (of a dataclass, of a mapping).
+_UNKNOWN_KEY = {"unexpected_keyword_argument", "extra_forbidden"}
 # Fixes for a field's own checks (pydantic reports them all as "value_error").
 _VALUE_FIXES = {
     "model": 'use the litellm model string, e.g. model = "openai/gpt-4.1"',
@@ -226,13 +235,12 @@ _VALUE_FIXES = {
 
 
 def _explain(
-    exc: ValidationError, data: dict[str, Any], text: str, path: Path | str
+    errors: list[dict[str, Any]], data: dict[str, Any], text: str, path: Path | str
 ) -> ConfigError:
-    errors = exc.errors()
     # An unknown key is often the misspelling of a missing one: name it first.
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    err = next((e for e in errors if e["type"] in _UNKNOWN_KEY), errors[0])
     loc = tuple(err["loc"])
-    kind = err["type"]
+    kind = "extra_forbidden" if err["type"] in _UNKNOWN_KEY else err["type"]
     # pydantic reports tuple fields with an index suffix; keep the field name.
     key_loc = tuple(p for p in loc if not (isinstance(p, int) and loc.index(p) > 1))
     field = next((str(p) for p in reversed(key_loc) if isinstance(p, str)), None)
@@ -292,14 +300,14 @@ def _fix(kind: str, field: str | None, ctx: dict[str, Any]) -> str:
 
 def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
     if loc and loc[0] == "settings":
-        return list(Settings.model_fields)
-    if loc and loc[0] == "hooks":
-        return list(Hooks.model_fields)
-    if loc and loc[0] == "backend":
-        if "price" in loc[:-1]:
-            return list(Price.model_fields)
-        return list(Backend.model_fields)
-    return ["settings", "hooks", "backend"]
+        table: Any = RouteWeights if "route_weights" in loc[:-1] else Settings
+    elif loc and loc[0] == "hooks":
+        table = Hooks
+    elif loc and loc[0] == "backend":
+        table = Price if "price" in loc[:-1] else Backend
+    else:
+        return ["settings", "hooks", "backend"]
+    return [f.name for f in fields(table)]
 
 
 def _find_line(text: str, loc: tuple[Any, ...]) -> int | None:

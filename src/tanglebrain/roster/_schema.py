@@ -1,21 +1,28 @@
-"""The shape of a roster file: its pydantic models and the limits they enforce.
+"""The shape of a roster file: frozen dataclasses and the limits pydantic enforces on them.
 
-Each model forbids unknown keys and is frozen. Field checks refuse values that would
-only fail at call time: an infinite timeout, a model string with spaces, an
-``api_base`` that is not an http(s) URL. ``KEYED_PROVIDERS`` and ``OPENAI_COMPATIBLE``
-say which providers need a key and which speak the OpenAI API natively.
+The classes are plain frozen, slotted dataclasses; each field's limits are pydantic
+``Field``/``AfterValidator`` metadata inside its (postponed, never evaluated here)
+annotation. Importing this module therefore costs a few dataclasses, not pydantic's
+~100 ms: ``roster._validate`` resolves the annotations and validates with pydantic only
+when a roster's text has not validated before. Every class forbids unknown keys. Field
+checks refuse values that would only fail at call time: an infinite timeout, a model
+string with spaces, an ``api_base`` that is not an http(s) URL. ``KEYED_PROVIDERS`` and
+``OPENAI_COMPATIBLE`` say which providers need a key and which speak the OpenAI API
+natively.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from tanglebrain.errors import MissingKeyError
+
+if TYPE_CHECKING:  # resolved by roster._validate, which imports pydantic
+    from pydantic import AfterValidator, Field
 
 ID_PATTERN = r"^[a-z0-9_-]+$"
 TAG_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -58,9 +65,32 @@ DEFAULT_ORCHESTRATOR_MAX_OUTPUT_TOKENS = 8192
 MAX_OUTPUT_LIMIT = 1_000_000
 
 KeyStatus = Literal["set", "missing", "not needed"]
+# pydantic reads a stdlib dataclass's configuration from this attribute.
+_FORBID_EXTRA: dict[str, str] = {"extra": "forbid"}
 
 
-class Price(BaseModel):
+def _tags(tags: tuple[str, ...]) -> tuple[str, ...]:
+    for tag in tags:
+        if len(tag) > 64 or not re.match(TAG_PATTERN, tag):
+            raise ValueError(f"tag {tag!r} must be lowercase letters, digits, '-' or '_'")
+    return tags
+
+
+def _model_string(model: str) -> str:
+    # litellm would send "openai/ a b" as is and fail with an obscure error per call.
+    if re.search(r"[\s\x00-\x1f\x7f]", model) or "" in model.split("/"):
+        raise ValueError("model must be a non-empty litellm model string without spaces")
+    return model
+
+
+def _api_base(base: str | None) -> str | None:
+    if base is not None and not _is_http_url(base):
+        raise ValueError("api_base must be an http:// or https:// URL")
+    return base
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Price:
     """USD per million tokens.
 
     ``cached_input`` prices prompt tokens read from the provider's prompt cache and
@@ -68,14 +98,15 @@ class Price(BaseModel):
     (litellm's map, else the input price).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    input: float = Field(ge=0, strict=True, allow_inf_nan=False)
-    output: float = Field(ge=0, strict=True, allow_inf_nan=False)
-    cached_input: float | None = Field(default=None, ge=0, strict=True, allow_inf_nan=False)
-    cache_write: float | None = Field(default=None, ge=0, strict=True, allow_inf_nan=False)
+    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID_EXTRA
+    input: Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
+    output: Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
+    cached_input: Annotated[float | None, Field(ge=0, strict=True, allow_inf_nan=False)] = None
+    cache_write: Annotated[float | None, Field(ge=0, strict=True, allow_inf_nan=False)] = None
 
 
-class RouteWeights(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteWeights:
     """``[settings.route_weights]``: what learned routing trades against what.
 
     A candidate's score is ``success * P(success) - cost * relative cost - latency *
@@ -83,109 +114,95 @@ class RouteWeights(BaseModel):
     the weights say how many points of success one unit of each is worth.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    success: float = Field(default=1.0, ge=0, le=100, strict=True, allow_inf_nan=False)
-    cost: float = Field(default=0.5, ge=0, le=100, strict=True, allow_inf_nan=False)
-    latency: float = Field(default=0.1, ge=0, le=100, strict=True, allow_inf_nan=False)
+    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID_EXTRA
+    success: Annotated[float, Field(ge=0, le=100, strict=True, allow_inf_nan=False)] = 1.0
+    cost: Annotated[float, Field(ge=0, le=100, strict=True, allow_inf_nan=False)] = 0.5
+    latency: Annotated[float, Field(ge=0, le=100, strict=True, allow_inf_nan=False)] = 0.1
     # The share of sub-tasks sent to the best candidate but one, so that evidence on it
     # stays fresh; 0 never explores.
-    explore: float = Field(default=0.05, ge=0, le=0.5, strict=True, allow_inf_nan=False)
+    explore: Annotated[float, Field(ge=0, le=0.5, strict=True, allow_inf_nan=False)] = 0.05
     # Days after which an outcome counts half as much as a fresh one.
-    half_life_days: float = Field(default=7.0, gt=0, le=3650, strict=True, allow_inf_nan=False)
+    half_life_days: Annotated[float, Field(gt=0, le=3650, strict=True, allow_inf_nan=False)] = 7.0
 
 
-class Settings(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
     """The optional ``[settings]`` table."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    max_subtasks: int = Field(default=32, ge=1, le=10_000, strict=True)
-    max_turns: int = Field(default=8, ge=1, le=100, strict=True)
-    budget_usd: float | None = Field(default=None, gt=0, strict=True, allow_inf_nan=False)
-    timeout_s: float = Field(default=120.0, gt=0, le=86_400, strict=True, allow_inf_nan=False)
-    max_attempts: int = Field(default=3, ge=1, le=10, strict=True)
+    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID_EXTRA
+    max_subtasks: Annotated[int, Field(ge=1, le=10_000, strict=True)] = 32
+    max_turns: Annotated[int, Field(ge=1, le=100, strict=True)] = 8
+    budget_usd: Annotated[float | None, Field(gt=0, strict=True, allow_inf_nan=False)] = None
+    timeout_s: Annotated[float, Field(gt=0, le=86_400, strict=True, allow_inf_nan=False)] = 120.0
+    max_attempts: Annotated[int, Field(ge=1, le=10, strict=True)] = 3
     system_prompt_file: str | None = None
-    context_budget_bytes: int = Field(default=6000, ge=200, strict=True)
-    llm_digest: bool = Field(default=False, strict=True)
+    context_budget_bytes: Annotated[int, Field(ge=200, strict=True)] = 6000
+    llm_digest: Annotated[bool, Field(strict=True)] = False
     review: Literal["never", "always"] = "never"
-    reviewers: int = Field(default=1, ge=1, le=3, strict=True)
+    reviewers: Annotated[int, Field(ge=1, le=3, strict=True)] = 1
     # A saturated backend's sub-tasks go to an idle one good at the same tag when it
     # costs at most this factor times the cheapest fitting one (see router).
-    spill_cost_factor: float = Field(default=2.0, ge=1, le=1_000, strict=True, allow_inf_nan=False)
+    spill_cost_factor: Annotated[float, Field(ge=1, le=1_000, strict=True, allow_inf_nan=False)] = (
+        2.0
+    )
     # Output caps sent as max_tokens: sub-tasks, reviews and digests, then the
     # orchestrator's turns (its final answer is the longest reply of a run).
-    max_output_tokens: int = Field(
-        default=DEFAULT_MAX_OUTPUT_TOKENS, ge=1, le=MAX_OUTPUT_LIMIT, strict=True
+    max_output_tokens: Annotated[int, Field(ge=1, le=MAX_OUTPUT_LIMIT, strict=True)] = (
+        DEFAULT_MAX_OUTPUT_TOKENS
     )
-    orchestrator_max_output_tokens: int = Field(
-        default=DEFAULT_ORCHESTRATOR_MAX_OUTPUT_TOKENS, ge=1, le=MAX_OUTPUT_LIMIT, strict=True
-    )
+    orchestrator_max_output_tokens: Annotated[
+        int, Field(ge=1, le=MAX_OUTPUT_LIMIT, strict=True)
+    ] = DEFAULT_ORCHESTRATOR_MAX_OUTPUT_TOKENS
     # Sub-task routing: "static" (tag, cost, load) or "learned" (per-tag outcomes in the
     # ledger, weighted by route_weights; see router.learned).
     routing: Literal["static", "learned"] = "static"
-    route_weights: RouteWeights = Field(default_factory=lambda: RouteWeights())
+    route_weights: RouteWeights = field(default_factory=RouteWeights)
     # Trivial requests answered directly, without an orchestrator turn (see router.gate).
     gate: Literal["off", "heuristic", "model"] = "off"
     # "auto": mark the stable prompt prefix cacheable where the provider needs it.
     prompt_cache: Literal["auto", "off"] = "auto"
 
 
-class Hooks(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hooks:
     """The optional ``[hooks]`` table: which agent shell commands ``wrap`` digests.
 
-    ``tanglebrain.hooks`` reads this table without pydantic on its fast path; the two
-    must accept the same keys and values.
+    ``tanglebrain.hooks`` reads this table on its own fast path; the two must accept
+    the same keys and values.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID_EXTRA
     # shell-glob patterns of commands to wrap besides the defaults, and never to wrap
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
-    threshold: int = Field(default=6000, ge=0, strict=True)  # bytes printed unchanged
+    threshold: Annotated[int, Field(ge=0, strict=True)] = 6000  # bytes printed unchanged
 
 
-class Backend(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backend:
     """One ``[[backend]]`` entry."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    id: str = Field(pattern=ID_PATTERN, max_length=64)
-    model: str = Field(min_length=1, max_length=MAX_MODEL_LEN)
-    api_key_env: str | None = Field(default=None, pattern=ENV_PATTERN, max_length=128)
-    api_base: str | None = Field(default=None, strict=True, max_length=2048)
-    good_at: tuple[str, ...] = Field(min_length=1)
-    cost: float = Field(ge=0, strict=True, allow_inf_nan=False)
-    can_orchestrate: bool = Field(default=False, strict=True)
-    enabled: bool = Field(default=True, strict=True)
-    max_concurrency: int = Field(default=4, ge=1, le=1024, strict=True)
-    context_window: int | None = Field(default=None, gt=0, strict=True)
+    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID_EXTRA
+    id: Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
+    model: Annotated[
+        str, Field(min_length=1, max_length=MAX_MODEL_LEN), AfterValidator(_model_string)
+    ]
+    api_key_env: Annotated[str | None, Field(pattern=ENV_PATTERN, max_length=128)] = None
+    api_base: Annotated[
+        str | None, Field(strict=True, max_length=2048), AfterValidator(_api_base)
+    ] = None
+    good_at: Annotated[tuple[str, ...], Field(min_length=1), AfterValidator(_tags)]
+    cost: Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
+    can_orchestrate: Annotated[bool, Field(strict=True)] = False
+    enabled: Annotated[bool, Field(strict=True)] = True
+    max_concurrency: Annotated[int, Field(ge=1, le=1024, strict=True)] = 4
+    context_window: Annotated[int | None, Field(gt=0, strict=True)] = None
     price: Price | None = None
     # This backend's own output cap; it replaces both [settings] caps for its calls.
-    max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_LIMIT, strict=True)
+    max_output_tokens: Annotated[int | None, Field(ge=1, le=MAX_OUTPUT_LIMIT, strict=True)] = None
     # "openai": the native OpenAI-compatible transport; "litellm": translation through
     # litellm; "auto": native for the OpenAI API and local servers, litellm otherwise.
     transport: Literal["auto", "openai", "litellm"] = "auto"
-
-    @field_validator("good_at")
-    @classmethod
-    def _tags(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
-        for tag in tags:
-            if len(tag) > 64 or not re.match(TAG_PATTERN, tag):
-                raise ValueError(f"tag {tag!r} must be lowercase letters, digits, '-' or '_'")
-        return tags
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, model: str) -> str:
-        # litellm would send "openai/ a b" as is and fail with an obscure error per call.
-        if re.search(r"[\s\x00-\x1f\x7f]", model) or "" in model.split("/"):
-            raise ValueError("model must be a non-empty litellm model string without spaces")
-        return model
-
-    @field_validator("api_base")
-    @classmethod
-    def _api_base(cls, base: str | None) -> str | None:
-        if base is not None and not _is_http_url(base):
-            raise ValueError("api_base must be an http:// or https:// URL")
-        return base
 
     def usable(self, env: Mapping[str, str]) -> bool:
         """Whether a call can be made: enabled, with its API key set when it needs one."""
@@ -223,13 +240,15 @@ def _is_http_url(text: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
 
 
-class Roster(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Roster:
     """A validated roster file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    settings: Settings = Settings()
-    hooks: Hooks = Hooks()
-    backends: tuple[Backend, ...] = Field(alias="backend", min_length=1)
+    __pydantic_config__: ClassVar[dict[str, str]] = _FORBID_EXTRA
+    settings: Settings = field(default_factory=Settings)
+    hooks: Hooks = field(default_factory=Hooks)
+    # The file says [[backend]]; the field is named for what it holds.
+    backends: Annotated[tuple[Backend, ...], Field(alias="backend", min_length=1)]
 
     def get(self, backend_id: str) -> Backend | None:
         """Return the backend with this id, or None."""
