@@ -67,7 +67,12 @@ def finish(trace: Run, failure: BaseException | None = None, *, error: str | Non
                 trace.warn(warning)
         trace.finish("ok")
         return
-    trace.error = error if failure is None else (str(failure) or type(failure).__name__)
+    if failure is not None and _cancelled(failure):
+        # The exception's text names a cancel scope and a task; whoever cancelled the run
+        # may have said why first (serve: "client disconnected").
+        trace.error = trace.error or "cancelled"
+    else:
+        trace.error = error if failure is None else (str(failure) or type(failure).__name__)
     if isinstance(failure, BudgetExceeded):
         trace.finish("budget")
     elif failure is not None and _interrupted(failure):
@@ -77,10 +82,13 @@ def finish(trace: Run, failure: BaseException | None = None, *, error: str | Non
 
 
 def _interrupted(failure: BaseException) -> bool:
-    cancelled = anyio.get_cancelled_exc_class() if _in_event_loop() else ()
-    return isinstance(failure, KeyboardInterrupt | OutputClosed | Terminated) or (
-        bool(cancelled) and isinstance(failure, cancelled)
+    return isinstance(failure, KeyboardInterrupt | OutputClosed | Terminated) or _cancelled(
+        failure
     )
+
+
+def _cancelled(failure: BaseException) -> bool:
+    return _in_event_loop() and isinstance(failure, anyio.get_cancelled_exc_class())
 
 
 def _in_event_loop() -> bool:

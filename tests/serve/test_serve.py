@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from tanglebrain.errors import (
 from tanglebrain.roster import parse
 from tanglebrain.serve._wire import ApiError, error_for, parse_chat
 from tanglebrain.sim import Simulator
-from tests.helpers import GUARD, backend_toml, cli_env, run_cli, write_roster
+from tests.helpers import GUARD, backend_toml, cli_env, run_cli, wait_until, write_roster
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -437,6 +438,28 @@ async def test_every_request_is_a_run_and_shutdown_is_graceful(
         ("serve", "error", "broken"), ("serve", "ok", "echo"), ("serve", "ok", "orch"),
         ("serve", "ok", "slow"),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_goes_away_cancels_its_run(
+    tmp_path: Path, sim: Simulator, stream: bool
+) -> None:
+    roster = write_roster(tmp_path / "roster.toml", backend_toml("stuck", "hang", sim.base_url))
+    server = await anyio.to_thread.run_sync(start_serve, tmp_path, roster)
+    body = {"model": "stuck", "messages": user("wait"), "stream": stream}
+    try:
+        async with httpx.AsyncClient() as client, anyio.create_task_group() as tg:
+            tg.start_soon(partial(client.post, f"{server.base_url}/chat/completions", json=body))
+            await sim.wait_in_flight(1, "hang")
+            tg.cancel_scope.cancel()  # the client closes its connection mid-run
+        # The run stops its backend call (a hang would otherwise last the 120 s timeout).
+        await anyio.to_thread.run_sync(wait_until, lambda: sim.in_flight("hang") == 0, "cancel")
+    finally:
+        code = await anyio.to_thread.run_sync(server.stop)
+    assert code == 0
+    with sqlite3.connect(server.home / "runs.db") as db:
+        runs = db.execute("SELECT status, error FROM runs").fetchall()
+    assert runs == [("interrupted", "client disconnected")]
 
 
 # --- the pure mapping ------------------------------------------------------------------

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,9 @@ async def test_the_shutdown_timeout_cuts_runs_and_records_them(
     assert codes == ["server_shutting_down"] * 6, "".join(server.stderr)
     assert await anyio.to_thread.run_sync(lambda: server.proc.wait(timeout=WAIT)) == 0
     assert server.runs() == [("serve", "interrupted", "stuck")] * 6
+    with sqlite3.connect(server.home / "runs.db") as db:
+        errors = {e for (e,) in db.execute("SELECT error FROM runs")}
+    assert errors == {"the server stopped before this run finished"}
     assert "Traceback" not in "".join(server.stderr)
 
 

@@ -26,13 +26,14 @@ The mapping (model, messages, usage, the ``tanglebrain`` field, error codes) liv
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,11 +153,12 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _until_disconnect(receive: Receive, scope: anyio.CancelScope, trace: Run) -> None:
+async def _until_disconnect(receive: Receive, trace: Run, run: asyncio.Task[Any]) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
-    trace.error = "client disconnected"
-    scope.cancel()
+    if not run.done():
+        trace.error = "client disconnected"
+        run.cancel()
 
 
 @dataclass
@@ -201,6 +203,8 @@ class _Completions:
             # Only a stopping server cancels a request from outside (a forced stop, or the
             # shutdown timeout ran out). Tell the client so, rather than let uvicorn log a
             # traceback and send a bare 500; the run is recorded as interrupted below.
+            if trace.error in (None, "cancelled"):
+                trace.error = "the server stopped before this run finished"
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 await _stopped(send, started)
         finally:
@@ -220,15 +224,33 @@ class _Completions:
         finish(trace)
         return None
 
+    @contextlib.asynccontextmanager
+    async def _running(
+        self, chat: Chat, trace: Run, hooks: Hooks, receive: Receive
+    ) -> AsyncIterator[asyncio.Task[BaseException | None]]:
+        """The run as a task of its own, cancelled if the client goes away; over on exit.
+
+        Plain asyncio tasks, not an anyio task group (``serve`` always runs on asyncio):
+        a group with its two tasks cost ~0.25 ms of CPU per request, an eighth of a
+        streamed one. Leaving the block early (the writer failed, the server stops)
+        cancels the run; either way it has finished its trace when the block exits.
+        """
+        loop = asyncio.get_running_loop()
+        run = loop.create_task(self._execute(chat.request, trace, hooks))
+        watcher = loop.create_task(_until_disconnect(receive, trace, run))
+        try:
+            yield run
+        finally:
+            watcher.cancel()
+            run.cancel()  # a no-op once it is done
+            await asyncio.wait([run])
+
     async def _complete(self, chat: Chat, trace: Run, receive: Receive, send: Send) -> None:
-        failure: BaseException | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_until_disconnect, receive, tg.cancel_scope, trace)
-            failure = await self._execute(chat.request, trace, Hooks())
-            tg.cancel_scope.cancel()
-        if trace.status == "running":
-            return  # the client went away and the run was cancelled
-        if failure is not None:
+        async with self._running(chat, trace, Hooks(), receive) as run:
+            await asyncio.wait([run])
+        if run.cancelled():
+            return  # the client went away
+        if failure := run.result():
             err = error_for(failure)
             await send_json(send, err.status, err.body())
         else:
@@ -236,26 +258,17 @@ class _Completions:
 
     async def _stream(self, chat: Chat, trace: Run, receive: Receive, send: Send) -> None:
         pipe = Pipe()
-        failure: list[BaseException] = []
         started = False
 
-        async def produce() -> None:
-            try:
-                if err := await self._execute(chat.request, trace, Hooks(pipe.put)):
-                    failure.append(err)
-            finally:
-                pipe.close()
-
-        async def write(body: bytes) -> None:
+        async def write(body: bytes, *, more: bool = True) -> None:
             nonlocal started
             if not started:
                 started = True
                 await _start(send, 200, "text/event-stream", [(b"cache-control", b"no-cache")])
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": body, "more_body": more})
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_until_disconnect, receive, tg.cancel_scope, trace)
-            tg.start_soon(produce)
+        async with self._running(chat, trace, Hooks(pipe.put), receive) as run:
+            run.add_done_callback(lambda _: pipe.close())
             first = True
             while (deltas := await pipe.take(KEEPALIVE_S)) is not None:
                 if not deltas:
@@ -264,35 +277,24 @@ class _Completions:
                 await write(b"".join(chunk(trace, [delta(d, first and i == 0)])
                                      for i, d in enumerate(deltas)))  # fmt: skip
                 first = False
-            tg.cancel_scope.cancel()
-        if trace.status == "running":
-            return
-        await self._stream_tail(chat, trace, failure, write, started, send)
-
-    async def _stream_tail(
-        self,
-        chat: Chat,
-        trace: Run,
-        failure: list[BaseException],
-        write: Callable[[bytes], Any],
-        started: bool,
-        send: Send,
-    ) -> None:
-        if failure and not started:
-            err = error_for(failure[0])
+        if run.cancelled():
+            return  # the client went away
+        failure = run.result()
+        if failure is not None and not started:
+            err = error_for(failure)
             await send_json(send, err.status, err.body())
             return
-        if failure:
-            err = error_for(failure[0])
-            body = sse(err.body())
-        else:
-            stop = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
-            body = chunk(trace, stop, tanglebrain=extension(trace))
-            if chat.include_usage:
-                body += chunk(trace, [], usage=usage(trace))
-            body += DONE
-        await write(body)
-        await send({"type": "http.response.body", "body": b""})
+        await write(self._stream_tail(chat, trace, failure), more=False)
+
+    def _stream_tail(self, chat: Chat, trace: Run, failure: BaseException | None) -> bytes:
+        """What ends a stream that started: the error event, or the last chunks and [DONE]."""
+        if failure is not None:
+            return sse(error_for(failure).body())
+        stop = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+        body = chunk(trace, stop, tanglebrain=extension(trace))
+        if chat.include_usage:
+            body += chunk(trace, [], usage=usage(trace))
+        return body + DONE
 
     async def _record(self, trace: Run) -> None:
         if self.config.on_done is not None:
