@@ -82,9 +82,7 @@ def finish(trace: Run, failure: BaseException | None = None, *, error: str | Non
 
 
 def _interrupted(failure: BaseException) -> bool:
-    return isinstance(failure, KeyboardInterrupt | OutputClosed | Terminated) or _cancelled(
-        failure
-    )
+    return isinstance(failure, KeyboardInterrupt | OutputClosed | Terminated) or _cancelled(failure)
 
 
 def _cancelled(failure: BaseException) -> bool:

@@ -486,6 +486,17 @@ def test_sigterm_is_an_interrupt(tmp_path: Path, sim_thread: Simulator) -> None:
     assert "· cancelled ·" in shown and "· error" not in shown
 
 
+def test_a_prompt_with_an_undecodable_byte_is_answered(
+    tmp_path: Path, sim_thread: Simulator
+) -> None:
+    # Python passes the byte 0xff of an argument on as a lone surrogate, which no UTF-8
+    # request body can carry: it reaches the model as U+FFFD instead of a traceback.
+    roster(tmp_path, sim_thread, ("solo", "echo", 1, True))
+    out = run_cli(["--no-log", "bad \udcff byte"], tmp_path)
+    assert out.code == 0, out.stderr
+    assert "bad \ufffd byte" in out.stdout and "Traceback" not in out.stderr
+
+
 def test_sigterm_handler_belongs_to_run_alone(tmp_path: Path, sim_thread: Simulator) -> None:
     # serve, mcp and sim handle SIGTERM their own way: `run` must not leave its handler.
     roster(tmp_path, sim_thread, ("cheap", "echo", 1, False))

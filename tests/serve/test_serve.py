@@ -182,6 +182,27 @@ async def test_pinned_backend_and_message_mapping(
     assert (resp.model_extra or {})["tanglebrain"]["subtasks"] == 0
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_half_an_emoji_in_a_request_is_answered(served: Served, stream: bool) -> None:
+    # JSON lets a client send one half of a pair ("\ud83d": a JS string cut mid-emoji);
+    # it reaches the model as U+FFFD instead of failing the request.
+    body = {"model": "echo", "messages": user("smile \ud83d"), "stream": stream}
+    data = json.dumps(body).encode()  # ASCII: the half pair as its escape
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient() as client:
+        resp = await client.post(f"{served.base_url}/chat/completions", content=data,
+                                 headers=headers)  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    if stream:
+        events = [json.loads(line[6:]) for line in resp.text.splitlines()
+                  if line.startswith("data: {")]  # fmt: skip
+        answer = "".join(e["choices"][0]["delta"].get("content", "") for e in events
+                         if e.get("choices"))  # fmt: skip
+    else:
+        answer = resp.json()["choices"][0]["message"]["content"]
+    assert "smile \ufffd" in answer
+
+
 async def test_max_concurrency_holds_across_requests(
     oai: openai.AsyncOpenAI, sim_thread: Simulator
 ) -> None:

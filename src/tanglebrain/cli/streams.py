@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any
 
 from tanglebrain.errors import OutputClosed, Terminated, UsageError
+from tanglebrain.surrogates import HIGH, mend
 
 SIGTERM_EXIT = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
 
@@ -105,6 +106,7 @@ class StdoutSink:
 
     def __init__(self) -> None:
         self.last = ""
+        self._half = ""  # a delta's last character, when it was half of a surrogate pair
 
     def write(self, text: str) -> None:
         """Write one delta and flush, so pipes see it at once.
@@ -112,6 +114,9 @@ class StdoutSink:
         Raises:
             OutputClosed: the reader closed the pipe (``| head``); the run should stop.
         """
+        text, self._half = self._half + text, ""
+        if text and ord(text[-1]) in HIGH:  # a stream that split a pair: wait for the rest
+            text, self._half = text[:-1], text[-1]
         if text:
             try:
                 _write_all(text)
@@ -123,8 +128,8 @@ class StdoutSink:
 
     def finish(self) -> None:
         """End the answer with exactly one newline."""
-        if self.last and not self.last.endswith("\n"):
-            self.write("\n")
+        if self._half or (self.last and not self.last.endswith("\n")):
+            self.write("\n")  # after a half pair held back, which is written mended
 
 
 def _write_all(text: str) -> None:
@@ -142,7 +147,10 @@ def _write_all(text: str) -> None:
         out.write(text)
         out.flush()
         return
-    data = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
+    try:
+        data = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
+    except UnicodeEncodeError:  # a lone surrogate, or a character the encoding lacks
+        data = memoryview(mend(text).encode(out.encoding or "utf-8", "replace"))
     out.flush()  # whatever the text layer still holds goes first
     while data:
         written = buffer.write(data)

@@ -34,6 +34,7 @@ from tanglebrain.ledger import _spool
 from tanglebrain.ledger._schema import MIGRATIONS, VERSION, migrate
 from tanglebrain.ledger._spool import HOOK_COLUMNS, HOOK_SPOOL
 from tanglebrain.state import ensure_dir
+from tanglebrain.surrogates import mend
 
 if TYPE_CHECKING:
     from tanglebrain.ledger._rows import StoredRun
@@ -383,7 +384,4 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 
 def _mended(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """``row`` with every text made encodable: surrogate pairs joined, strays replaced."""
-    return tuple(
-        v.encode("utf-16", "surrogatepass").decode("utf-16", "replace") if isinstance(v, str) else v
-        for v in row
-    )
+    return tuple(mend(v) if isinstance(v, str) else v for v in row)

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, AsyncExitStack, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -38,6 +38,7 @@ from tanglebrain.models._types import (
     Usage,
 )
 from tanglebrain.roster import Backend
+from tanglebrain.surrogates import mended
 from tanglebrain.trace import Attempt, Call
 
 # Our own deadline sits this far behind litellm's, so that its timeout (which knows the
@@ -179,7 +180,13 @@ async def _call_with_retries(
     """Send ``out`` until an attempt succeeds or ``_retry_delay`` gives up (see ``complete``)."""
     backend = out.backend
     # The request body's messages as UTF-8 JSON: what goes over the wire, give or take.
-    bytes_in = len(json.dumps(out.messages, default=str, ensure_ascii=False).encode())
+    try:
+        bytes_in = len(json.dumps(out.messages, default=str, ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        # A lone surrogate (see ``surrogates``) has no UTF-8 form: no transport could
+        # send it, so the text is mended before any tries.
+        out = replace(out, messages=mended(out.messages))
+        bytes_in = len(json.dumps(out.messages, default=str, ensure_ascii=False).encode())
     attempt_no = 0
     while True:
         attempt_no += 1

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import socket
 import time
@@ -62,6 +61,7 @@ from tanglebrain.serve._wire import (
     delta,
     error_for,
     extension,
+    json_bytes,
     load_json,
     parse_chat,
     sse,
@@ -101,7 +101,7 @@ async def _start(send: Send, status: int, ctype: str, extra: list[tuple[bytes, b
 
 async def send_json(send: Send, status: int, obj: Any, headers: Mapping[str, str] = {}) -> None:
     """Send a whole JSON response."""
-    body = json.dumps(obj, ensure_ascii=False).encode()
+    body = json_bytes(obj)
     extra = [(b"content-length", str(len(body)).encode())]
     extra += [(k.encode(), v.encode()) for k, v in headers.items()]
     await _start(send, status, "application/json", extra)

@@ -225,7 +225,16 @@ DONE = b"data: [DONE]\n\n"
 
 def sse(event: dict[str, Any]) -> bytes:
     """One server-sent event carrying ``event`` as JSON."""
-    return b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + json_bytes(event) + b"\n\n"
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as UTF-8 JSON; a lone surrogate (see ``surrogates``) as its JSON escape.
+
+    Relayed as the backend or client wrote it: a stream that split a character's two
+    halves across events gives each event its half, and the client joins them.
+    """
+    return json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def chunk(trace: Run, choices: list[dict[str, Any]], **extra: Any) -> bytes:
