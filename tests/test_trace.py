@@ -192,7 +192,7 @@ def test_cache_tokens_add_up_per_call_and_run() -> None:
 async def test_every_reader_reports_the_same_figures(sim: Simulator) -> None:
     """``--json``, serve's extension, the ledger row and the sums agree (one mapping)."""
     from tanglebrain.ledger._rows import RUN_COLUMNS, run_row
-    from tanglebrain.serve._wire import extension, usage
+    from tanglebrain.serve._wire import completion
     from tanglebrain.views.render import run_json
 
     run = await fanout_run(sim)
@@ -201,9 +201,10 @@ async def test_every_reader_reports_the_same_figures(sim: Simulator) -> None:
     assert (f.cache_read_tokens, f.cache_write_tokens) == run.cache_totals()
     assert f.subtasks == len(run.subtasks()) > 0
     assert run_json(run)["usage"] == f.usage()
-    assert extension(run)["subtasks"] == f.subtasks
-    assert extension(run)["cost_usd"] == f.cost_usd
-    assert usage(run)["prompt_tokens"] == f.prompt_tokens
+    served = completion(run)  # serve's answer: its usage and tanglebrain fields
+    assert served["tanglebrain"]["subtasks"] == f.subtasks
+    assert served["tanglebrain"]["cost_usd"] == f.cost_usd
+    assert served["usage"]["prompt_tokens"] == f.prompt_tokens
     row = dict(zip([c.strip() for c in RUN_COLUMNS.split(",")], run_row(run, None), strict=False))
     assert (row["subtasks"], row["subtasks_ok"]) == (f.subtasks, f.subtasks_ok)
     assert (row["prompt_tokens"], row["cost_usd"]) == (f.prompt_tokens, f.cost_usd)

@@ -23,6 +23,8 @@ import anyio
 import httpx
 import openai
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tanglebrain.errors import (
     BackendError,
@@ -32,8 +34,9 @@ from tanglebrain.errors import (
     NoAnswerError,
 )
 from tanglebrain.roster import parse
-from tanglebrain.serve._wire import ApiError, error_for, parse_chat
+from tanglebrain.serve._wire import ApiError, Deltas, chunk, error_for, parse_chat
 from tanglebrain.sim import Simulator
+from tanglebrain.trace import Run
 from tests.helpers import GUARD, backend_toml, cli_env, run_cli, wait_until, write_roster
 
 TOKEN = "s3cret-token-for-tests"
@@ -514,3 +517,26 @@ def test_parse_chat_options() -> None:
     with pytest.raises(ApiError) as caught:
         parse_chat({"model": "w", "messages": user("x"), "stream": "yes"}, roster)
     assert caught.value.status == 400
+
+
+code_point = st.one_of(st.integers(0xD800, 0xDFFF), st.integers(0, 0x10FFFF))
+texts = st.lists(st.lists(code_point, max_size=12).map(lambda p: "".join(map(chr, p))),
+                 min_size=1, max_size=4)  # fmt: skip
+
+
+@given(texts, st.booleans(), st.sampled_from([None, "orch", 'a "quoted" é model']))
+def test_delta_events_are_the_chunks_they_stand_for(
+    deltas: list[str], first: bool, orchestrator: str | None
+) -> None:
+    trace = Run(prompt="p")
+    trace.orchestrator = orchestrator
+    events = Deltas(trace)
+    expected = b"".join(
+        chunk(trace, [{"index": 0,
+                       "delta": {"role": "assistant", "content": d} if first and i == 0
+                       else {"content": d}, "finish_reason": None}])
+        for i, d in enumerate(deltas)
+    )  # fmt: skip
+    got = events.events(deltas, first)
+    assert got == expected
+    assert events.events(deltas, first) == got  # the encoded head is reused

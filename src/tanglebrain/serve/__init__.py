@@ -55,10 +55,10 @@ from tanglebrain.serve._wire import (
     ApiError,
     Chat,
     ClientGone,
+    Deltas,
     Pipe,
     chunk,
     completion,
-    delta,
     error_for,
     extension,
     json_bytes,
@@ -267,6 +267,7 @@ class _Completions:
                 await _start(send, 200, "text/event-stream", [(b"cache-control", b"no-cache")])
             await send({"type": "http.response.body", "body": body, "more_body": more})
 
+        events = Deltas(trace)
         async with self._running(chat, trace, Hooks(pipe.put), receive) as run:
             run.add_done_callback(lambda _: pipe.close())
             first = True
@@ -274,8 +275,7 @@ class _Completions:
                 if not deltas:
                     await write(b": keep-alive\n\n")
                     continue
-                await write(b"".join(chunk(trace, [delta(d, first and i == 0)])
-                                     for i, d in enumerate(deltas)))  # fmt: skip
+                await write(events.events(deltas, first))
                 first = False
         if run.cancelled():
             return  # the client went away
@@ -291,9 +291,10 @@ class _Completions:
         if failure is not None:
             return sse(error_for(failure).body())
         stop = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
-        body = chunk(trace, stop, tanglebrain=extension(trace))
+        figures = trace.figures()
+        body = chunk(trace, stop, tanglebrain=extension(trace, figures))
         if chat.include_usage:
-            body += chunk(trace, [], usage=usage(trace))
+            body += chunk(trace, [], usage=usage(figures))
         return body + DONE
 
     async def _record(self, trace: Run) -> None:

