@@ -8,7 +8,7 @@ from tanglebrain import models
 from tanglebrain.errors import BackendError, MissingKeyError
 from tanglebrain.models._litellm import litellm
 from tanglebrain.roster import Backend, parse
-from tanglebrain.sim import Simulator
+from tanglebrain.sim import SimReply, Simulator
 from tanglebrain.trace import Call
 
 # Every test here runs through both transports: ``make`` writes the current one into the
@@ -281,3 +281,20 @@ async def test_sink_failure_is_not_a_backend_failure(sim: Simulator) -> None:
             backend, HELLO, call=node, env={}, timeout=5, retry=FAST, on_text=closed
         )
     assert node.attempts == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_reply_cut_mid_character_is_mended_not_fatal(sim: Simulator, stream: bool) -> None:
+    # Half of a surrogate pair (sent as the JSON escape "\ud83d"): UTF-8 has no form for
+    # it, and every later step (sizes, the ledger, the next turn) encodes the reply. The
+    # deltas go out as they came (a stream may split a pair across them).
+    sim.script("script", [SimReply(text="half \ud83d")])
+    node = Call("subtask", "b", "m")
+    deltas: list[str] = []
+    reply = await models.complete(
+        make(sim, "script"), HELLO, call=node, env={}, timeout=5.0, retry=FAST,
+        on_text=deltas.append if stream else None,
+    )  # fmt: skip
+    assert reply.text == "half \ufffd"
+    assert node.attempts[-1].bytes_out == len("half \ufffd".encode())
+    assert "".join(deltas) == ("half \ud83d" if stream else "")

@@ -6,6 +6,7 @@ simulator. Clients are the official ``openai`` SDK and, for malformed requests, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -34,6 +35,7 @@ from tanglebrain.errors import (
     NoAnswerError,
 )
 from tanglebrain.roster import parse
+from tanglebrain.serve import ServeConfig, create_app
 from tanglebrain.serve._wire import ApiError, Deltas, chunk, error_for, parse_chat
 from tanglebrain.sim import Simulator
 from tanglebrain.trace import Run
@@ -540,3 +542,46 @@ def test_delta_events_are_the_chunks_they_stand_for(
     got = events.events(deltas, first)
     assert got == expected
     assert events.events(deltas, first) == got  # the encoded head is reused
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("gap", [0, 1, 3], ids=["together", "one-turn", "three-turns"])
+async def test_a_request_cancelled_twice_records_its_run_once_finished(
+    sim: Simulator, stream: bool, gap: int
+) -> None:
+    # A stopping server cancels a request at its shutdown timeout and again as it settles;
+    # the run must be over (no task left) before the request records it, and only once.
+    roster = parse(backend_toml("stuck", "hang", sim.base_url))
+    recorded: list[tuple[str, str | None]] = []
+    config = ServeConfig(roster, {}, record=lambda runs: recorded.extend(
+        (r.status, r.error) for r in runs))  # fmt: skip
+    app = create_app(config)
+    body = json.dumps({"model": "stuck", "messages": user("x"), "stream": stream}).encode()
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+             "headers": [(b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())]}  # fmt: skip
+    inbox = [{"type": "http.request", "body": body, "more_body": False}]
+    connected = asyncio.Event()  # the client never leaves
+
+    async def receive() -> dict[str, Any]:
+        if inbox:
+            return inbox.pop()
+        await connected.wait()
+        return {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    before = asyncio.all_tasks()
+    request = asyncio.get_running_loop().create_task(app(scope, receive, send))  # type: ignore[arg-type]
+    await sim.wait_in_flight(1, "hang")
+    request.cancel()
+    for _ in range(gap):
+        await asyncio.sleep(0)
+    request.cancel()
+    await asyncio.wait([request])
+    assert asyncio.all_tasks() - before - {request} == set()  # the run is over
+    assert recorded == [("interrupted", "the server stopped before this run finished")]
+    assert sent[0]["status"] == 503

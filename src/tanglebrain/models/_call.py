@@ -38,7 +38,7 @@ from tanglebrain.models._types import (
     Usage,
 )
 from tanglebrain.roster import Backend
-from tanglebrain.surrogates import mended
+from tanglebrain.surrogates import mend, mended
 from tanglebrain.trace import Attempt, Call
 
 # Our own deadline sits this far behind litellm's, so that its timeout (which knows the
@@ -387,6 +387,7 @@ def _reply(
     usage: Usage | None,
     finish_reason: str | None,
 ) -> Reply:
+    text, calls = _encodable(text, calls)
     usage = usage or Usage()
     prompt, completion = usage.prompt_tokens, usage.completion_tokens
     if not prompt:  # a server that reports no usage: count it ourselves
@@ -396,3 +397,24 @@ def _reply(
     read, write = usage.cache_read_tokens, usage.cache_write_tokens
     cost = cost_of(backend, prompt, completion, read, write)
     return Reply(text, calls, prompt, completion, cost, finish_reason, read, write)
+
+
+def _encodable(
+    text: str, calls: tuple[ToolCallRequest, ...]
+) -> tuple[str, tuple[ToolCallRequest, ...]]:
+    """The reply with a stray half of a character mended (see ``surrogates``).
+
+    A reply cut mid-emoji ends in one; every later step (sizes, the ledger, the next
+    request) encodes the text as UTF-8. Its streamed deltas went out as they came.
+    """
+    try:
+        text.encode()
+        for c in calls:
+            (c.id + c.name + c.arguments).encode()
+    except UnicodeEncodeError:
+        text = mend(text)
+        calls = tuple(
+            ToolCallRequest(id=mend(c.id), name=mend(c.name), arguments=mend(c.arguments))
+            for c in calls
+        )
+    return text, calls

@@ -153,6 +153,24 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _until_done(task: asyncio.Task[Any]) -> None:
+    """Wait for ``task`` to end, even when the wait is cancelled (then re-raise that after).
+
+    A stopping server may cancel a request twice (uvicorn at its shutdown timeout, then
+    ``serve`` as it settles): the run must still finish its trace before the request
+    records it.
+    """
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+            task.cancel()
+    if cancelled:
+        raise asyncio.CancelledError
+
+
 async def _until_disconnect(receive: Receive, trace: Run, run: asyncio.Task[Any]) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -241,9 +259,13 @@ class _Completions:
         try:
             yield run
         finally:
-            watcher.cancel()
-            run.cancel()  # a no-op once it is done
-            await asyncio.wait([run])
+            if not watcher.done():
+                watcher.cancel()
+            elif not watcher.cancelled() and (failure := watcher.exception()) is not None:
+                log.error("watching run %s for a disconnect failed", trace.id, exc_info=failure)
+            if not run.done():
+                run.cancel()
+            await _until_done(run)
 
     async def _complete(self, chat: Chat, trace: Run, receive: Receive, send: Send) -> None:
         async with self._running(chat, trace, Hooks(), receive) as run:

@@ -35,6 +35,17 @@ ChatHandler = Callable[[dict[str, Any], dict[str, str], Scope, Receive, Send], A
 """Answers one chat request: JSON body, headers without credentials, then the ASGI triple."""
 
 
+class JSON(JSONResponse):
+    """A JSON response with a lone surrogate (half an emoji) as its escape, as servers send it.
+
+    Starlette's own encoding to UTF-8 would fail on one.
+    """
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8", "backslashreplace")
+
+
 class Dropped(Exception):
     """Raised inside the app to make uvicorn close the connection mid-response."""
 
@@ -125,7 +136,7 @@ class _ChatEndpoint:
 
 def error_response(err: SimError) -> Response:
     """The JSON response of an OpenAI-shaped error."""
-    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+    return JSON(err.body(), status_code=err.status, headers=err.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -136,7 +147,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _models(request: Request) -> Response:
     data = [{"id": k, "object": "model", "created": 0, "owned_by": FINGERPRINT} for k in KINDS]
-    return JSONResponse({"object": "list", "data": data})
+    return JSON({"object": "list", "data": data})
 
 
 def build_app(handle: ChatHandler) -> Starlette:

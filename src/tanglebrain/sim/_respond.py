@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
-from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from tanglebrain.sim._http import drop, raw, send_events
+from tanglebrain.sim._http import JSON, drop, raw, send_events
 from tanglebrain.sim._orchestrator import orchestrate
 from tanglebrain.sim._protocol import chunks, completion, delta_chunk, envelope, sse, usage
 from tanglebrain.sim._scripts import (
@@ -173,7 +172,7 @@ async def _empty(ex: Exchange, spec: ModelSpec, stream: bool) -> None:
     if stream:
         await send_events(ex.send, [payload, "[DONE]"])
     else:
-        await JSONResponse(payload)(ex.scope, ex.receive, ex.send)
+        await JSON(payload)(ex.scope, ex.receive, ex.send)
 
 
 async def _deliver(ex: Exchange, spec: ModelSpec, kind: str, reply: Reply, stream: bool) -> None:
@@ -191,7 +190,7 @@ async def _deliver(ex: Exchange, spec: ModelSpec, kind: str, reply: Reply, strea
             events.append({**envelope(cid, spec, "chat.completion.chunk", []), "usage": used})
         await send_events(ex.send, [*events, "[DONE]"], gap=spec.num("gap", 0.0))
     else:
-        await JSONResponse(completion(cid, spec, reply, used))(ex.scope, ex.receive, ex.send)
+        await JSON(completion(cid, spec, reply, used))(ex.scope, ex.receive, ex.send)
 
 
 async def _loop(ex: Exchange, spec: ModelSpec, stream: bool, closing: anyio.Event | None) -> None:
@@ -202,7 +201,7 @@ async def _loop(ex: Exchange, spec: ModelSpec, stream: bool, closing: anyio.Even
         reply = Reply(loop_text(4 * tokens))
         used = usage(ex.body, spec, reply, completion=tokens)
         body = completion(ex.cid, spec, reply, used, finish="length")
-        await JSONResponse(body)(ex.scope, ex.receive, ex.send)
+        await JSON(body)(ex.scope, ex.receive, ex.send)
         return
     headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
     await ex.send({"type": "http.response.start", "status": 200, "headers": headers})
