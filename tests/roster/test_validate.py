@@ -132,3 +132,19 @@ def test_only_the_latest_texts_are_remembered() -> None:
         parse(text)
     assert [_validate.known(_validate.digest(t)) for t in texts[:3]] == [False] * 3
     assert all(_validate.known(_validate.digest(t)) for t in texts[3:])
+
+
+def test_without_its_source_every_text_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An install that ships bytecode only: nothing says what validated, so nothing is kept.
+    monkeypatch.setattr(_validate, "__file__", "/nonexistent/_validate.py")
+    _validate._code.cache_clear()
+    try:
+        text = OK + "# no source\n"
+        assert parse(text).backends[0].id == "a"
+        assert _validate.digest(text) is None and not _validate.known(None)
+        with pytest.raises(ConfigError):
+            parse(OK.replace("cost = 1", "cost = -1"))
+    finally:
+        monkeypatch.undo()
+        _validate._code.cache_clear()
+    assert _validate.digest(OK) is not None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,23 +38,36 @@ _FLOAT = re.compile(r"\bfloat\b")
 
 
 @functools.cache
-def _code() -> bytes:
-    """The source that decides what a valid roster is (this module and the schema)."""
-    return b"".join(Path(m).read_bytes() for m in (__file__, _schema.__file__))
+def _code() -> bytes | None:
+    """What decides whether a text is valid, or None when it cannot be read.
+
+    This module's and the schema's source, and the Python version (``urlsplit`` checks
+    URLs). An install without the source remembers nothing: every text is validated.
+    """
+    try:
+        source = b"".join(Path(m).read_bytes() for m in (__file__, _schema.__file__))
+    except OSError:
+        return None
+    return sys.version.encode() + source
 
 
-def digest(text: str) -> str:
-    """The key under which ``text`` is remembered once it has validated."""
-    return blake2b(_code() + text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+def digest(text: str) -> str | None:
+    """The key under which ``text`` is remembered once it has validated (None: never)."""
+    code = _code()
+    if code is None:
+        return None
+    return blake2b(code + text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def known(key: str) -> bool:
+def known(key: str | None) -> bool:
     """Whether a roster text with this digest validated before."""
-    return key in _remembered()
+    return key is not None and key in _remembered()
 
 
-def remember(key: str) -> None:
+def remember(key: str | None) -> None:
     """Note that the text with this digest validated (failures are ignored)."""
+    if key is None:
+        return
     others = [k for k in _remembered() if k != key]
     cachefile.write(_CACHE, [*others[max(0, len(others) - KEEP + 1) :], key])
 
