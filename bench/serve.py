@@ -18,8 +18,8 @@ Paths: ``pinned`` (model = a 300 ms worker: one backend call per request) and ``
 workers, then synthesizes; its baseline replays the same HTTP pattern: a plan call, F
 concurrent worker calls, a streamed synthesis call).
 
-Added latency = a side's percentile - the base percentile. Target (pinned): p95 added
-<= 50 ms at C = 200 on 2 cores.
+Added latency = a side's percentile - the base percentile. Targets (pinned, C = 200, 2
+cores): p95 added <= 50 ms for one process, <= 100 ms for ``--workers 2``.
 
 Usage: python bench/serve.py [--concurrency 200,20,1] [--rounds 3] [--fanout 4]
        [--paths pinned,auto] [--no-floors] [--workers 2]
@@ -262,8 +262,9 @@ def report(rows: list[Row], rss: dict[str, float], args: argparse.Namespace) -> 
         floor = next((s for s in row.sides if s.name == "litellm proxy"), None)
         for served in (s for s in row.sides if s.name.startswith("served")):
             added = (served.p(0.95) - base.p(0.95)) * 1000
+            target = 50 if served.name == "served" else 100
             verdict = f"{served.name}: p95 added {added:.0f} ms "
-            verdict += f"(target <= 50 ms: {'ok' if added <= 50 else 'MISS'})"
+            verdict += f"(target <= {target} ms: {'ok' if added <= target else 'MISS'})"
             if floor is not None:
                 beyond = (served.p(0.95) - floor.p(0.95)) * 1000
                 verdict += f"; beyond a bare litellm proxy: {beyond:.0f} ms"
