@@ -102,6 +102,8 @@ def call_rows(run: Run) -> list[tuple[Any, ...]]:
 
 
 _NODE_COLUMNS = tuple(c.strip() for c in CALL_COLUMNS.split(",")[4:-1])
+_AT = {name: 4 + i for i, name in enumerate(_NODE_COLUMNS)}  # a column's place in its row
+_EMPTY = (None,) * len(_NODE_COLUMNS)
 
 
 class _Rows:
@@ -114,9 +116,11 @@ class _Rows:
     def add(self, parent: int | None, kind: str, **cols: Any) -> int:
         seq = len(self.rows)
         extra = cols.pop("extra", None)
-        values = (cols.get(c) for c in _NODE_COLUMNS)
-        tail = json.dumps(extra) if extra else None
-        self.rows.append((self.run_id, seq, parent, kind, *values, tail))
+        row: list[Any] = [self.run_id, seq, parent, kind, *_EMPTY]
+        for name, value in cols.items():  # the few columns a node has, not all of them
+            row[_AT[name]] = value
+        row.append(json.dumps(extra) if extra else None)
+        self.rows.append(tuple(row))
         return seq
 
     def call(self, parent: int | None, call: Call, *, failover: bool) -> None:
