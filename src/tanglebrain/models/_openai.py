@@ -32,6 +32,11 @@ from tanglebrain.roster import OPENAI_COMPATIBLE, Backend
 # Servers whose API root is the host (Ollama's is ``/v1`` below it).
 _V1_BELOW = frozenset({"ollama", "ollama_chat"})
 
+# One encoder and decoder for every body and event: json.dumps/loads build or dispatch
+# to them per call (a stream decodes one event per delta).
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+_decode = json.JSONDecoder().decode
+
 
 def endpoint(backend: Backend, env: Mapping[str, str]) -> str | None:
     """The chat-completions URL of ``backend``, or None when it has none to speak to.
@@ -101,7 +106,7 @@ class OpenAITransport:
         ]
         if out.api_key:
             headers.append(("Authorization", f"Bearer {out.api_key}"))
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
+        data = _encode(body)
         return url, data.encode(), headers
 
     async def complete(self, out: Outgoing) -> Completion:
@@ -169,7 +174,7 @@ async def _events(out: Outgoing, resp: _http.Response) -> AsyncIterator[Chunk]:
                 if payload.strip() == b"[DONE]":
                     await resp.discard_rest(_DONE_GRACE_S)  # keeps the connection reusable
                     return
-                yield _chunk(out.backend.id, json.loads(payload))
+                yield _chunk(out.backend.id, _decode(payload.decode("utf-8", "surrogatepass")))
 
 
 def _text(content: Any) -> str:

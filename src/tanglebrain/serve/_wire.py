@@ -228,13 +228,16 @@ def sse(event: dict[str, Any]) -> bytes:
     return b"data: " + json_bytes(event) + b"\n\n"
 
 
+_encode = json.JSONEncoder(ensure_ascii=False).encode  # built once, not per event
+
+
 def json_bytes(value: Any) -> bytes:
     """``value`` as UTF-8 JSON; a lone surrogate (see ``surrogates``) as its JSON escape.
 
     Relayed as the backend or client wrote it: a stream that split a character's two
     halves across events gives each event its half, and the client joins them.
     """
-    return json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace")
+    return _encode(value).encode("utf-8", "backslashreplace")
 
 
 def chunk(trace: Run, choices: list[dict[str, Any]], **extra: Any) -> bytes:
