@@ -207,18 +207,28 @@ class Response:
                 pass
 
     async def _pieces(self) -> AsyncIterator[bytes]:
+        # One generator per body: a nested one per chunk (a stream has one per event) cost
+        # asyncio's generator bookkeeping each time.
         sock = self._conn.socket
-        if self._chunked:
-            while size := _chunk_size(await sock.line(self.timeout)):
-                async for piece in _exactly(self, size):
+        if self._chunked or self._length is not None:
+            size = self._length if self._length is not None else -1
+            while size:
+                # chunked: read the next chunk's size first; 0 is the last
+                if size < 0 and not (size := _chunk_size(await sock.line(self.timeout))):
+                    break
+                if piece := _take(sock.buffer, size):
+                    size -= len(piece)
                     yield piece
-                if await sock.line(self.timeout):
-                    raise ConnectionBroken("invalid HTTP from the server: a chunk overran")
-            while await sock.line(self.timeout):  # trailer fields, up to the blank line
+                    if not size and self._chunked:
+                        if await sock.line(self.timeout):
+                            raise ConnectionBroken("invalid HTTP from the server: a chunk overran")
+                        size = -1
+                elif sock.closed:
+                    raise ConnectionBroken("the server closed the connection mid-response")
+                else:
+                    await sock.more(self.timeout)
+            while self._chunked and await sock.line(self.timeout):  # trailers, to the blank line
                 pass
-        elif self._length is not None:
-            async for piece in _exactly(self, self._length):
-                yield piece
         else:
             while True:
                 if sock.buffer:
@@ -243,21 +253,11 @@ class Response:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def _exactly(resp: Response, size: int) -> AsyncIterator[bytes]:
-    """``size`` bytes of the body, yielded as they arrive."""
-    sock = resp._conn.socket
-    buffer = sock.buffer
-    while size:
-        if buffer:
-            take = min(size, len(buffer))
-            piece = bytes(buffer[:take])
-            del buffer[:take]
-            size -= take
-            yield piece
-        elif sock.closed:
-            raise ConnectionBroken("the server closed the connection mid-response")
-        else:
-            await sock.more(resp.timeout)
+def _take(buffer: bytearray, size: int) -> bytes:
+    """Up to ``size`` bytes from the front of ``buffer`` (b"" when it is empty)."""
+    piece = bytes(buffer[:size])
+    del buffer[:size]
+    return piece
 
 
 def _content_length(value: str) -> int:
