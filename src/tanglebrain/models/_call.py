@@ -251,7 +251,10 @@ def _safety_net(transport: Transport, timeout: float) -> AbstractContextManager[
     """Our own deadline behind litellm's (the native transport keeps its own exactly)."""
     if transport.name == "litellm":
         return anyio.fail_after(timeout + _GRACE_S)
-    return nullcontext()
+    return _NO_NET  # shared: a stream enters it once per chunk
+
+
+_NO_NET = nullcontext()
 
 
 def _failed(
