@@ -20,14 +20,7 @@ native for ``openai/``, ``ollama/``, ``ollama_chat/``, ``lm_studio/`` and
 from __future__ import annotations
 
 from tanglebrain.models._cache import cacheable_prefix
-from tanglebrain.models._call import (
-    NATIVE_BY_DEFAULT,
-    Reply,
-    RetryPolicy,
-    SinkError,
-    complete,
-    transport_name,
-)
+from tanglebrain.models._call import NATIVE_BY_DEFAULT, RetryPolicy, complete, transport_name
 from tanglebrain.models._prices import (
     Prices,
     context_window,
@@ -38,6 +31,7 @@ from tanglebrain.models._prices import (
     prices,
 )
 from tanglebrain.models._repeat import REPEATED, looping
+from tanglebrain.models._reply import Reply, SinkError
 from tanglebrain.models._types import Message, ToolCallRequest, TransportName
 
 __all__ = [

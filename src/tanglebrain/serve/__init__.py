@@ -35,7 +35,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 from starlette.applications import Starlette
@@ -49,6 +48,15 @@ from tanglebrain.errors import TanglebrainError
 from tanglebrain.orchestrator import Hooks, Request
 from tanglebrain.roster import Roster
 from tanglebrain.runtime import Limits
+from tanglebrain.serve._asgi import (
+    STOPPED,
+    read_body,
+    send_json,
+    start,
+    stopped,
+    until_disconnect,
+    until_done,
+)
 from tanglebrain.serve._server import run_server, uvicorn_config
 from tanglebrain.serve._wire import (
     DONE,
@@ -61,7 +69,6 @@ from tanglebrain.serve._wire import (
     completion,
     error_for,
     extension,
-    json_bytes,
     load_json,
     parse_chat,
     sse,
@@ -72,7 +79,6 @@ from tanglebrain.trace import Run
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 KEEPALIVE_S = 15.0
-_DRAIN_CAP = 64 << 20  # an oversized body is read (and dropped) up to this, then cut
 log = logging.getLogger("tanglebrain.serve")
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "ServeConfig", "create_app", "serve", "uvicorn_config"]
 
@@ -89,94 +95,6 @@ class ServeConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     record: Callable[[Sequence[Run]], None] | None = None
     on_done: Callable[[Run], None] | None = None
-
-
-# --- ASGI plumbing -------------------------------------------------------------------
-
-
-async def _start(send: Send, status: int, ctype: str, extra: list[tuple[bytes, bytes]]) -> None:
-    headers = [(b"content-type", ctype.encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-
-
-async def send_json(send: Send, status: int, obj: Any, headers: Mapping[str, str] = {}) -> None:
-    """Send a whole JSON response."""
-    body = json_bytes(obj)
-    extra = [(b"content-length", str(len(body)).encode())]
-    extra += [(k.encode(), v.encode()) for k, v in headers.items()]
-    await _start(send, status, "application/json", extra)
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _stopped(send: Send, started: bool) -> None:
-    err = ApiError(503, "the server stopped before this run finished", "server_shutting_down",
-                   "server_error")  # fmt: skip
-    if not started:
-        await send_json(send, err.status, err.body())
-        return
-    event = sse(err.body())  # and no [DONE]
-    await send({"type": "http.response.body", "body": event, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
-
-
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The request body, refusing (with 413) more than ``limit`` bytes while reading.
-
-    An oversized body is drained, not stored, so the client reads the 413 instead of
-    a reset connection.
-
-    Raises:
-        ApiError: 413 when the body is too large.
-        ClientGone: the client went away.
-    """
-    headers = dict(scope["headers"])
-    declared = headers.get(b"content-length", b"0")
-    too_big = not declared.isdigit() or int(declared) > limit
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        size += len(message.get("body", b""))
-        too_big = too_big or size > limit
-        if not too_big:
-            chunks.append(message.get("body", b""))
-        if not message.get("more_body") or size > _DRAIN_CAP:
-            break
-    if too_big:
-        raise ApiError(413, f"request body too large: the limit is {limit} bytes "
-                       "(--max-body-bytes)", "request_too_large")  # fmt: skip
-    ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-    if ctype != b"application/json":
-        raise ApiError(415, "Content-Type must be application/json", "unsupported_media_type")
-    return b"".join(chunks)
-
-
-async def _until_done(task: asyncio.Task[Any]) -> None:
-    """Wait for ``task`` to end, even when the wait is cancelled (then re-raise that after).
-
-    A stopping server may cancel a request twice (uvicorn at its shutdown timeout, then
-    ``serve`` as it settles): the run must still finish its trace before the request
-    records it.
-    """
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.wait([task])
-        except asyncio.CancelledError:
-            cancelled = True
-            task.cancel()
-    if cancelled:
-        raise asyncio.CancelledError
-
-
-async def _until_disconnect(receive: Receive, trace: Run, run: asyncio.Task[Any]) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    if not run.done():
-        trace.error = "client disconnected"
-        run.cancel()
 
 
 @dataclass
@@ -222,9 +140,9 @@ class _Completions:
             # shutdown timeout ran out). Tell the client so, rather than let uvicorn log a
             # traceback and send a bare 500; the run is recorded as interrupted below.
             if trace.error in (None, "cancelled"):
-                trace.error = "the server stopped before this run finished"
+                trace.error = STOPPED
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
-                await _stopped(send, started)
+                await stopped(send, started)
         finally:
             if trace.status == "running":
                 trace.finish("interrupted")
@@ -255,7 +173,7 @@ class _Completions:
         """
         loop = asyncio.get_running_loop()
         run = loop.create_task(self._execute(chat.request, trace, hooks))
-        watcher = loop.create_task(_until_disconnect(receive, trace, run))
+        watcher = loop.create_task(until_disconnect(receive, trace, run))
         try:
             yield run
         finally:
@@ -265,7 +183,7 @@ class _Completions:
                 log.error("watching run %s for a disconnect failed", trace.id, exc_info=failure)
             if not run.done():
                 run.cancel()
-            await _until_done(run)
+            await until_done(run)
 
     async def _complete(self, chat: Chat, trace: Run, receive: Receive, send: Send) -> None:
         async with self._running(chat, trace, Hooks(), receive) as run:
@@ -286,7 +204,7 @@ class _Completions:
             nonlocal started
             if not started:
                 started = True
-                await _start(send, 200, "text/event-stream", [(b"cache-control", b"no-cache")])
+                await start(send, 200, "text/event-stream", [(b"cache-control", b"no-cache")])
             await send({"type": "http.response.body", "body": body, "more_body": more})
 
         events = Deltas(trace)
