@@ -148,3 +148,11 @@ def test_without_its_source_every_text_is_validated(monkeypatch: pytest.MonkeyPa
         monkeypatch.undo()
         _validate._code.cache_clear()
     assert _validate.digest(OK) is not None
+
+
+def test_a_cache_naming_a_text_that_never_validated_cannot_skip_the_checks() -> None:
+    # A hand-edited rosters.json: the unknown key must still be refused, not crash.
+    text = OK + "colour = 'red'\n"
+    cachefile.write("rosters.json", [_validate.digest(text)])
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse(text)

@@ -77,10 +77,9 @@ def parse(text: str, path: Path | str = "<roster>") -> Roster:
         ) from None
     _refuse_deep_and_secret(data, text, path)
     key = _validate.digest(text)
-    seen_before = _validate.known(key)
-    if seen_before:
-        roster = _validate.build(data)
-    else:
+    roster = _validate.build_known(key, data)
+    seen_before = roster is not None
+    if roster is None:
         checked = _validate.validate(data)
         if isinstance(checked, list):
             raise _explain(checked, data, text, path)
