@@ -213,6 +213,9 @@ class Response:
         if self._chunked or self._length is not None:
             size = self._length if self._length is not None else -1
             while size:
+                if size < 0 and (piece := _whole_chunk(sock.buffer)) is not None:
+                    yield piece  # the common case: a stream event arrived as one chunk
+                    continue
                 # chunked: read the next chunk's size first; 0 is the last
                 if size < 0 and not (size := _chunk_size(await sock.line(self.timeout))):
                     break
@@ -251,6 +254,25 @@ class Response:
                 raise ValueError(f"the response body is over {limit} bytes")
             parts.append(part)
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _whole_chunk(buffer: bytearray) -> bytes | None:
+    """The data of a whole chunk at the front of ``buffer``, taken from it.
+
+    None when the chunk is not all there yet, is the last one, or ends oddly: then the
+    line-by-line path reads it (and judges it).
+    """
+    end = buffer.find(b"\n")
+    if end < 0:
+        return None
+    size = _chunk_size(bytes(buffer[:end]).rstrip(b"\r"))
+    start = end + 1
+    stop = start + size
+    if not size or buffer[stop : stop + 2] != b"\r\n":
+        return None
+    piece = bytes(buffer[start:stop])
+    del buffer[: stop + 2]
+    return piece
 
 
 def _take(buffer: bytearray, size: int) -> bytes:
