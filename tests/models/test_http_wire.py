@@ -12,6 +12,7 @@ import json
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -20,7 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tanglebrain import models
-from tanglebrain.models import _http, _http1
+from tanglebrain.models import _http, _http1, _openai
+from tanglebrain.models._types import Outgoing
 from tanglebrain.roster import parse
 from tanglebrain.trace import Call
 
@@ -420,3 +422,61 @@ async def test_connections_to_an_address_send_without_delay() -> None:
             raw = resp._conn.transport.get_extra_info("socket")
             assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             await resp.aread()
+
+
+class _Pieces:
+    """A response body arriving in the given pieces (what ``_events`` reads)."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._pieces = pieces
+
+    async def _gen(self) -> Any:
+        for piece in self._pieces:
+            yield piece
+
+    def aiter(self) -> Any:
+        return self._gen()
+
+    async def discard_rest(self, wait: float) -> None:
+        pass
+
+
+FRAMES = [  # how a server may write one event's JSON (``%s``) as SSE
+    b"data: %s\n\n", b"data:%s\n\n", b"data: %s\r\n\r\n", b": ping\ndata: %s\n\n",
+    b"event: chunk\ndata: %s\n\n", b"data:   %s\n\n",
+]  # fmt: skip
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    texts=st.lists(st.text(max_size=12), min_size=1, max_size=6),
+    frames=st.lists(st.sampled_from(FRAMES), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(1, 60), max_size=20),
+    whole=st.booleans(),
+)
+def test_sse_events_read_the_same_however_they_arrive(
+    texts: list[str], frames: list[bytes], cuts: list[int], whole: bool
+) -> None:
+    events = [{"choices": [{"index": 0, "delta": {"content": t}, "finish_reason": None}]}
+              for t in texts]  # fmt: skip
+    events.append({"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 1}})
+    framed = [frames[i % len(frames)] % json.dumps(e).encode() for i, e in enumerate(events)]
+    framed.append(b"data: [DONE]\n\n")
+    if whole:  # each event its own piece (the fast path's case)
+        pieces = framed
+    else:
+        data, pieces, at = b"".join(framed), [], 0
+        for cut in [*cuts, len(b"".join(framed))]:
+            pieces.append(data[at : at + cut])
+            at += cut
+        pieces = [p for p in pieces if p]
+    backend = parse('[[backend]]\nid = "b"\nmodel = "openai/m"\napi_base = "http://h/v1"\n'
+                    'good_at = ["x"]\ncost = 0\n').backends[0]  # fmt: skip
+    out = Outgoing(backend, [], None, 5.0)
+
+    async def read() -> list[Any]:
+        return [c async for c in _openai._events(out, _Pieces(pieces))]  # type: ignore[arg-type]
+
+    chunks = asyncio.run(read())
+    assert [c.text for c in chunks[:-1]] == texts
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 2

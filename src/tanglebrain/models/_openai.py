@@ -164,6 +164,15 @@ async def _events(out: Outgoing, resp: _http.Response) -> AsyncIterator[Chunk]:
         except StopAsyncIteration:
             return
         buffer += part
+        # The common case: one whole event of one data line arrived alone.
+        alone = not data and buffer.startswith(b"data: ") and buffer.endswith(b"\n\n")
+        if alone and buffer.count(b"\n") == 2:
+            payload, buffer = buffer[6:-2], b""
+            if payload.strip() == b"[DONE]":
+                await resp.discard_rest(_DONE_GRACE_S)
+                return
+            yield _chunk(out.backend.id, _decode(payload.decode("utf-8", "surrogatepass")))
+            continue
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
             line = line.rstrip(b"\r")
@@ -247,21 +256,29 @@ def _chunk(backend_id: str, data: Any) -> Chunk:
     if "error" in data:  # a server that fails mid-stream says so in an event
         message = _http.error_message(json.dumps(data).encode())
         raise BackendError(backend_id, f"server error: {message[:160]}", kind="server")
-    usage = _usage(data.get("usage"))
+    raw_usage = data.get("usage")
+    usage = None if raw_usage is None else _usage(raw_usage)
     choices = data.get("choices") or []
     if not choices:
         return Chunk(usage=usage)
     choice = choices[0] if isinstance(choices[0], dict) else {}
     delta = choice.get("delta") or {}
-    calls = tuple(
+    # Most events carry text only: no tool calls to build.
+    calls = _tool_deltas(tcs) if (tcs := delta.get("tool_calls")) else ()
+    content = delta.get("content")
+    text = content if type(content) is str else _text(content)
+    finish = choice.get("finish_reason")
+    return Chunk(text, calls, str(finish) if finish else None, usage)
+
+
+def _tool_deltas(raw: Any) -> tuple[ToolDelta, ...]:
+    return tuple(
         ToolDelta(
             index=int(tc.get("index") or 0),
             id=tc.get("id") or None,
             name=str((tc.get("function") or {}).get("name") or ""),
             arguments=_arguments((tc.get("function") or {}).get("arguments")),
         )
-        for tc in delta.get("tool_calls") or []
+        for tc in raw
         if isinstance(tc, dict)
     )
-    finish = choice.get("finish_reason")
-    return Chunk(_text(delta.get("content")), calls, str(finish) if finish else None, usage)

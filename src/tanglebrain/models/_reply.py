@@ -102,9 +102,13 @@ async def stream(
         close = getattr(chunks, "aclose", None)
         if close is not None:
             stack.push_async_callback(close)  # before the stream itself is closed
+        guarded = transport.name == "litellm"  # the native transport times each wait itself
         while finish != REPEATED:
             try:
-                with safety_net(transport, timeout):
+                if guarded:
+                    with safety_net(transport, timeout):
+                        chunk = await anext(chunks)
+                else:
                     chunk = await anext(chunks)
             except StopAsyncIteration:
                 break
