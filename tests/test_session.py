@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,10 @@ import pytest
 from tanglebrain.mcp import Bridge
 from tanglebrain.roster import load_file
 from tanglebrain.serve import ServeConfig, create_app
-from tanglebrain.session import Session, finish, ledger_recorder
+from tanglebrain.session import Session, Writer, finish, ledger_recorder
 from tanglebrain.sim import Simulator
 from tanglebrain.trace import Run
-from tests.helpers import backend_toml, cli_env, run_cli, write_roster
+from tests.helpers import WAIT, backend_toml, cli_env, run_cli, write_roster
 
 PROMPT = "do the work"
 RUN_FIELDS = "status, error, warnings, subtasks, subtasks_ok, prompt_tokens, completion_tokens"
@@ -183,6 +184,62 @@ async def test_runs_finishing_together_are_kept_in_few_batches_each_once(tmp_pat
             tg.start_soon(session.keep, trace)
     assert sorted(i for batch in batches for i in batch) == sorted(t.id for t in traces)
     assert len(batches) < len(traces)  # runs that waited for the writer went together
+
+
+def kept_run() -> Run:
+    from tanglebrain.trace import Call, Turn
+
+    trace = Run(prompt="p")
+    trace.turns.append(Turn(0, Call("orchestrator", "a", "openai/echo")))
+    finish(trace)
+    return trace
+
+
+async def test_sessions_sharing_a_writer_each_write_their_own_runs_once(tmp_path: Path) -> None:
+    roster = load_file(write_roster(tmp_path / "r.toml", backend_toml("a", "echo", "http://x")))
+    writer = Writer()
+    written: dict[str, list[list[str]]] = {"one": [], "two": []}
+    sessions = {
+        name: Session(roster, {}, writer=writer,
+                      record=lambda runs, n=name: written[n].append([r.id for r in runs]))
+        for name in written
+    }  # fmt: skip
+    traces = [(name, kept_run()) for _ in range(10) for name in sessions]
+    done: list[str] = []
+
+    async def keep(name: str, trace: Run) -> None:
+        await sessions[name].keep(trace)
+        assert any(trace.id in batch for batch in written[name])  # written before it returns
+        done.append(trace.id)
+
+    async with anyio.create_task_group() as tg:
+        for name, trace in traces:
+            tg.start_soon(keep, name, trace)
+    for name in sessions:
+        ids = [i for batch in written[name] for i in batch]
+        assert sorted(ids) == sorted(t.id for n, t in traces if n == name)  # each once
+    assert len(done) == len(traces)
+
+
+async def test_a_keeper_that_stops_waiting_still_has_its_run_written(tmp_path: Path) -> None:
+    roster = load_file(write_roster(tmp_path / "r.toml", backend_toml("a", "echo", "http://x")))
+    written: list[str] = []
+    release = threading.Event()
+
+    def record(runs: Any) -> None:
+        release.wait(WAIT)  # the first batch is slow: the second keeper has to wait
+        written.extend(r.id for r in runs)
+
+    session = Session(roster, {}, record=record)
+    first, second = kept_run(), kept_run()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(session.keep, first)
+        await anyio.sleep(0)  # the first keeper is writing now
+        with anyio.CancelScope() as waiting:
+            waiting.cancel()
+            await session.keep(second)  # cancelled while it waits
+        release.set()
+    assert written == [first.id, second.id]
 
 
 def test_one_run_that_cannot_be_stored_does_not_cost_the_others_their_record(

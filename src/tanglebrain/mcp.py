@@ -49,7 +49,7 @@ from tanglebrain._version import __version__
 from tanglebrain.errors import ConfigError
 from tanglebrain.roster import LoadedRoster, discover, load
 from tanglebrain.runtime import RunContext
-from tanglebrain.session import Session, finish, server_limits
+from tanglebrain.session import Session, Writer, finish, server_limits
 from tanglebrain.tools import menu, tool_schemas
 from tanglebrain.trace import Call, Run, ToolCall, Turn
 
@@ -98,7 +98,7 @@ class Bridge:
         self.client = "mcp:client"
         self._loaded: LoadedRoster | None = None
         self._data: bytes | None = None
-        self._writer = anyio.CapacityLimiter(1)  # one ledger writer across calls
+        self._writer = Writer()  # one ledger writer across calls
         self.limits = server_limits()
 
     def roster(self) -> LoadedRoster:

@@ -101,6 +101,42 @@ def _in_event_loop() -> bool:
 Recorder = Callable[[Sequence[Run]], None]
 
 
+class Writer:
+    """Writes kept runs off the event loop, one batch at a time, for every session sharing it.
+
+    The first run kept while nothing is being written starts the writing, which goes on
+    (shielded from cancellation) until nothing is left: runs kept meanwhile are written
+    in the next batch, one transaction per session. Their keepers just wait for it to
+    end; a keeper that stops waiting still has its run written. A plain event, not a
+    limiter and a scope per run: a server keeps one run per request.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Session, Run]] = []
+        self._writing: anyio.Event | None = None  # set once the writing in progress ends
+
+    async def keep(self, session: Session, trace: Run) -> None:
+        """Have ``trace`` written by ``session.keep_now``; return once it is."""
+        self._pending.append((session, trace))
+        if self._writing is not None:  # the writing in progress takes it before it ends
+            await self._writing.wait()
+            return
+        writing = self._writing = anyio.Event()
+        try:
+            with anyio.CancelScope(shield=True):
+                while self._pending:
+                    batch, self._pending = self._pending, []
+                    await anyio.to_thread.run_sync(_write, batch)
+        finally:
+            self._writing = None
+            writing.set()
+
+
+def _write(batch: list[tuple[Session, Run]]) -> None:
+    for session in dict.fromkeys(s for s, _ in batch):  # in the order they came
+        session.keep_now(*(t for s, t in batch if s is session))
+
+
 class Session:
     """Runs requests against one roster and keeps their traces.
 
@@ -115,8 +151,8 @@ class Session:
             requests); a run makes its own when None.
         note: where warnings go (``(message, prefix)``); stderr by default.
         export: whether runs are exported over OTLP when it is configured (not the demo's).
-        writer: the limiter that lets one ``keep`` write at a time (shared by sessions
-            that write the same ledger); one of its own when None.
+        writer: writes kept runs one batch at a time (shared by sessions that write the
+            same ledger); one of its own when None.
     """
 
     def __init__(
@@ -130,7 +166,7 @@ class Session:
         limits: Limits | None = None,
         note: Note = _stderr_note,
         export: bool = True,
-        writer: anyio.CapacityLimiter | None = None,
+        writer: Writer | None = None,
     ) -> None:
         self.roster = roster
         self.env = env
@@ -140,8 +176,7 @@ class Session:
         self.limits = limits
         self.note = note
         self.export = export
-        self._writer = writer
-        self._pending: list[Run] = []  # kept, waiting for the writer
+        self._writer = writer or Writer()
 
     async def run(self, request: Request, trace: Run, hooks: Hooks) -> None:
         """Run ``request`` into ``trace``; a failure finishes the trace and propagates.
@@ -184,15 +219,9 @@ class Session:
 
         Runs that finish while the writer is busy wait for it together and are written
         in one transaction: a server finishing 200 runs at once writes a few batches,
-        not 200 transactions.
+        not 200 transactions (see ``Writer``).
         """
-        self._writer = self._writer or anyio.CapacityLimiter(1)
-        self._pending.append(trace)
-        with anyio.CancelScope(shield=True):
-            async with self._writer:
-                batch, self._pending = self._pending, []
-                if batch:  # else an earlier keeper took this trace in its batch
-                    await anyio.to_thread.run_sync(lambda: self.keep_now(*batch))
+        await self._writer.keep(self, trace)
 
     def _export(self, trace: Run) -> None:
         endpoints = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")

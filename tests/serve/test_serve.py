@@ -582,6 +582,7 @@ async def test_a_request_cancelled_twice_records_its_run_once_finished(
         await asyncio.sleep(0)
     request.cancel()
     await asyncio.wait([request])
-    assert asyncio.all_tasks() - before - {request} == set()  # the run is over
+    left = asyncio.all_tasks() - before - {request}  # the simulator's own are not ours
+    assert [t for t in left if "uvicorn" not in t.get_coro().cr_code.co_filename] == []
     assert recorded == [("interrupted", "the server stopped before this run finished")]
     assert sent[0]["status"] == 503
