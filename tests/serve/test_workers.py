@@ -96,8 +96,8 @@ def refused(base_url: str) -> bool:
     host, port = base_url.split("//")[1].split("/")[0].rsplit(":", 1)
     try:
         socket.create_connection((host, int(port)), timeout=1).close()
-    except ConnectionRefusedError:
-        return True
+    except (ConnectionRefusedError, ConnectionResetError):
+        return True  # a reset: the listener closed with this connection in its queue
     return False
 
 
