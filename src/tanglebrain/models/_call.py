@@ -144,14 +144,13 @@ async def _call_with_retries(
 ) -> Reply:
     """Send ``out`` until an attempt succeeds or ``_retry_delay`` gives up (see ``complete``)."""
     backend = out.backend
-    # The request body's messages as UTF-8 JSON: what goes over the wire, give or take.
     try:
-        bytes_in = len(json.dumps(out.messages, default=str, ensure_ascii=False).encode())
+        bytes_in = _size(out.messages)
     except UnicodeEncodeError:
         # A lone surrogate (see ``surrogates``) has no UTF-8 form: no transport could
         # send it, so the text is mended before any tries.
         out = replace(out, messages=mended(out.messages))
-        bytes_in = len(json.dumps(out.messages, default=str, ensure_ascii=False).encode())
+        bytes_in = _size(out.messages)
     attempt_no = 0
     while True:
         attempt_no += 1
@@ -197,6 +196,11 @@ def _retry_delay(
     if not err.retryable or streamed:  # text reached the user: no repeat
         return None
     return retry.delay(attempt_no, err.retry_after, failover=failover)
+
+
+def _size(messages: Sequence[Message]) -> int:
+    """The messages as UTF-8 JSON: what goes over the wire, give or take."""
+    return len(json.dumps(messages, default=str, ensure_ascii=False).encode())
 
 
 def _succeeded(attempt: Attempt, reply: Reply, latency_ms: float) -> None:

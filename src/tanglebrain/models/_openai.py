@@ -164,26 +164,25 @@ async def _events(out: Outgoing, resp: _http.Response) -> AsyncIterator[Chunk]:
         except StopAsyncIteration:
             return
         buffer += part
+        payloads: list[bytes] = []
         # The common case: one whole event of one data line arrived alone.
         alone = not data and buffer.startswith(b"data: ") and buffer.endswith(b"\n\n")
         if alone and buffer.count(b"\n") == 2:
-            payload, buffer = buffer[6:-2], b""
+            payloads, buffer = [buffer[6:-2]], b""
+        else:
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                line = line.rstrip(b"\r")
+                if line.startswith(b"data:"):
+                    data.append(line[5:].lstrip(b" "))
+                elif not line and data:  # a blank line ends an event
+                    payloads.append(b"\n".join(data))
+                    data = []
+        for payload in payloads:
             if payload.strip() == b"[DONE]":
-                await resp.discard_rest(_DONE_GRACE_S)
+                await resp.discard_rest(_DONE_GRACE_S)  # keeps the connection reusable
                 return
             yield _chunk(out.backend.id, _decode(payload.decode("utf-8", "surrogatepass")))
-            continue
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            line = line.rstrip(b"\r")
-            if line.startswith(b"data:"):
-                data.append(line[5:].lstrip(b" "))
-            elif not line and data:  # a blank line ends an event
-                payload, data = b"\n".join(data), []
-                if payload.strip() == b"[DONE]":
-                    await resp.discard_rest(_DONE_GRACE_S)  # keeps the connection reusable
-                    return
-                yield _chunk(out.backend.id, _decode(payload.decode("utf-8", "surrogatepass")))
 
 
 def _text(content: Any) -> str:

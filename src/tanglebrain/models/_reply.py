@@ -61,12 +61,12 @@ class Reply:
 
 def safety_net(transport: Transport, timeout: float) -> AbstractContextManager[object]:
     """Our own deadline behind litellm's (the native transport keeps its own exactly)."""
-    if transport.name == "litellm":
-        return anyio.fail_after(timeout + _GRACE_S)
-    return _NO_NET  # shared: a stream enters it once per chunk
+    return anyio.fail_after(timeout + _GRACE_S) if _netted(transport) else nullcontext()
 
 
-_NO_NET = nullcontext()
+def _netted(transport: Transport) -> bool:
+    """Whether ``transport``'s waits get ``safety_net`` (the native one times each itself)."""
+    return transport.name == "litellm"
 
 
 def whole(backend: Backend, messages: Sequence[Message], done: Completion) -> Reply:
@@ -102,10 +102,10 @@ async def stream(
         close = getattr(chunks, "aclose", None)
         if close is not None:
             stack.push_async_callback(close)  # before the stream itself is closed
-        guarded = transport.name == "litellm"  # the native transport times each wait itself
+        netted = _netted(transport)  # decided once: a stream waits once per chunk
         while finish != REPEATED:
             try:
-                if guarded:
+                if netted:
                     with safety_net(transport, timeout):
                         chunk = await anext(chunks)
                 else:

@@ -288,7 +288,7 @@ def create_app(config: ServeConfig) -> ASGIApp:
     completions = _Completions(config)
     router = Starlette(
         routes=[
-            Route("/v1/chat/completions", completions, methods=["POST"]),
+            Route(_CHAT, completions, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error},
