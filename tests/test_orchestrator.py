@@ -265,6 +265,24 @@ async def test_invalid_tool_calls_become_error_results(
     text = json.dumps(result)
     assert fragment in text
     assert len(sim.requests) <= 3  # nothing ran 500 sub-tasks
+    # The history repeats every call with arguments a server can parse (llama.cpp refuses
+    # a request with broken ones, as the simulator does); the trace keeps what was sent.
+    later = [r for r in sim.requests if r.model == spec][1]
+    [asked] = [m for m in later.messages if m.get("tool_calls")]
+    for call in asked["tool_calls"]:
+        assert isinstance(json.loads(call["function"]["arguments"]), dict)
+
+
+async def test_broken_arguments_show_the_model_what_it_sent(sim: Simulator) -> None:
+    spec = "orchestrator:bad=bad_json"
+    roster = make(entry(sim, "orch", spec, "planning", 30, True), entry(sim, "w", "worker", "work"))
+    trace = await go(roster)
+    [result] = tool_results(sim, spec)
+    [sent] = trace.turns[0].tool_calls  # the trace keeps the broken text
+    with pytest.raises(ValueError):
+        json.loads(sent.arguments)
+    assert result["error"].startswith("arguments are not valid JSON (")
+    assert repr(sent.arguments[:40])[:-1] in result["error"]
 
 
 async def test_max_turns_forces_an_answer_with_tools_on_offer(sim: Simulator) -> None:

@@ -1,4 +1,4 @@
-"""Tool calls written as text: the parser and the stream gate (toolcalls.parse, StreamGate)."""
+"""Tool calls: the text parser, the stream gate, and the arguments the history repeats."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tanglebrain.toolcalls import Parsed, StreamGate, TextCall, parse
+from tanglebrain.toolcalls import Parsed, StreamGate, TextCall, echoed_arguments, parse
 
 OFFERED = frozenset({"delegate", "delegate_many"})
 TASKS = {"tasks": [{"prompt": "translate 'cat' into French", "task": "language"}]}
@@ -228,3 +228,27 @@ def test_the_gate_shows_what_parse_calls_prose(text: str, cuts: list[int]) -> No
     assert shown == (parsed.prose if parsed.prose.strip() else "")
     if not any(n in text for n in OFFERED):
         assert parsed.prose == text
+
+
+@pytest.mark.parametrize(
+    ("sent", "echoed"),
+    [
+        ('{"prompt": "x"}', '{"prompt": "x"}'),  # byte for byte, spacing included
+        ('{"tasks":[{"prompt":"a"}]}', '{"tasks":[{"prompt":"a"}]}'),
+        ('{"tasks": [{"prompt": "a"', "{}"),  # cut short (as llama.cpp refuses it)
+        ("", "{}"),  # a call with no arguments at all
+        ("[1, 2]", "{}"),  # JSON, but not an object
+        ('"x"', "{}"),
+        ("null", "{}"),
+        ("[" * 100_000 + "]" * 100_000, "{}"),  # too deep for the decoder
+    ],
+)
+def test_echoed_arguments(sent: str, echoed: str) -> None:
+    assert echoed_arguments(sent) == echoed
+
+
+@given(st.text(max_size=60) | st.dictionaries(st.text(max_size=8), st.integers()).map(json.dumps))
+def test_echoed_arguments_are_always_a_json_object(sent: str) -> None:
+    out = echoed_arguments(sent)
+    assert isinstance(json.loads(out), dict)
+    assert out == sent or out == "{}"

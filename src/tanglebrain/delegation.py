@@ -110,8 +110,12 @@ async def execute(
     """
     try:
         args = json.loads(arguments or "{}")
-    except json.JSONDecodeError as exc:
-        return _error(node, f"arguments are not valid JSON ({exc.msg}); call the tool again")
+    except (json.JSONDecodeError, RecursionError) as exc:
+        # The history repeats this call with "{}" (see toolcalls.echoed_arguments): show
+        # the model what it sent, so that it can mend its call.
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        sent = arguments if len(arguments) <= 120 else arguments[:120] + "…"
+        return _error(node, f"arguments are not valid JSON ({why}): {sent!r}; call the tool again")
     if not isinstance(args, dict):
         return _error(node, "arguments must be a JSON object")
     if name == "delegate":

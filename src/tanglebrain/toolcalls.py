@@ -186,7 +186,24 @@ async def _execute(ctx: RunContext, turn: Turn, tc: models.ToolCallRequest, node
 
 def _assistant(text: str, calls: tuple[models.ToolCallRequest, ...]) -> dict[str, Any]:
     asked = [
-        {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments}}
+        {"id": tc.id, "type": "function",
+         "function": {"name": tc.name, "arguments": echoed_arguments(tc.arguments)}}
         for tc in calls
-    ]
+    ]  # fmt: skip
     return {"role": "assistant", "content": text.strip() or None, "tool_calls": asked}
+
+
+def echoed_arguments(arguments: str) -> str:
+    """A call's arguments as the history repeats them to the model: a JSON object's text.
+
+    Arguments that are not a JSON object (cut short, empty, a bare list) are sent back as
+    ``{}``; the call's tool message says what was wrong with them. llama.cpp's server
+    refuses a whole request whose history holds arguments it cannot parse (HTTP 500 on
+    every later turn), and translating transports parse them to build their provider's
+    call. Valid arguments are repeated byte for byte (a prompt cache keeps its prefix).
+    """
+    try:
+        valid = isinstance(json.loads(arguments), dict)
+    except (ValueError, RecursionError):
+        valid = False
+    return arguments if valid else "{}"

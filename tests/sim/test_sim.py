@@ -487,6 +487,25 @@ async def test_orchestrator_bad_calls(client: httpx.AsyncClient) -> None:
     assert len(args["tasks"]) == 500
 
 
+@pytest.mark.parametrize("arguments", ['{"tasks": [', "", "not json"])
+@pytest.mark.parametrize("model", ["worker", "echo", "orchestrator"])
+async def test_a_history_with_broken_tool_arguments_is_refused_like_llama_cpp(
+    client: httpx.AsyncClient, model: str, arguments: str
+) -> None:
+    call = {"id": "c1", "type": "function",
+            "function": {"name": "delegate_many", "arguments": arguments}}  # fmt: skip
+    messages = [
+        *user("hi"),
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "error"},
+    ]
+    resp = await chat(client, model, messages=messages)
+    assert resp.status_code == 500
+    assert "Failed to parse tool call arguments as JSON" in resp.json()["error"]["message"]
+    call["function"]["arguments"] = "{}"
+    assert (await chat(client, model, messages=messages)).status_code == 200
+
+
 def conversation(*results: str, request: str = "Fix the bug") -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = user(request)
     for turn, content in enumerate(results, start=1):

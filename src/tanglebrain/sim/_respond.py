@@ -5,11 +5,16 @@ client leaves or the server stops, plays the protocol-level kinds (``drop``, ``c
 ``malformed``, ``empty``) and otherwise sends the reply :func:`compose` builds, as JSON or as
 an SSE stream. Errors are raised as :class:`~tanglebrain.sim._scripts.SimError` for the caller
 to send.
+
+Like llama.cpp's server, a request whose history holds a tool call with arguments that are
+not JSON is refused with a 500, whatever the kind: a client must never echo a model's
+malformed call back as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -108,6 +113,7 @@ async def respond(
         SimError: the error to answer with (bad spec, ``fail``, shutdown, script errors).
     """
     spec = parse_spec(model)
+    _check_tool_arguments(ex.body)
     latency = spec.num("latency", 0.0)
     kind = spec.kind
     if kind == "hang" or latency > 0:
@@ -139,6 +145,24 @@ async def respond(
         await _empty(ex, spec, stream)
     else:
         await _deliver(ex, spec, kind, compose(kind, spec, ex.body, pop_script), stream)
+
+
+def _check_tool_arguments(body: Mapping[str, Any]) -> None:
+    """Refuse, as llama.cpp does, a history whose tool-call arguments are not JSON."""
+    for message in messages_of(body):
+        calls = message.get("tool_calls") if message.get("role") == "assistant" else None
+        for call in calls if isinstance(calls, list) else []:
+            function = call.get("function") if isinstance(call, dict) else None
+            arguments = function.get("arguments") if isinstance(function, dict) else None
+            if not isinstance(arguments, str):
+                continue
+            try:
+                json.loads(arguments)
+            except ValueError as exc:
+                raise SimError(
+                    500, f"simulator: Failed to parse tool call arguments as JSON: {exc}",
+                    type="server_error",
+                ) from None  # fmt: skip
 
 
 # The garbled 200s of ``malformed:body=…``: (content type, body bytes).

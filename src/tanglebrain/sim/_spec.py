@@ -20,7 +20,9 @@ as OpenAI does), ``fail_rate=P`` (a share P of this spec string's requests, ever
 replies: ``gap=SECONDS`` (pause before each event after the first: a slow, healthy stream),
 ``pieces=N`` (content chunks, default 3), ``finish=none`` (no finish reason, as some
 providers' streams end).
-An unknown kind is a 404 ``model_not_found``; an unknown or bad option is a 400.
+An unknown kind is a 404 ``model_not_found``; an unknown or bad option is a 400. Any kind
+answers 500, as llama.cpp's server does, when an assistant message of the history holds
+tool-call arguments that are not JSON.
 
 ==============  ===============================================  ==========================
 kind            behaviour                                        options
