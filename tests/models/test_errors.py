@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from tanglebrain.errors import BackendError
 from tanglebrain.models._errors import scrub, to_backend_error
+from tanglebrain.models._http1 import HTTPStatusError
 
 
 def raised(name: str, message: str, **attrs: Any) -> Exception:
@@ -55,6 +56,14 @@ def raised(name: str, message: str, **attrs: Any) -> Exception:
         (raised("APIError", "Expecting value: line 1 column 1 (char 0)"),
          "malformed response: the body is not valid JSON", None, False, None),
         (KeyError("choices"), "malformed response: 'choices'", None, False, None),
+        # A server's own error about the request's JSON is a status on the wire, not a
+        # reply that failed to parse (llama.cpp's words; Python servers quote json's).
+        (HTTPStatusError(500, {}, b'{"error": {"message": "Failed to parse tool call arguments'
+                         b' as JSON: Expecting value: line 1 column 1 (char 0)"}}'),
+         "server error: Failed to parse tool call arguments as JSON: Expecting value: line 1 "
+         "column 1 (char 0)", 500, True, None),
+        (HTTPStatusError(400, {}, b'{"error": {"message": "Extra data: line 1 column 5"}}'),
+         "Extra data: line 1 column 5", 400, False, None),
         (raised("Weird", "something else"), "Weird: something else", None, False, None),
     ],
 )  # fmt: skip

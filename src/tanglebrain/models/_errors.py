@@ -92,8 +92,9 @@ def to_backend_error(
     if _disconnected(chain):
         reason = f"connection failed: {connection_problem(chain)}"
         return BackendError(backend_id, reason, kind="connect", retryable=True)
+    wire = status is not None and from_the_wire(chain)
     if any(isinstance(e, json.JSONDecodeError | UnicodeDecodeError) for e in chain) or (
-        status == 500 and not from_the_wire(chain)
+        status == 500 and not wire
     ):
         # The backend answered 200, but with something that is not a completion (HTML, bad
         # UTF-8, JSON without choices), and the library made up a status (500) for it.
@@ -103,7 +104,7 @@ def to_backend_error(
         )
     retry_after = _retry_after(exc)
     detail = _short(exc, mask)
-    if _MALFORMED.search(detail):
+    if _MALFORMED.search(detail) and not wire:  # a server's words about the request's JSON
         return BackendError(
             backend_id, "malformed response: the body is not valid JSON", kind="malformed"
         )
