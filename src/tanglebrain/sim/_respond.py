@@ -158,7 +158,7 @@ def _check_tool_arguments(body: Mapping[str, Any]) -> None:
                 continue
             try:
                 json.loads(arguments)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise SimError(
                     500, f"simulator: Failed to parse tool call arguments as JSON: {exc}",
                     type="server_error",
