@@ -84,6 +84,7 @@ async def test_round_trip_keeps_tree_and_numbers(sim: Simulator, tmp_path: Path)
     stored = ledger.load(trace.id)
     assert stored is not None
     assert as_dict(stored.run) == as_dict(trace)
+    assert [t.finish_reason for t in stored.run.turns] == ["tool_calls", "stop"]
     assert stored.run.totals() == trace.totals()
     assert stored.orchestrator_price == (3e-6, 15e-6)
     row = ledger.recent(5)[0]

@@ -55,6 +55,9 @@ class Request:
     review: bool | None = None  # None: the roster's settings.review decides
     origin: str = "cli"
     gate: bool = True  # False: never answer directly for being trivial (--no-gate)
+    # A lower output cap for the calls that write the answer, the orchestrator's turns
+    # (serve's ``max_tokens``); None: the roster's caps.
+    answer_max_tokens: int | None = None
 
 
 @dataclass
@@ -94,7 +97,7 @@ async def run(
         trace.subscribe(observer)
     ctx = RunContext.for_run(
         roster, env, trace, budget_usd=request.budget_usd, max_subtasks=request.max_subtasks,
-        attachments=request.attachments, limits=limits,
+        attachments=request.attachments, limits=limits, answer_cap=request.answer_max_tokens,
     )  # fmt: skip
     planning.warn_missing_keys(ctx)
     reviewing = request.review if request.review is not None else roster.settings.review == "always"
@@ -212,7 +215,7 @@ async def _turns(
                 alternatives=current < len(candidates) - 1,
                 tool_choice="none" if final and schemas else None,
             )  # an empty reply is a BackendError already, recorded on its attempt
-            turn.text = reply.text
+            turn.text, turn.finish_reason = reply.text, reply.finish_reason
             if final:
                 _settle_final(ctx, turn, reply, sink)
         except CircuitOpen as exc:  # skipped without a call: no turn to record

@@ -88,6 +88,7 @@ class RunContext:
     timeout: float
     attachments: dict[str, Attachment] = field(default_factory=dict)
     max_subtasks: int = 32
+    answer_cap: int | None = None  # the request's own cap on orchestrator turns
     subtasks_used: int = 0
     load: LoadState = field(default_factory=LoadState)
     limits: Limits = field(default_factory=Limits)
@@ -111,6 +112,7 @@ class RunContext:
         max_subtasks: int | None = None,
         attachments: Sequence[Attachment] = (),
         limits: Limits | None = None,
+        answer_cap: int | None = None,
     ) -> RunContext:
         """The context of one run, with the roster's settings unless the request says.
 
@@ -123,6 +125,8 @@ class RunContext:
             attachments: the request's attachments.
             limits: shared concurrency slots and circuit breakers (a server's); the run
                 makes its own when None.
+            answer_cap: the request's output cap for orchestrator turns, below the
+                roster's (see ``output_cap``).
         """
         settings = roster.settings
         return cls(
@@ -135,6 +139,7 @@ class RunContext:
             attachments={a.name: a for a in attachments},
             max_subtasks=max_subtasks or settings.max_subtasks,
             limits=limits if limits is not None else Limits(),
+            answer_cap=answer_cap,
         )
 
     def limiter(self, backend: Backend) -> anyio.CapacityLimiter:
@@ -156,16 +161,21 @@ class RunContext:
         the review's ruling, which the orchestrator writes) get
         ``settings.orchestrator_max_output_tokens`` and every other call
         ``settings.max_output_tokens``. The gate's classifier answers one word: at most
-        ``GATE_MAX_TOKENS``.
+        ``GATE_MAX_TOKENS``. A request's own ``answer_cap`` lowers the cap of orchestrator
+        turns (never raises it).
         """
         if role == "gate":  # one word is the whole answer
             return min(GATE_MAX_TOKENS, backend.max_output_tokens or GATE_MAX_TOKENS)
-        if backend.max_output_tokens is not None:
-            return backend.max_output_tokens
         settings = self.roster.settings
-        if role == "orchestrator":
-            return settings.orchestrator_max_output_tokens
-        return settings.max_output_tokens
+        if backend.max_output_tokens is not None:
+            cap = backend.max_output_tokens
+        elif role == "orchestrator":
+            cap = settings.orchestrator_max_output_tokens
+        else:
+            cap = settings.max_output_tokens
+        if role == "orchestrator" and self.answer_cap is not None:
+            return min(cap, self.answer_cap)
+        return cap
 
     def _worst_case(
         self,
@@ -344,7 +354,9 @@ class RunContext:
             actual = reply.cost_usd
             self._learn(backend.id, counted, reply.prompt_tokens)
             if reply.finish_reason in TRUNCATED:
-                self.run.warn(_truncation_warning(backend.id, call.role, reply, max_tokens, cap))
+                asked = call.role == "orchestrator" and cap == self.answer_cap
+                warning = _truncation_warning(backend.id, call.role, reply, max_tokens, cap, asked)
+                self.run.warn(warning)
             return reply
         except (BackendError, ConfigError) as exc:
             actual = self._failure_cost(backend.id, exc, actual)
@@ -364,7 +376,7 @@ class RunContext:
 
 
 def _truncation_warning(
-    backend_id: str, role: str, reply: models.Reply, max_tokens: int, cap: int
+    backend_id: str, role: str, reply: models.Reply, max_tokens: int, cap: int, asked: bool
 ) -> str:
     """The warning for a reply that did not end by itself (see ``TRUNCATED``)."""
     what = {"subtask": "sub-task"}.get(role, role)
@@ -373,7 +385,10 @@ def _truncation_warning(
             f"{backend_id}: the {what} reply was stopped because it kept repeating itself "
             "(truncated)"
         )
-    why = "set by the budget" if max_tokens < cap else "max_output_tokens"
+    if max_tokens < cap:
+        why = "set by the budget"
+    else:
+        why = "the request's max_tokens" if asked else "max_output_tokens"
     return (
         f"{backend_id}: the {what} reply was cut at its output limit of {max_tokens} tokens "
         f"({why}; truncated)"

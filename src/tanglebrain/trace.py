@@ -216,6 +216,9 @@ class Turn:
     # A digest of the prompt prefix sent (system prompt and tools): equal on every turn of
     # one orchestrator, which is what lets a provider's prompt cache serve it.
     prefix_hash: str | None = None
+    # Why the model stopped writing: "stop", "tool_calls", or "length" and
+    # ``models.REPEATED`` for a reply cut short (None: not known, e.g. an older record).
+    finish_reason: str | None = None
 
 
 @dataclass(slots=True)

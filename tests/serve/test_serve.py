@@ -96,6 +96,9 @@ def roster_file(path: Path, base_url: str) -> Path:
         backend_toml("slow", "worker:latency=1.5", base_url, good_at=("grunt",), cost=4),
         backend_toml("single", "worker:latency=0.2,id=single", base_url, good_at=("grunt",),
                      cost=5, extra="max_concurrency = 1"),
+        backend_toml("looper", "worker:loop=1", base_url, good_at=("grunt",), cost=6),
+        backend_toml("limited", "fail:status=429,retry_after=3", base_url, good_at=("grunt",),
+                     cost=7),
     ]  # fmt: skip
     return write_roster(path, *entries, settings="max_attempts = 1\n")
 
@@ -124,7 +127,12 @@ def user(text: str) -> list[dict[str, Any]]:
 async def test_models_list(oai: openai.AsyncOpenAI) -> None:
     models = await oai.models.list()
     assert [m.id for m in models.data] == ["auto", "orch", "worker", "echo", "broken", "cutter",
-                                           "slow", "single"]  # fmt: skip
+                                           "slow", "single", "looper", "limited"]  # fmt: skip
+    one = await oai.models.retrieve("echo")
+    assert (one.id, one.object, one.owned_by) == ("echo", "model", "tanglebrain")
+    with pytest.raises(openai.NotFoundError) as caught:
+        await oai.models.retrieve("off")  # exists, but disabled
+    assert caught.value.code == "model_not_found"
 
 
 async def test_auto_runs_the_full_router(oai: openai.AsyncOpenAI) -> None:
@@ -176,6 +184,16 @@ async def test_stream_without_usage_has_no_usage_chunk(oai: openai.AsyncOpenAI) 
          "Earlier conversation (oldest first):\n<<<developer>>>\nd\n<<<end developer>>>\n"
          "<<<user>>>\nq1\n<<<end user>>>\n<<<assistant>>>\na1\n<<<end assistant>>>\n\n"
          "Current request:\nq2"),
+        # an agent framework's history: the tool call and its result become transcript
+        ([{"role": "user", "content": "weather?"},
+          {"role": "assistant", "content": None, "tool_calls": [
+              {"id": "c1", "type": "function",
+               "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}]},
+          {"role": "tool", "tool_call_id": "c1", "content": "rain"},
+          {"role": "user", "content": "so?"}],
+         "Earlier conversation (oldest first):\n<<<user>>>\nweather?\n<<<end user>>>\n"
+         '<<<assistant>>>\ncalled weather({"city": "Oslo"})\n<<<end assistant>>>\n'
+         "<<<tool>>>\nrain\n<<<end tool>>>\n\nCurrent request:\nso?"),
     ],
 )  # fmt: skip
 async def test_pinned_backend_and_message_mapping(
@@ -361,6 +379,50 @@ async def test_backend_failure_is_502_with_reasons(oai: openai.AsyncOpenAI, stre
     err = caught.value
     assert err.status_code == 502 and err.code == "backends_failed"
     assert "broken: HTTP 500" in err.message
+    # The run retried and failed over already: OpenAI's SDKs must not run it again.
+    assert err.response.headers["x-should-retry"] == "false"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_rate_limited_backend_is_429_with_retry_after(
+    oai: openai.AsyncOpenAI, stream: bool
+) -> None:
+    with pytest.raises(openai.RateLimitError) as caught:
+        resp = await oai.chat.completions.create(model="limited", messages=user("x"),
+                                                 stream=stream)  # fmt: skip
+        if stream:
+            [c async for c in resp]  # type: ignore[union-attr]
+    err = caught.value
+    assert err.code == "rate_limited" and "limited: HTTP 429" in err.message
+    assert err.response.headers["retry-after"] == "3"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_max_tokens_caps_the_answer_and_a_cut_says_length(
+    oai: openai.AsyncOpenAI, sim_thread: Simulator, stream: bool
+) -> None:
+    prompt = f"never stop {stream}"
+    if stream:
+        chunks = [c async for c in await oai.chat.completions.create(
+            model="looper", messages=user(prompt), max_tokens=16, stream=True)]  # fmt: skip
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+        finish = [f for f in finishes if f]
+        warnings = (chunks[-1].model_extra or {})["tanglebrain"]["warnings"]
+    else:
+        resp = await oai.chat.completions.create(
+            model="looper", messages=user(prompt), max_completion_tokens=16
+        )
+        text, finish = resp.choices[0].message.content or "", [resp.choices[0].finish_reason]
+        warnings = (resp.model_extra or {})["tanglebrain"]["warnings"]
+    assert finish == ["length"]
+    assert 0 < len(text) <= 16 * 4  # the simulator writes 4 characters a token
+    [sent] = [r for r in sim_thread.requests if prompt in json.dumps(r.messages)]
+    assert sent.body["max_tokens"] == 16
+    assert "limit of 16 tokens (the request's max_tokens; truncated)" in " ".join(warnings)
+    # A cap the answer stays under changes nothing but the call's max_tokens.
+    resp = await oai.chat.completions.create(model="echo", messages=user("short"), max_tokens=16)
+    assert resp.choices[0].finish_reason == "stop" and resp.choices[0].message.content == "short"
 
 
 async def test_error_mid_stream_ends_with_error_event_and_no_done(served: Served) -> None:

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
     """Add ``serve`` and ``mcp`` to ``app``."""
     app.command(
         "serve",
-        help="Serve an OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models). "
+        help="Serve an OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models[/ID]). "
         "The request's model is `auto` (the router) or a backend id (pin). Binds "
         "127.0.0.1; any other address needs --token. Ctrl-C or SIGTERM stops it gracefully.",
     )(serve_command)

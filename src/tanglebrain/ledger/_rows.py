@@ -86,7 +86,8 @@ def call_rows(run: Run) -> list[tuple[Any, ...]]:
     for turn in run.turns:
         t = rows.add(None, "turn", role="orchestrator", idx=turn.index,
                      backend=turn.call.backend, answer=turn.text,
-                     extra={"prefix_hash": turn.prefix_hash} if turn.prefix_hash else None,
+                     extra=_dropped_empty({"prefix_hash": turn.prefix_hash,
+                                           "finish_reason": turn.finish_reason}),
                      )  # fmt: skip
         rows.call(t, turn.call, failover=False)
         for tc in turn.tool_calls:
@@ -208,7 +209,11 @@ def rebuild(row: dict[str, Any], nodes: list[dict[str, Any]]) -> StoredRun:
 
 
 def _attempt_extra(a: Attempt) -> dict[str, str] | None:
-    extra = {"transport": a.transport, "error_kind": a.error_kind}
+    return _dropped_empty({"transport": a.transport, "error_kind": a.error_kind})
+
+
+def _dropped_empty(extra: dict[str, str | None]) -> dict[str, str] | None:
+    """``extra`` without its unset values; None when nothing is left (no JSON stored)."""
     return {k: v for k, v in extra.items() if v} or None
 
 
@@ -218,7 +223,7 @@ def _node(n: dict[str, Any]) -> Turn | ToolCall | Subtask | Call | Attempt:
     if kind == "turn":
         return Turn(
             index=n["idx"], call=Call("orchestrator", n["backend"], ""), text=n["answer"] or "",
-            prefix_hash=extra.get("prefix_hash"),
+            prefix_hash=extra.get("prefix_hash"), finish_reason=extra.get("finish_reason"),
         )  # fmt: skip
     if kind == "tool":
         return ToolCall(

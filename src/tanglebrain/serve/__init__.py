@@ -1,7 +1,8 @@
 """OpenAI-compatible HTTP front door: ``tanglebrain serve``.
 
 ``POST /v1/chat/completions`` runs one request through the router and answers in the
-chat-completions format; ``GET /v1/models`` lists ``auto`` and the enabled backend ids.
+chat-completions format; ``GET /v1/models`` lists ``auto`` and the enabled backend ids
+(``GET /v1/models/{id}`` gives one).
 The mapping (model, messages, usage, the ``tanglebrain`` field, error codes) lives in
 :mod:`tanglebrain.serve._wire`; this module does the HTTP:
 
@@ -35,6 +36,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 from starlette.applications import Starlette
@@ -69,6 +71,7 @@ from tanglebrain.serve._wire import (
     completion,
     error_for,
     extension,
+    finish_reason,
     load_json,
     parse_chat,
     sse,
@@ -118,7 +121,7 @@ class _Completions:
             raw = await read_body(scope, receive, self.config.max_body_bytes)
             chat = parse_chat(load_json(raw), self.config.roster)
         except ApiError as err:
-            await send_json(send, err.status, err.body())
+            await send_json(send, err.status, err.body(), err.headers)
             return
         except ClientGone:
             return
@@ -192,7 +195,7 @@ class _Completions:
             return  # the client went away
         if failure := run.result():
             err = error_for(failure)
-            await send_json(send, err.status, err.body())
+            await send_json(send, err.status, err.body(), err.headers)
         else:
             await send_json(send, 200, completion(trace))
 
@@ -222,7 +225,7 @@ class _Completions:
         failure = run.result()
         if failure is not None and not started:
             err = error_for(failure)
-            await send_json(send, err.status, err.body())
+            await send_json(send, err.status, err.body(), err.headers)
             return
         await write(self._stream_tail(chat, trace, failure), more=False)
 
@@ -230,7 +233,7 @@ class _Completions:
         """What ends a stream that started: the error event, or the last chunks and [DONE]."""
         if failure is not None:
             return sse(error_for(failure).body())
-        stop = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+        stop = [{"index": 0, "delta": {}, "finish_reason": finish_reason(trace)}]
         figures = trace.figures()
         body = chunk(trace, stop, tanglebrain=extension(trace, figures))
         if chat.include_usage:
@@ -274,10 +277,19 @@ def create_app(config: ServeConfig) -> ASGIApp:
     ids = ["auto", *(b.id for b in config.roster.enabled())]
     created = int(time.time())
 
+    def entry(model_id: str) -> dict[str, Any]:
+        return {"id": model_id, "object": "model", "created": created, "owned_by": "tanglebrain"}
+
     async def models(request: HttpRequest) -> Response:
-        data = [{"id": i, "object": "model", "created": created, "owned_by": "tanglebrain"}
-                for i in ids]  # fmt: skip
-        return JSONResponse({"object": "list", "data": data})
+        return JSONResponse({"object": "list", "data": [entry(i) for i in ids]})
+
+    async def model(request: HttpRequest) -> Response:
+        model_id = request.path_params["model_id"]
+        if model_id in ids:
+            return JSONResponse(entry(model_id))
+        err = ApiError(404, f"model {model_id!r} does not exist; use one of: {', '.join(ids)}",
+                       "model_not_found")  # fmt: skip
+        return JSONResponse(err.body(), status_code=404)
 
     async def http_error(request: HttpRequest, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
@@ -290,6 +302,7 @@ def create_app(config: ServeConfig) -> ASGIApp:
         routes=[
             Route(_CHAT, completions, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", model, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error},
     )

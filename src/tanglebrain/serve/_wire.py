@@ -6,12 +6,17 @@ No I/O here; :mod:`tanglebrain.serve` does the HTTP.
   "…"``), an enabled backend id pins that backend, anything else is a 404
   ``model_not_found``. The response's ``model`` names the backend that wrote the answer.
 * **messages**: the last message must be ``user`` text and is the request. Earlier
-  messages (``system``/``developer``/``user``/``assistant``) are rendered in order, each
-  in a ``<<<role>>> … <<<end role>>>`` block, under "Earlier conversation (oldest
-  first):" in front of "Current request:" and it; with no earlier message the prompt is
-  exactly the user's text. Content is a string or a list of ``text`` parts; any other
-  part (images, audio, files) is a 400 ``unsupported_content``. ``tools`` and ``n > 1``
-  are 400 ``unsupported_parameter``; sampling parameters are ignored.
+  messages (``system``/``developer``/``user``/``assistant``, and a ``tool``/``function``
+  result) are rendered in order, each in a ``<<<role>>> … <<<end role>>>`` block, under
+  "Earlier conversation (oldest first):" in front of "Current request:" and it; with no
+  earlier message the prompt is exactly the user's text. An assistant's ``tool_calls``
+  are rendered as ``called NAME(ARGUMENTS)`` lines. Content is a string or a list of
+  ``text`` parts; any other part (images, audio, files) is a 400 ``unsupported_content``.
+* **parameters**: ``max_completion_tokens`` (or ``max_tokens``) lowers the output cap of
+  the calls that write the answer (the orchestrator's turns); an answer cut at a cap, or
+  stopped for repeating itself, ends with ``finish_reason: "length"``. ``tools`` (unless
+  ``tool_choice`` is ``"none"``), a ``response_format`` other than ``text``, and
+  ``n > 1`` are 400 ``unsupported_parameter``; sampling parameters are ignored.
 * **usage** counts every model call of the run (orchestrator and sub-tasks). The
   ``tanglebrain`` field carries ``run_id``, ``subtasks``, ``cost_usd`` (None when a price
   is unknown), ``degraded`` and ``warnings``.
@@ -21,15 +26,19 @@ No I/O here; :mod:`tanglebrain.serve` does the HTTP.
   ``unroutable_request`` (e.g. the request fits no context window); 401
   ``invalid_api_key``; 402 ``budget_exceeded`` (OpenAI clients do not retry it); 404
   ``model_not_found``, ``unknown_url``; 405 ``method_not_allowed``; 413
-  ``request_too_large``; 415 ``unsupported_media_type``; 502 ``backends_failed`` (every
-  candidate failed; one reason per backend); 503 ``backend_not_configured`` (an API key
-  is missing); 500 ``internal_error`` (a bug; details only in the server's log).
+  ``request_too_large``; 415 ``unsupported_media_type``; 429 ``rate_limited`` (every
+  candidate was rate limited; ``Retry-After`` when they said how long); 502
+  ``backends_failed`` (every candidate failed; one reason per backend); 503
+  ``backend_not_configured`` (an API key is missing); 500 ``internal_error`` (a bug;
+  details only in the server's log). 502 and 503 carry ``x-should-retry: false``: the
+  run retried and failed over already, so OpenAI's SDKs do not run it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,19 +52,24 @@ from tanglebrain.errors import (
 )
 from tanglebrain.orchestrator import Request
 from tanglebrain.roster import Roster
+from tanglebrain.runtime import TRUNCATED
 from tanglebrain.trace import Run, RunFigures
 
-ROLES = ("system", "developer", "user", "assistant")
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+# Tells OpenAI's SDKs not to retry: the run already retried and failed over.
+NO_RETRY = {"x-should-retry": "false"}
 
 
 class ApiError(Exception):
-    """An OpenAI-shaped HTTP error."""
+    """An OpenAI-shaped HTTP error, with the headers it is sent with."""
 
     def __init__(
-        self, status: int, message: str, code: str, type: str = "invalid_request_error"
-    ) -> None:
+        self, status: int, message: str, code: str, type: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(message)
         self.status, self.message, self.code, self.type = status, message, code, type
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         """The ``{"error": {...}}`` object."""
@@ -112,19 +126,44 @@ def parse_chat(body: Any, roster: Roster) -> Chat:
         ids = ", ".join(["auto", *(b.id for b in roster.enabled())])
         raise ApiError(404, f"model {model!r} does not exist; use one of: {ids}",
                        "model_not_found")  # fmt: skip
-    if body.get("tools") or body.get("functions"):
-        raise ApiError(400, "tools are not supported: tanglebrain answers with text",
-                       "unsupported_parameter")  # fmt: skip
-    if body.get("n", 1) not in (1, None):
-        raise ApiError(400, "only n = 1 is supported", "unsupported_parameter")
+    _refuse_unsupported(body)
+    cap = _answer_cap(body)
     stream = body.get("stream") or False
     options = body.get("stream_options") or {}
     if not isinstance(stream, bool) or not isinstance(options, dict):
         raise ApiError(400, "'stream' must be a boolean, 'stream_options' an object",
                        "invalid_request")  # fmt: skip
     prompt = render_messages(body.get("messages"))
-    request = Request(prompt, backend=None if model == "auto" else model, origin="serve")
+    backend = None if model == "auto" else model
+    request = Request(prompt, backend=backend, origin="serve", answer_max_tokens=cap)
     return Chat(request, stream, stream and options.get("include_usage") is True)
+
+
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    """400 ``unsupported_parameter`` for what a text answer cannot honour."""
+    tools_off = body.get("tool_choice") == "none" or body.get("function_call") == "none"
+    if (body.get("tools") or body.get("functions")) and not tools_off:
+        raise ApiError(400, "tools are not supported: tanglebrain answers with text "
+                       "(tool_choice \"none\" is accepted)", "unsupported_parameter")  # fmt: skip
+    fmt = body.get("response_format")
+    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        raise ApiError(400, "response_format is not supported: tanglebrain answers with "
+                       "free text (only {\"type\": \"text\"} is accepted)",
+                       "unsupported_parameter")  # fmt: skip
+    if body.get("n", 1) not in (1, None):
+        raise ApiError(400, "only n = 1 is supported", "unsupported_parameter")
+
+
+def _answer_cap(body: dict[str, Any]) -> int | None:
+    """``max_completion_tokens`` (or the older ``max_tokens``), when given."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if type(value) is not int or value < 1:
+            raise ApiError(400, f"'{name}' must be a positive integer", "invalid_request")
+        return value
+    return None
 
 
 def render_messages(messages: Any) -> str:
@@ -141,7 +180,10 @@ def render_messages(messages: Any) -> str:
         if role not in ROLES:
             raise ApiError(400, f"messages[{i}]: role must be one of {', '.join(ROLES)}",
                            "invalid_request")  # fmt: skip
-        turns.append((str(role), _text(msg.get("content"), i)))
+        text = _text(msg.get("content"), i)
+        if role == "assistant" and isinstance(msg.get("tool_calls"), list):
+            text = "\n".join([text, *map(_called, msg["tool_calls"])]).strip()
+        turns.append((str(role), text))
     role, last = turns[-1]
     if role != "user" or not last.strip():
         raise ApiError(400, "the last message must be a user message with text",
@@ -151,6 +193,19 @@ def render_messages(messages: Any) -> str:
         return last
     return ("Earlier conversation (oldest first):\n" + "\n".join(earlier)
             + "\n\nCurrent request:\n" + last)  # fmt: skip
+
+
+def _called(call: Any) -> str:
+    """An assistant's tool call as a line of the transcript."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict):
+        return ""
+    name, arguments = function.get("name"), function.get("arguments")
+    return f"called {name if isinstance(name, str) else '?'}({_plain(arguments)})"
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _text(content: Any, i: int) -> str:
@@ -180,10 +235,12 @@ def error_for(exc: BaseException) -> ApiError:
         return ApiError(402, str(exc), "budget_exceeded", "insufficient_quota")
     if isinstance(exc, NoAnswerError):
         reasons = "; ".join(str(f) for f in exc.failures) or "no backend was tried"
+        if exc.failures and all(getattr(f, "kind", None) == "rate_limit" for f in exc.failures):
+            return _rate_limited(exc, reasons)
         return ApiError(502, f"no answer: every candidate backend failed: {reasons}",
-                        "backends_failed", "server_error")  # fmt: skip
+                        "backends_failed", "server_error", NO_RETRY)  # fmt: skip
     if isinstance(exc, MissingKeyError):
-        return ApiError(503, str(exc), "backend_not_configured", "server_error")
+        return ApiError(503, str(exc), "backend_not_configured", "server_error", NO_RETRY)
     if isinstance(exc, ConfigError):
         return ApiError(400, str(exc), "unroutable_request")
     if isinstance(exc, TanglebrainError):
@@ -191,7 +248,22 @@ def error_for(exc: BaseException) -> ApiError:
     return ApiError(500, "internal error (see the server's log)", "internal_error", "server_error")
 
 
+def _rate_limited(exc: NoAnswerError, reasons: str) -> ApiError:
+    """429 when every candidate was rate limited: worth a retry, once they say so."""
+    waits = [w for f in exc.failures if (w := getattr(f, "retry_after", None)) is not None]
+    headers = {"retry-after": str(max(1, math.ceil(max(waits))))} if waits else {}
+    return ApiError(429, f"no answer: every candidate backend is rate limited: {reasons}",
+                    "rate_limited", "rate_limit_error", headers)  # fmt: skip
+
+
 # --- response shapes -----------------------------------------------------------------
+
+
+def finish_reason(trace: Run) -> str:
+    """``length`` when the answer is a reply cut short (at a cap, or for repeating itself)."""
+    if trace.review is None and trace.turns and trace.turns[-1].finish_reason in TRUNCATED:
+        return "length"
+    return "stop"
 
 
 def extension(trace: Run, figures: RunFigures) -> dict[str, Any]:
@@ -214,7 +286,7 @@ def completion(trace: Run) -> dict[str, Any]:
         "id": f"chatcmpl-{trace.id}", "object": "chat.completion",
         "created": int(trace.started), "model": trace.orchestrator or "auto",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": trace.answer},
-                     "finish_reason": "stop"}],
+                     "finish_reason": finish_reason(trace)}],
         "usage": usage(figures), "tanglebrain": extension(trace, figures),
     }  # fmt: skip
 

@@ -207,6 +207,7 @@ def show_json(stored: StoredRun) -> dict[str, Any]:
         "turns": [
             {
                 "index": t.index, "text": t.text, "prefix_hash": t.prefix_hash,
+                "finish_reason": t.finish_reason,
                 "call": _call_json(t.call),
                 "tool_calls": [
                     {
