@@ -12,7 +12,7 @@ import string
 from importlib import resources
 from pathlib import Path
 
-from tanglebrain.errors import ConfigError
+from tanglebrain.errors import ConfigError, not_utf8
 from tanglebrain.runtime import Attachment, RunContext
 from tanglebrain.tools import menu
 from tanglebrain.trace import Digest
@@ -30,12 +30,14 @@ def system_prompt(ctx: RunContext, orchestrator_id: str, base_dir: Path | None) 
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         try:
-            template = path.read_text(encoding="utf-8")
-        except OSError as exc:
+            template = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            utf8 = isinstance(exc, UnicodeDecodeError)
             raise ConfigError(
-                f"cannot read system prompt file: {exc.strerror}",
+                "cannot read system prompt file: "
+                + (not_utf8(exc) if isinstance(exc, UnicodeDecodeError) else str(exc.strerror)),
                 field="settings.system_prompt_file",
-                fix=f"check the path {path}",
+                fix=f"save {path} as UTF-8 text" if utf8 else f"check the path {path}",
             ) from None
     else:
         template = resources.files("tanglebrain").joinpath("prompts/orchestrator.md").read_text()

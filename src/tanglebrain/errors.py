@@ -96,6 +96,12 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """What a file that failed to decode holds, for its error: the first bad byte and where."""
+    bad = exc.object[exc.start : exc.start + 1]
+    return f"not UTF-8 text (byte 0x{bad.hex() or '??'} at offset {exc.start})"
+
+
 class MissingKeyError(ConfigError):
     """An enabled backend is about to be used but its API-key variable is unset.
 
@@ -236,7 +242,13 @@ class OutputClosed(TanglebrainError):
 
 
 class LedgerError(TanglebrainError):
-    """The run ledger could not be written or read; never sinks a run."""
+    """The run ledger could not be written or read; never sinks a run.
+
+    A command that reads the ledger (``runs``, ``show``, ``stats``) exits 2 with it: the
+    state file is the problem, not a backend.
+    """
+
+    exit_code = 2
 
 
 class Terminated(BaseException):

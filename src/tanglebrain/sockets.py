@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import sys
 
@@ -34,3 +35,10 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
         sock.close()
         raise
     return sock
+
+
+def listen_fix(exc: OSError) -> str:
+    """How to fix a failed ``bind_socket``: another port when the port was the problem."""
+    if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+        return "pick another --port"
+    return "check --host: an address of this machine, such as 127.0.0.1"

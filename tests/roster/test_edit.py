@@ -430,3 +430,62 @@ def test_write_starter(tmp_path: Path) -> None:
     assert dest.read_bytes() == packaged_path().read_bytes()
     with pytest.raises(ConfigError, match="directory"):
         write_starter(tmp_path, force=True)
+
+
+def special_files(tmp_path: Path) -> list[Path]:
+    """A named pipe, and a character device where this user may make one (root)."""
+    fifo = tmp_path / "pipe.toml"
+    os.mkfifo(fifo)
+    paths = [fifo]
+    try:
+        os.mknod(tmp_path / "null.toml", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        paths.append(tmp_path / "null.toml")
+    except (PermissionError, AttributeError):
+        pass
+    return paths
+
+
+def test_a_roster_is_never_written_over_a_device_or_a_pipe(tmp_path: Path) -> None:
+    # Replacing /dev/null with a file would break the machine; reading a pipe for the
+    # backup would block forever.
+    for path in special_files(tmp_path):
+        before = path.lstat()
+        with pytest.raises(ConfigError, match="not a regular file"):
+            write_starter(path, force=True)
+        with pytest.raises(ConfigError, match="not a regular file"):
+            set_field(path, "local", "cost", 3)
+        after = path.lstat()
+        assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+        assert not path.with_name(path.name + ".lock").exists()
+        assert not path.with_name(path.name + ".bak").exists()
+    for args in (["init", "--force", "pipe.toml"], ["--roster", "pipe.toml", "backends"]):
+        out = run_cli(args, tmp_path)
+        assert out.code == 2 and "not a regular file" in out.stderr
+        assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"\xef\xbb\xbf" + CURATED.encode(), None),  # a BOM, as Windows editors save
+        (b"\x00\xffbinary", "not UTF-8 text (byte 0xff at offset 1) (save the roster as UTF-8"),
+    ],
+)
+def test_roster_bytes(tmp_path: Path, content: bytes, fragment: str | None) -> None:
+    path = tmp_path / "roster.toml"
+    path.write_bytes(content)
+    out = run_cli(["--roster", str(path), "backends", "--json"], tmp_path)
+    if fragment is None:
+        assert out.code == 0 and '"local"' in out.stdout
+        set_field(path, "local", "cost", 3)  # editable too; the BOM is dropped
+        assert path.read_text(encoding="utf-8").startswith("# My roster.")
+    else:
+        assert out.code == 2 and fragment in out.stderr
+
+
+def test_a_roster_path_that_is_a_directory_says_which_file_to_give(tmp_path: Path) -> None:
+    out = run_cli(["--roster", str(tmp_path), "backends"], tmp_path)
+    assert out.code == 2
+    assert f"roster path is a directory (give the file's path, e.g. {tmp_path}/roster.toml)" in (
+        out.stderr
+    )

@@ -153,8 +153,32 @@ def _without_pydantic_plugins() -> None:
     sys.modules[name] = loader
 
 
+def _closed_streams() -> int | None:
+    """Stand-ins for the standard streams the caller closed (``<&-``); an exit code if none fits.
+
+    Python leaves a stream it found closed as None. A closed stdin reads as empty, a
+    closed stderr swallows its lines; both get /dev/null on their own descriptor, or the
+    next file opened would take it (and a stray print would land in it). A closed stdout
+    is refused: nothing could be printed, the answer included.
+    """
+    for fd, name in ((0, "stdin"), (2, "stderr")):
+        if getattr(sys, name) is None:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
+    if sys.stdout is None:
+        sys.stderr.write("tanglebrain: error: stdout is closed, so nothing can be printed "
+                         "(redirect it instead, e.g. >/dev/null)\n")  # fmt: skip
+        return 2
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    if (closed := _closed_streams()) is not None:
+        raise SystemExit(closed)
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] not in (["hook"], ["wrap"]) and args != ["--version"]:  # no pydantic there
         _without_pydantic_plugins()

@@ -83,11 +83,9 @@ def _note(message: str) -> None:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from tanglebrain.views.render import table_console
 
-    # A terminal's width, or $COLUMNS when set (also into a pipe); else wide for files.
-    fits = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
-    return Console(file=sys.stdout, highlight=False, width=None if fits else 160)
+    return table_console(highlight=False)
 
 
 # --- init ---------------------------------------------------------------------------

@@ -32,6 +32,8 @@ def sim_command(
     """Serve the loopback simulator (scripted OpenAI-compatible models) until Ctrl-C."""
     from tanglebrain import sim
 
+    if not 0 <= port <= 65535:
+        raise UsageError("--port must be between 0 and 65535")
     sim.main(host=host, port=port)
 
 

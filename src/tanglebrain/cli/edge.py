@@ -6,6 +6,7 @@ Typer-free, so that the fast path of ``run`` (``cli.fastrun``) and the typer app
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -14,6 +15,9 @@ from pathlib import Path
 
 from tanglebrain.cli.streams import SIGTERM_EXIT
 from tanglebrain.errors import ConfigError, MissingKeyError, TanglebrainError, Terminated
+
+# A write that failed for lack of room or a broken device: stdout to a full disk, mostly.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 
 
 def error_line(message: str) -> None:
@@ -90,6 +94,17 @@ def guarded(fn: Callable[[], int], argv: list[str], *, debug: bool) -> int:
         return SIGTERM_EXIT
     except BrokenPipeError:
         return 0  # the reader went away (``| head``): not our failure
+    except OSError as exc:
+        if exc.errno not in _FULL:
+            raise
+        if debug:
+            traceback.print_exc()
+        # What is still buffered for stdout would fail again at exit, with a traceback.
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+        error_line(f"cannot write: {exc.strerror} (free some space, or send stdout elsewhere)")
+        return 1
     except SystemExit as exc:
         if exc.code == 1 and stdout_abandoned():
             return 0  # the same, caught by click or rich before us

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 EMPTY = 'no runs recorded yet; they appear here after `tanglebrain "PROMPT"`'
+ALL = 1 << 62  # a --limit beyond any ledger (and within SQLite's integers) lists them all
 
 
 def parse_duration(text: str) -> float:
@@ -47,11 +48,9 @@ def _ledger() -> Ledger:
 
 
 def _console() -> Console:
-    from rich.console import Console
+    from tanglebrain.views.render import table_console
 
-    # A terminal's width, or $COLUMNS when set (also into a pipe); else wide for files.
-    fits = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
-    return Console(width=None if fits else 160, soft_wrap=False)
+    return table_console(soft_wrap=False)
 
 
 def _print_json(data: Any) -> None:
@@ -67,7 +66,7 @@ def runs_command(
 
     if limit < 1:
         raise UsageError("--limit must be at least 1")
-    rows = _ledger().recent(limit)
+    rows = _ledger().recent(min(limit, ALL))
     if json_out:
         _print_json(render_history.runs_json(rows))
     elif not rows:
@@ -108,7 +107,8 @@ def stats_command(
     from tanglebrain.ledger import _stats as ledger_stats
     from tanglebrain.views import history as render_history
 
-    start = time.time() - parse_duration(since) if since is not None else None
+    # A duration longer than the clock has run (to 1970) asks for every run.
+    start = max(0.0, time.time() - parse_duration(since)) if since is not None else None
     ledger = _ledger()
     runs, calls = ledger.rows_since(start)
     data = {"since": render_history.when(start), **ledger_stats.summarize(runs, calls)}

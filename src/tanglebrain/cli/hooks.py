@@ -27,8 +27,20 @@ hooks_app = typer.Typer(
         "Install tanglebrain's hooks into a coding agent (Claude Code, Codex CLI, Gemini CLI), "
         "check them, remove them."
     ),
-    no_args_is_help=True,
 )
+
+
+@hooks_app.callback(invoke_without_command=True)
+def hooks_root(ctx: typer.Context) -> None:
+    """Refuse ``tanglebrain hooks`` alone in one line, as every other usage error."""
+    # click's no_args_is_help raises its help text as the error: a screenful of error lines.
+    if ctx.invoked_subcommand is None:
+        raise UsageError(
+            "hooks needs a command: install, uninstall or status",
+            fix="see `tanglebrain hooks --help`",
+        )
+
+
 AgentOption = Annotated[
     str, typer.Option("--agent", help="The coding agent: claude, codex or gemini.")
 ]
@@ -59,7 +71,7 @@ def _edit(install: bool, agent: str, scope: str, dry_run: bool) -> None:
     change = (
         _settings.plan_install(path, self_command(), agent)
         if install
-        else _settings.plan_uninstall(path)
+        else _settings.plan_uninstall(path, agent)
     )
     what = "installed in" if install else "removed from"
     if dry_run:
@@ -119,14 +131,17 @@ def status_command(agent: AgentOption = "claude") -> None:
     from tanglebrain.ledger import Ledger, default_path
 
     _check(agent, "user")
-    found = False
-    untrusted = False
+    # Both files are read before anything is printed: a broken one is the only output.
+    scopes = []
     for scope in SCOPES:
         path = _settings.settings_path(scope, os.environ, Path.cwd(), agent)
-        commands = _settings.installed(path)
-        found = found or bool(commands)
-        sys.stdout.write(f"{scope}: {path}: {'installed' if commands else 'not installed'}\n")
+        commands = _settings.installed(path, agent)
         trust = dict(_settings.codex_trust(path, os.environ)) if agent == "codex" else {}
+        scopes.append((scope, path, commands, trust))
+    found = any(commands for _, _, commands, _ in scopes)
+    untrusted = False
+    for scope, path, commands, trust in scopes:
+        sys.stdout.write(f"{scope}: {path}: {'installed' if commands else 'not installed'}\n")
         for command in commands:
             result = _settings.self_test(command, os.environ, agent)
             sys.stdout.write(f"  {command}\n    self-test: {result}\n")

@@ -47,12 +47,10 @@ def routes_command(
     if json_out:
         sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
         return
-    from rich.console import Console
-
+    from tanglebrain.views.render import table_console
     from tanglebrain.views.routes import routes_view
 
-    fits = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
-    Console(width=None if fits else 160, soft_wrap=False).print(routes_view(data))
+    table_console(soft_wrap=False).print(routes_view(data))
 
 
 def register(app: typer.Typer) -> None:

@@ -13,6 +13,7 @@ Uninstalling restores the exact bytes of the backup when nothing else changed si
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tanglebrain.errors import ConfigError
+from tanglebrain.hooks._shape import bad, check_shape
 
 HOOK_TIMEOUT_S = 10
 
@@ -121,11 +123,17 @@ def is_ours(hook: Any, agent: str | None = None) -> bool:
     return found is not None and (agent is None or found.group(1) == agent)
 
 
-def read(path: Path) -> tuple[str | None, dict[str, Any]]:
+def read(path: Path, agent: str | None = None) -> tuple[str | None, dict[str, Any]]:
     """(text, data) of a settings file; (None, {}) when it does not exist.
 
+    Args:
+        path: the settings file.
+        agent: the agent whose file it is, when known (Gemini CLI allows a few switches
+            among its hook events).
+
     Raises:
-        ConfigError: the file cannot be read or is not a JSON object with a ``hooks`` object.
+        ConfigError: the file cannot be read, is not JSON, or holds something other than
+            the hooks shape the handlers are installed into (see :func:`check_shape`).
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -135,10 +143,10 @@ def read(path: Path) -> tuple[str | None, dict[str, Any]]:
         raise ConfigError(f"cannot read settings: {exc}", file=path) from None
     try:
         data = json.loads(text) if text.strip() else {}
-    except ValueError as exc:
-        raise ConfigError(f"not valid JSON: {exc}", file=path, fix="fix or move the file") from None
-    if not isinstance(data, dict) or not isinstance(data.get("hooks", {}), dict):
-        raise ConfigError("not a settings object with a hooks object", file=path)
+    except (ValueError, RecursionError) as exc:
+        why = exc if isinstance(exc, ValueError) else "nested too deeply"
+        raise ConfigError(f"not valid JSON: {why}", file=path, fix="fix or move the file") from None
+    check_shape(path, data, agent)
     return text, data
 
 
@@ -187,17 +195,25 @@ def _dump(data: dict[str, Any]) -> str:
 
 
 def plan_install(path: Path, exe: str, agent: str = "claude") -> Change:
-    """The edit that installs ``agent``'s handlers into ``path``."""
-    before, data = read(path)
+    """The edit that installs ``agent``'s handlers into ``path``.
+
+    Raises:
+        ConfigError: ``path`` cannot be read or has an unexpected shape (see :func:`read`).
+    """
+    before, data = read(path, agent)
     after = _dump(with_ours(data, exe, agent))
     if before is not None and json.loads(after) == data:
         after = before  # already installed as asked: leave the bytes alone
     return Change(path, before, after)
 
 
-def plan_uninstall(path: Path) -> Change:
-    """The edit that removes the handlers from ``path`` (the backup's bytes when they match)."""
-    before, data = read(path)
+def plan_uninstall(path: Path, agent: str | None = None) -> Change:
+    """The edit that removes the handlers from ``path`` (the backup's bytes when they match).
+
+    Raises:
+        ConfigError: ``path`` cannot be read or has an unexpected shape (see :func:`read`).
+    """
+    before, data = read(path, agent)
     if before is None:
         return Change(path, None, "")
     cleaned = without_ours(data)
@@ -208,34 +224,44 @@ def plan_uninstall(path: Path) -> Change:
         kept = backup.read_text(encoding="utf-8")
         if (json.loads(kept) if kept.strip() else {}) == cleaned:
             return Change(path, before, kept)
-    except (OSError, UnicodeDecodeError, ValueError):
-        pass
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        pass  # no usable backup: write the cleaned JSON instead
     return Change(path, before, _dump(cleaned))
 
 
 def apply(change: Change) -> None:
-    """Write ``change``: the old file kept as ``.bak``, the new one replaced atomically."""
+    """Write ``change``: the old file kept as ``.bak``, the new one replaced atomically.
+
+    Raises:
+        ConfigError: the file or its backup cannot be written (the file is left as it was).
+    """
     if not change.changed or (change.before is None and not change.after):
         return
     path = change.path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = 0o600
-    if change.before is not None:
-        mode = path.stat().st_mode & 0o777
-        path.with_name(path.name + ".bak").write_text(change.before, encoding="utf-8")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(change.after)
-    os.replace(tmp, path)
-
-
-def installed(path: Path) -> list[str]:
-    """The handler commands ``path`` holds (empty when none, or when it cannot be read)."""
     try:
-        _, data = read(path)
-    except ConfigError:
-        return []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = 0o600
+        if change.before is not None:
+            mode = path.stat().st_mode & 0o777
+            path.with_name(path.name + ".bak").write_text(change.before, encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(change.after)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # the settings file itself is still the old one
+            tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write settings: {exc.strerror or exc}", file=path) from None
+
+
+def installed(path: Path, agent: str | None = None) -> list[str]:
+    """The handler commands ``path`` holds (empty when none or no file).
+
+    Raises:
+        ConfigError: ``path`` cannot be read or has an unexpected shape (see :func:`read`).
+    """
+    _, data = read(path, agent)
     groups = [g for gs in data.get("hooks", {}).values() if isinstance(gs, list) for g in gs]
     inner = [h for g in groups if isinstance(g, dict) for h in g.get("hooks") or []]
     return [str(h["command"]) for h in inner if is_ours(h)]
@@ -305,11 +331,11 @@ def codex_trust(path: Path, env: Mapping[str, str]) -> list[tuple[str, str]]:
     Codex CLI skips a hook silently until the user trusts it (``/hooks`` in Codex); the
     trust lives in ``config.toml`` as ``[hooks.state."PATH:EVENT:GROUP:HANDLER"]`` with the
     hook's hash, and a hook whose hash changed since counts as untrusted again.
+
+    Raises:
+        ConfigError: ``path`` or ``config.toml`` cannot be read or has an unexpected shape.
     """
-    try:
-        _, data = read(path)
-    except ConfigError:
-        return []
+    _, data = read(path, "codex")
     home = Path(env.get("CODEX_HOME") or Path(env.get("HOME") or Path.home()) / ".codex")
     state = _codex_state(home / "config.toml")
     found = []
@@ -334,12 +360,38 @@ def codex_trust(path: Path, env: Mapping[str, str]) -> list[tuple[str, str]]:
 
 
 def _codex_state(config: Path) -> dict[str, Any]:
+    """The ``[hooks.state]`` table of Codex's ``config.toml`` ({} without one).
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or the table has an unexpected shape.
+    """
     import tomllib
 
     try:
-        data = tomllib.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        text = config.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return {}
-    hooks = data.get("hooks")
-    state = hooks.get("state") if isinstance(hooks, dict) else None
-    return state if isinstance(state, dict) else {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read Codex's config: {exc}", file=config) from None
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        why = exc if isinstance(exc, tomllib.TOMLDecodeError) else "nested too deeply"
+        raise ConfigError(
+            f"not valid TOML: {why}", file=config, fix="fix or move the file"
+        ) from None
+    hooks = data.get("hooks", {})
+    if not isinstance(hooks, dict):
+        raise bad(config, "hooks", hooks, "a table")
+    state = hooks.get("state", {})
+    if not isinstance(state, dict):
+        raise bad(config, "hooks.state", state, "a table of hook states")
+    for key, entry in state.items():
+        where = f"hooks.state.{json.dumps(key, ensure_ascii=False)}"
+        if not isinstance(entry, dict):
+            raise bad(config, where, entry, "a table")
+        if not isinstance(entry.get("trusted_hash", ""), str):
+            raise bad(config, f"{where}.trusted_hash", entry["trusted_hash"], "a string")
+        if not isinstance(entry.get("enabled", True), bool):
+            raise bad(config, f"{where}.enabled", entry["enabled"], "a boolean")
+    return state

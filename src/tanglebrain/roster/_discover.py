@@ -39,6 +39,19 @@ def xdg_path(env: Mapping[str, str]) -> Path:
     return Path(base) / "tanglebrain" / "roster.toml"
 
 
+def _check_named(path: Path, fix: str) -> None:
+    """A roster the user named must be a regular file (a pipe could be read only once)."""
+    if path.is_file():
+        return
+    if not path.exists():
+        raise ConfigError("roster file not found", file=path, fix=fix)
+    if path.is_dir():
+        raise ConfigError("roster path is a directory", file=path,
+                          fix=f"give the file's path, e.g. {path / 'roster.toml'}")  # fmt: skip
+    raise ConfigError("roster path is not a regular file (a device, pipe or socket)", file=path,
+                      fix="save the roster to a file and give its path")  # fmt: skip
+
+
 def discover(explicit: Path | None, env: Mapping[str, str], cwd: Path) -> tuple[Path, Source]:
     """Find the roster file: flag, then env var, then ./roster.toml, then XDG, then packaged.
 
@@ -46,14 +59,12 @@ def discover(explicit: Path | None, env: Mapping[str, str], cwd: Path) -> tuple[
         ConfigError: when an explicitly named file (flag or env var) does not exist.
     """
     if explicit is not None:
-        if not explicit.is_file():
-            raise ConfigError("roster file not found", file=explicit, fix="check the --roster path")
+        _check_named(explicit, "check the --roster path")
         return explicit, "flag"
     from_env = env.get("TANGLEBRAIN_ROSTER")
     if from_env:
         path = Path(from_env)
-        if not path.is_file():
-            raise ConfigError("roster file not found", file=path, fix="check $TANGLEBRAIN_ROSTER")
+        _check_named(path, "check $TANGLEBRAIN_ROSTER")
         return path, "env"
     if (cwd / "roster.toml").is_file():
         return cwd / "roster.toml", "cwd"

@@ -36,8 +36,8 @@ from typing import Any
 
 import tomlkit
 
-from tanglebrain.errors import ConfigError, UsageError
-from tanglebrain.roster._files import locked, write_atomic
+from tanglebrain.errors import ConfigError, UsageError, not_utf8
+from tanglebrain.roster._files import locked, refuse_special, write_atomic
 from tanglebrain.roster._load import parse
 from tanglebrain.roster._schema import Backend
 from tanglebrain.roster._statements import Doc, Entry, unsafe
@@ -210,12 +210,13 @@ def edit(path: Path, change: Change) -> EditResult:
             result does not validate (then nothing is written).
     """
     real = path.resolve()
+    refuse_special(real, path)
     with locked(real):
         try:
             old = real.read_bytes()
-            text = old.decode("utf-8")
+            text = old.decode("utf-8-sig")  # the BOM is not kept
         except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            reason = not_utf8(exc) if isinstance(exc, UnicodeDecodeError) else exc.strerror
             raise ConfigError(f"cannot read roster: {reason}", file=path) from None
         new = _apply(text, path, change)
         if new == text:

@@ -19,6 +19,26 @@ from tanglebrain.errors import ConfigError
 from tanglebrain.roster._discover import packaged_path
 
 
+def refuse_special(path: Path, shown: Path) -> None:
+    """Refuse to write a roster over anything but a regular file (or nothing).
+
+    Replacing ``/dev/null`` or a named pipe with a file would break whatever else uses
+    it, and reading one for the backup may block forever. Checked before the lock, whose
+    sidecar file would be created beside it.
+
+    Raises:
+        ConfigError: ``path`` is a directory, a device, a pipe or a socket.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # nothing there yet (or unreadable: writing it says why)
+    if stat.S_ISREG(mode):
+        return
+    what = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, pipe or socket)"
+    raise ConfigError(f"is {what}", file=shown, fix="give the path of a file, e.g. roster.toml")
+
+
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
     """Hold the exclusive lock on ``<name>.lock`` beside ``path``.
@@ -74,8 +94,7 @@ def write_starter(dest: Path, *, force: bool) -> Path | None:
         ConfigError: ``dest`` exists and ``force`` is False, or it cannot be written.
     """
     starter = packaged_path().read_bytes()
-    if dest.is_dir():
-        raise ConfigError("is a directory", file=dest, fix="give a file path, e.g. roster.toml")
+    refuse_special(dest, dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -17,7 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from tanglebrain.errors import ConfigError
+from tanglebrain.errors import ConfigError, not_utf8
 from tanglebrain.roster import _validate
 from tanglebrain.roster._schema import (
     KEYED_PROVIDERS,
@@ -52,10 +52,12 @@ _DEEP_KEY = re.compile(
 def load_file(path: Path) -> Roster:
     """Read and validate one roster file."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"cannot read roster: {reason}", file=path) from None
+        text = path.read_text(encoding="utf-8-sig")  # a BOM, as Windows editors save
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read roster: {not_utf8(exc)}", file=path,
+                          fix="save the roster as UTF-8 text") from None  # fmt: skip
+    except OSError as exc:
+        raise ConfigError(f"cannot read roster: {exc.strerror or exc}", file=path) from None
     return parse(text, path)
 
 

@@ -45,7 +45,7 @@ from tanglebrain.sim._http import (
 from tanglebrain.sim._protocol import FINGERPRINT
 from tanglebrain.sim._respond import Exchange, respond
 from tanglebrain.sim._scripts import SimError, SimReply, parse_spec
-from tanglebrain.sockets import bind_socket
+from tanglebrain.sockets import bind_socket, listen_fix
 
 __all__ = ["FINGERPRINT", "RecordedRequest", "SimReply", "Simulator", "main"]
 
@@ -371,6 +371,5 @@ def main(host: str = "127.0.0.1", port: int = 8000) -> None:
         pass
     except OSError as exc:
         raise UsageError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-            fix="pick another --port",
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", fix=listen_fix(exc)
         ) from exc

@@ -14,7 +14,29 @@ from typing import TYPE_CHECKING, Any
 from tanglebrain.trace import FAILED, Run, cache_tokens, cost_of
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from tanglebrain.trace import Review
+
+# Tables keep their id column whole down to this width, even when $COLUMNS says less.
+MIN_WIDTH = 40
+FILE_WIDTH = 160  # into a file or pipe without $COLUMNS: wide, nothing wrapped
+
+
+def table_console(**options: Any) -> Console:
+    """A rich console for stdout tables: the terminal's width, else ``$COLUMNS``, else wide.
+
+    ``$COLUMNS`` counts also into a pipe, but never below ``MIN_WIDTH`` (rich prints
+    nothing at all at 0).
+    """
+    from rich.console import Console
+
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():
+        width: int | None = max(MIN_WIDTH, int(columns))
+    else:
+        width = None if sys.stdout.isatty() else FILE_WIDTH
+    return Console(file=sys.stdout, width=width, **options)
 
 
 def _color() -> bool:
