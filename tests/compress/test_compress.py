@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tanglebrain.compress import (
@@ -29,10 +29,11 @@ from tanglebrain.compress import (
     faithful,
 )
 from tanglebrain.compress._fields import describe
-from tanglebrain.compress._masks import fold_keys, kinds, volatile_masked
+from tanglebrain.compress._masks import COUNTER_MIN, fold_keys, kinds, template, volatile_masked
 from tanglebrain.compress._render import narrow, render
 from tanglebrain.compress._select import HEAD, TAIL, is_note
 from tanglebrain.runtime import Attachment
+from tests.helpers import run_cli
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
@@ -691,6 +692,163 @@ def test_budgeted_digest_of_service_log_keeps_the_failing_statuses(name: str, bu
     assert len(out.encode()) <= budget
     failing = [f for f in _key(name)["must_keep"]["field_counts"] if f["field"] == "status"]
     assert [f for f in failing if EK.field_missing(f, out.split("\n"))] == []
+
+
+# --------------------------------------------------------------------------------------------
+# Small inputs, outliers and counters: what differs is never folded away
+# --------------------------------------------------------------------------------------------
+
+OK_GET = "GET /api status=200 latency_ms=3"
+BAD_GET = "GET /api status=500 latency_ms=9000"
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (["1", "2", "3"], ["1", "2", "3"]),
+        ([OK_GET] * 18 + [BAD_GET], [f"{OK_GET} [×18]", BAD_GET]),
+        (
+            [OK_GET] * 19 + [BAD_GET],
+            [
+                f"{OK_GET} [×19]",
+                BAD_GET,
+                f"[… fields of 20 lines like: {OK_GET} …]",
+                "[… status: 200 ×19; 500 ×1 (first line 20) …]",
+                "[… latency_ms: 3 ×19; 9000 ×1 (first line 20) …]",
+            ],
+        ),
+        (
+            ['{"status":200,"ms":3}'] * 18 + ['{"status":500,"ms":9000}'],
+            ['{"status":200,"ms":3} [×18]', '{"status":500,"ms":9000}'],
+        ),
+        (
+            ["GET /api status=200", "GET /api status=201"] * 3,
+            ["GET /api status=200", "GET /api status=201"] * 3,
+        ),
+        (  # three values are no evidence of a counter
+            [f"worker {i} ready" for i in range(3)],
+            [f"worker {i} ready" for i in range(3)],
+        ),
+        (  # a line of nothing but a number is that number, never a counter
+            [str(i) for i in range(1, 31)],
+            [*map(str, range(1, 9)), "[… 14 similar lines elided …]", *map(str, range(23, 31))],
+        ),
+        (  # durations of one order of magnitude are volatile; an outlier is not
+            ["took 12 ms", "took 15 ms", "took 9000 ms"],
+            ["took 12 ms [×2]", "took 9000 ms"],
+        ),
+        (
+            ["warning: queue depth 12", "warning: queue depth 5000"],
+            ["warning: queue depth 12", "warning: queue depth 5000"],
+        ),
+        (
+            ["warning: queue depth 12", "ok", "warning: queue depth 5000"],
+            ["warning: queue depth 12", "ok", "warning: queue depth 5000"],
+        ),
+        (
+            ["WARN slow request latency_ms=12", "ok", "WARN slow request latency_ms=9000"],
+            ["WARN slow request latency_ms=12", "ok", "WARN slow request latency_ms=9000"],
+        ),
+        (
+            ["ERROR request failed after 12 ms", "ERROR request failed after 9000 ms"],
+            ["ERROR request failed after 12 ms", "ERROR request failed after 9000 ms"],
+        ),
+    ],
+)
+def test_lines_that_differ_in_content_are_never_folded_together(
+    lines: list[str], expected: list[str]
+) -> None:
+    assert faithful("\n".join(lines)).split("\n") == expected
+
+
+def test_a_counter_folds_but_what_it_counts_does_not() -> None:
+    lines = [f"tick seq={i} status=200" for i in range(30)] + ["tick seq=30 status=503"]
+    lines += [f"tick seq={i} status=200" for i in range(31, 40)]
+    assert faithful("\n".join(lines)).split("\n") == [
+        "tick seq=0 status=200 [×30]",
+        "tick seq=30 status=503",
+        "tick seq=31 status=200 [×9]",
+        "[… fields of 40 lines like: tick seq=0 status=200 …]",
+        "[… status: 200 ×39; 503 ×1 (first line 31) …]",
+    ]
+
+
+def test_a_latency_that_only_grows_is_described_with_its_outlier() -> None:
+    lines = [f"GET /api status=200 latency_ms={i}" for i in range(1, 40)] + [BAD_GET]
+    out = faithful("\n".join(lines)).split("\n")
+    assert BAD_GET in out
+    assert "[… status: 200 ×39; 500 ×1 (first line 40) …]" in out
+    assert "[… latency_ms: 40 values, min 1, median 21, max 9000 at line 40 …]" in out
+
+
+@pytest.mark.parametrize(
+    ("name", "values", "note"),
+    [
+        (
+            "latency_ms",
+            [*map(str, range(1, 20)), "9000"],
+            "[… latency_ms: 20 values, min 1, median 11, max 9000 at line 20 …]",
+        ),
+        (  # a constant step, but a measurement's name
+            "latency_ms",
+            [str(10 * i) for i in range(1, 21)],
+            "[… latency_ms: 20 values, min 10, median 110, max 200 at line 20 …]",
+        ),
+        (  # a name ending in "time" that goes up and down is a measurement, not a clock
+            "request_time",
+            ["0.012", "0.003", "0.450", "0.009", "0.011", "0.004", "0.008", "0.010", "12.500"],
+            "[… request_time: 9 values, min 0.003, median 0.010, max 12.500 at line 9 …]",
+        ),
+        (
+            "t",
+            [*map(str, range(1, 20)), "9000"],
+            "[… t: 20 values, min 1, median 11, max 9000 at line 20 …]",
+        ),
+        (
+            "elapsed",
+            [f"{x}s" for x in (1, 3, 4, 9, 12, 20, 31, 33, 40, 52)],
+            "[… elapsed: 10 values, min 1s, median 20s, max 52s at line 10 …]",
+        ),
+        ("ts", [str(1714560000 + i // 2) for i in range(20)], None),  # a clock
+        ("offset", ["0", "512", "2048", "2100", "4096", "8192", "8200", "9000", "12000"], None),
+        ("field 3", [str(i) for i in range(0, 100, 5)], None),  # a constant step
+    ],
+)
+def test_a_field_counts_only_on_evidence(name: str, values: list[str], note: str | None) -> None:
+    assert describe(name, values, list(range(len(values)))) == note
+
+
+def test_the_compress_command_prints_a_small_input_unchanged(tmp_path: Path) -> None:
+    out = run_cli(["compress"], tmp_path, stdin="1\n2\n3\n")
+    assert (out.code, out.stdout) == (0, "1\n2\n3\n")
+
+
+# short lines made of words, small numbers and fields: content, nothing volatile
+CONTENT_TOKEN = st.one_of(
+    st.sampled_from(
+        ["GET", "POST", "/api/users", "request", "served", "queue", "depth", "ok", "retry",
+         "warning:", "error:", "WARN", "slow"]
+    ),
+    st.integers(0, 9999).map(str),
+    st.builds("{}={}".format, st.sampled_from(["status", "latency_ms", "n", "depth"]),
+              st.integers(0, 9999)),
+)  # fmt: skip
+CONTENT_LINES = st.lists(
+    st.lists(CONTENT_TOKEN, min_size=1, max_size=6).map(" ".join),
+    min_size=1,
+    max_size=HEAD + TAIL,
+    unique=True,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(CONTENT_LINES)
+def test_a_small_input_of_distinct_lines_comes_out_unchanged(lines: list[str]) -> None:
+    # a counter takes COUNTER_MIN consecutive lines of one shape: leave those out
+    runs = (lines[k : k + COUNTER_MIN] for k in range(len(lines) - COUNTER_MIN + 1))
+    assume(all(len({template(x) for x in run}) > 1 for run in runs))
+    text = "\n".join(lines)
+    assert faithful(text) == text
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,8 +14,11 @@ Two modes, both pure functions of their input (standard library only):
   summary, then as many facts as fit, most informative first, and a note of what was cut. The
   result never exceeds the budget.
 
-Near-identical means equal once volatile tokens are masked (timestamps, UUIDs, hex ids and
-hashes, IPs, durations, sizes, long numbers; for lines without errors, every number).
+Near-identical means equal once volatile tokens are masked: timestamps, UUIDs, hex ids and
+hashes, IPs, long numbers, and durations, sizes and percentages down to their order of magnitude
+(``12 ms`` is like ``15 ms``, not like ``9000 ms``); in lines without errors, counters too (a
+number that goes up line after line, on evidence). Any other number (a status, a value) is
+content: lines that differ in one are never folded together, so a small input comes out whole.
 Annotation lines start with ``[… `` and end with `` …]``; compressing a digest again keeps them
 and changes nothing else.
 

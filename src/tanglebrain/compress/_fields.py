@@ -9,7 +9,9 @@ the digest does not show in full, describes each varying field:
 * a low-cardinality field (status codes, levels, endpoints): its distribution, counts per
   value, most frequent first, with the first line numbers of every value but the most common;
 * a numeric field with many values (latencies, sizes, durations): count, min, median, max and
-  the line of the max, so a slow outlier cannot hide.
+  the line of the max, so a slow outlier cannot hide. Identifiers say nothing, nor do counters
+  and clocks, but a field counts only on evidence (see
+  :func:`~tanglebrain.compress._masks.counts_up`): a latency that only grows is described.
 
 Line numbers are 1-based, of the rendered text. Pure functions; standard library only.
 """
@@ -20,9 +22,9 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from itertools import accumulate, pairwise
+from itertools import accumulate
 
-from tanglebrain.compress._masks import template
+from tanglebrain.compress._masks import counts_up, template
 
 CATEGORIES = 8  # at most this many distinct values: a distribution, not a range
 _MIN_LINES = 20  # smaller shapes are shown or announced well enough already
@@ -39,8 +41,9 @@ _LOGFMT_KV = re.compile(r'(?<![\w.\-/"])([A-Za-z_][\w.\-]*=)("(?:[^"\\\n]|\\.)*"
 # a token that is one number (optionally quoted, with a unit): a positional field
 _NUM_SLOT = re.compile(r"[\"'(\[]?#(?:\.#)?(?:ms|us|µs|ns|s|[kKMG]i?B|B|%)?[\"')\],;]?")
 _NUMBER = re.compile(r"(-?\d+(?:\.\d+)?)(ms|us|µs|ns|s|[kKMG]i?B|B|%)?")
-# names of identifiers, counters and clocks: their spread says nothing
-_ID_NAME = re.compile(r"(?i)(?:^|[_.\-])(?:id|pid|tid|uid|gid|port|seq|line|lineno|ts|time)$")
+# names of identifiers: their spread says nothing (counters and clocks are told by their values
+# too: a "request_time" that goes up and down is a measurement)
+_ID_NAME = re.compile(r"(?i)(?:^|[_.\-])(?:id|pid|tid|uid|gid|port|seq|line|lineno)$")
 
 
 def _unquote(v: str) -> str:
@@ -132,10 +135,7 @@ def _floats(values: list[str]) -> list[float] | None:
     return [float(m.group(1)) for m in nums if m]
 
 
-def _spread(name: str, values: list[str], rows: list[int]) -> str | None:
-    xs = _floats(values)
-    if xs is None or all(b > a for a, b in pairwise(xs)):
-        return None  # not numbers, mixed units, or a counter
+def _spread(name: str, values: list[str], xs: list[float], rows: list[int]) -> str:
     ordered = sorted(xs)
     low, mid, high = ordered[0], ordered[len(xs) // 2], ordered[-1]
     top = xs.index(high)  # the first line holding the max
@@ -164,7 +164,8 @@ def describe(name: str, values: list[str], rows: list[int]) -> str | None:
 
     Returns:
         A distribution for at most :data:`CATEGORIES` distinct values, else a numeric spread
-        (count, min, median, max and the line of the max), else the most common values.
+        (count, min, median, max and the line of the max), else the most common values. None
+        for identifiers, counters and clocks.
     """
     distinct = len(set(values))
     if distinct < 2:
@@ -173,7 +174,10 @@ def describe(name: str, values: list[str], rows: list[int]) -> str | None:
         return _distribution(name, values, rows)
     if _ID_NAME.search(name):
         return None
-    return _spread(name, values, rows) or _many(name, values)
+    xs = _floats(values)
+    if xs is None:  # not numbers, or mixed units
+        return _many(name, values)
+    return None if counts_up(name, xs) else _spread(name, values, xs, rows)
 
 
 def _fields(group: list[int], rows: list[int], pairs: _Pairs) -> list[str]:
@@ -199,6 +203,24 @@ def _fields(group: list[int], rows: list[int], pairs: _Pairs) -> list[str]:
             rare = min(Counter(values).values()) if " values, min " not in note else len(rows)
             ranked.append((rare, k, note))
     return [note for _, _, note in sorted(ranked)[:_FIELDS_SHOWN]]
+
+
+def described(lines: Sequence[str]) -> list[bool]:
+    """Whether each line has fields and shares its shape with enough of ``lines`` to be described.
+
+    Args:
+        lines: Lines of one text (e.g. its warnings).
+
+    Returns:
+        For each line, whether :func:`field_notes` would describe its shape when hidden: it has
+        ``key=value`` or ``"key": value`` fields and at least as many lines share its shape as
+        make a shape worth describing.
+    """
+    if len(lines) < _MIN_LINES:
+        return [False] * len(lines)
+    shapes = template("\n".join(_Pairs(list(lines)).masked)).split("\n")
+    sizes = Counter(shapes)
+    return [sizes[s] >= _MIN_LINES and "<v>" in s for s in shapes]
 
 
 def field_notes(

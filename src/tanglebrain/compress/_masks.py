@@ -3,12 +3,17 @@
 Lines are compared, counted and folded together by keys in which the parts that change from
 run to run are masked: :func:`template` (cheap, every hex/number run), :func:`volatile_masked`
 (timestamps, UUIDs, hex ids, IPs), then :func:`kinds` (every number) or :func:`fold_keys`
-(only durations, sizes, percentages and long numbers). Pure functions; standard library only.
+(only durations, sizes, percentages and long numbers). :func:`run_keys` tells which lines of one
+template may be shown as one: only volatile tokens and counters (see :func:`counts_up`) may
+differ. Pure functions; standard library only.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
+from itertools import pairwise
 
 _WS = re.compile(r"\s+")
 _HSPACE = re.compile(r"[^\S\n]{2,}|[^\S \n]")
@@ -53,6 +58,114 @@ _VOLATILE_NUM = re.compile(
 )
 
 
+# a number as a run key keeps it: an integer or a decimal
+_NUM = re.compile(r"\d+(?:\.\d+)?")
+# the key naming the number that follows ("latency_ms=", '"status": ')
+_KEY_BEFORE = re.compile(r'(?:([A-Za-z_][\w.\-]*)=|"([A-Za-z_][\w.\-]*)"[ \t]*:[ \t]*)\Z')
+_PLACEHOLDER = re.compile(r"<[A-Z]+>")
+_LETTER = re.compile(r"[A-Za-z]")
+# digits told apart in a masked number's order of magnitude (a placeholder stays short enough
+# for the kinds mask to take it for one)
+_MAX_MAGNITUDE = 12
+_NAME_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")  # snake_case and camelCase words
+COUNTER_MIN = 5  # fewer values are no evidence of counting
+# words naming counters and clocks: with them, values that never go down count
+_COUNTER_WORDS = frozenset((
+    "count", "counter", "total", "seq", "sequence", "n", "num", "nr", "no", "index", "idx",
+    "offset", "step", "iter", "iteration", "epoch", "tick", "frame", "round", "attempt",
+    "batch", "gen", "generation", "cursor", "pos", "position", "uptime", "ts", "time",
+    "timestamp", "clock",
+))  # fmt: skip
+# words naming measurements: those values never count, however they move
+_MEASURE_WORDS = frozenset((
+    "latency", "duration", "took", "elapsed", "rtt", "response", "wait", "ms", "us", "ns",
+    "sec", "secs", "seconds", "bytes", "size", "len", "length", "status", "code", "rate",
+    "load", "cpu", "mem", "memory", "usage", "temp", "temperature", "score",
+))  # fmt: skip
+
+
+def counts_up(name: str | None, xs: Sequence[float]) -> bool:
+    """Whether values, in line order, are a counter or a clock rather than a measurement.
+
+    It takes evidence, not just a rise: at least :data:`COUNTER_MIN` values that never go
+    down and end higher than they start, a name that is not a measurement (``latency_ms``,
+    ``status``) and either a counter or clock name (``seq``, ``offset``, ``ts``) or a constant
+    step (``unit 1``, ``unit 2``, ...). A latency that keeps growing is an incident, not a
+    counter.
+
+    Args:
+        name: The field's key, or None for a number without one.
+        xs: The values.
+
+    Returns:
+        True when the values only count.
+    """
+    if len(xs) < COUNTER_MIN or xs[-1] <= xs[0] or any(b < a for a, b in pairwise(xs)):
+        return False
+    words = {w.lower() for w in _NAME_WORDS.findall(name or "")}
+    if words & _MEASURE_WORDS:
+        return False
+    if words & _COUNTER_WORDS:
+        return True
+    step = xs[1] - xs[0]
+    return all(math.isclose(b - a, step, rel_tol=1e-9, abs_tol=1e-9) for a, b in pairwise(xs))
+
+
+def run_keys(runs: list[list[str]]) -> list[list[str]]:
+    """For each run of lines sharing a template: keys under which its lines may be one line.
+
+    Two lines get one key when they differ only in volatile tokens: timestamps, UUIDs, hex ids,
+    IPs, long numbers, counters, and durations, sizes and percentages of the same order of
+    magnitude (``12 ms`` and ``15 ms``, not ``12 ms`` and ``9000 ms``). Any other number
+    (a status, a count, a bare value) is content: lines that differ in one are kept apart.
+
+    Args:
+        runs: Runs of consecutive lines, each run sharing one :func:`template`.
+
+    Returns:
+        The keys, run by run and line by line (comparable within a run only).
+    """
+    flat = [line for run in runs for line in run]
+    # lines of one template differ in blanks only in their width: one blank stands for any
+    text = _mask_volatile(_BLANKS.sub(" ", "\n".join(flat).replace("\t", " ")))
+    masked = _VOLATILE_NUM.sub(_mask_digits, text).split("\n")
+    out: list[list[str]] = []
+    k = 0
+    for run in runs:
+        out.append(_without_counters(masked[k : k + len(run)]))
+        k += len(run)
+    return out
+
+
+def _without_counters(keys: list[str]) -> list[str]:
+    """``keys`` with the numbers that count up along consecutive lines of one shape masked."""
+    if len(keys) < COUNTER_MIN:
+        return keys
+    shapes = _NUM.sub("\x00", "\n".join(keys)).split("\n")
+    out = list(keys)
+    a = 0
+    while a < len(keys):
+        b = a
+        while b < len(keys) and shapes[b] == shapes[a]:
+            b += 1
+        shape = shapes[a]
+        parts = shape.split("\x00")
+        width = len(parts) - 1
+        # a line that says nothing but its numbers is its numbers, never a counter
+        if b - a >= COUNTER_MIN and width and _LETTER.search(_PLACEHOLDER.sub("", shape)):
+            flat = _NUM.findall("\n".join(keys[a:b]))
+            rows = [flat[r : r + width] for r in range(0, len(flat), width)]
+            for c in range(width):
+                named = _KEY_BEFORE.search(parts[c])
+                name = (named.group(1) or named.group(2)) if named else None
+                if counts_up(name, [float(row[c]) for row in rows]):
+                    for row in rows:
+                        row[c] = "<C>"
+            out[a:b] = [shape + "\x00" + " ".join(row) for row in rows]
+        a = b
+    return out
+
+
 def squash(line: str) -> str:
     """Collapse whitespace runs to one blank and strip the ends."""
     return _WS.sub(" ", line).strip()
@@ -79,10 +192,13 @@ def volatile_masked(lines: list[str]) -> list[str]:
     """
     if not lines:
         return []
-    s = squash_all(lines)
+    return _mask_volatile(squash_all(lines)).split("\n")
+
+
+def _mask_volatile(s: str) -> str:
     for rx, rep in _MASKS[:6]:
         s = rx.sub(rep, s)
-    return s.split("\n")
+    return s
 
 
 def kinds(masked: list[str]) -> list[str]:
@@ -92,16 +208,24 @@ def kinds(masked: list[str]) -> list[str]:
 
 
 def fold_keys(masked: list[str]) -> list[str]:
-    """Keys under which error lines may be folded together.
+    """Keys under which error and warning lines may be folded together.
 
     Finer than :func:`kinds`: on top of timestamps, UUIDs, hex ids and IPs only durations,
     sizes, percentages and long numbers are masked; small numbers (line and column numbers,
-    counts, type variables like ``CAP#1``) are kept, since they usually carry meaning. Every
-    masked number is a whole digit run, so equal keys imply equal kinds.
+    counts, type variables like ``CAP#1``) are kept, since they usually carry meaning. A
+    duration, size or percentage keeps its order of magnitude, so that a slow outlier is not
+    folded into a fast line. Every masked number is a whole digit run, so equal keys imply
+    equal kinds.
     """
     s = _VOLATILE_NUM.sub(_mask_digits, "\n".join(masked))
     return s.split("\n") if masked else []
 
 
 def _mask_digits(m: re.Match[str]) -> str:
-    return _DIGITS.sub("<N>", m.group())
+    """A volatile number masked; a duration, size or percentage keeps its order of magnitude."""
+    s = m.group()
+    if s.isdigit():  # a long number: an id, its size says nothing
+        return "<N>"
+    rest = s.lstrip("0123456789")
+    width = min(len(s) - len(rest), _MAX_MAGNITUDE)
+    return "<" + "N" * width + ">" + _DIGITS.sub("<N>", rest)

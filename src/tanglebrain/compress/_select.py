@@ -9,8 +9,8 @@ The budgeted mode (:mod:`tanglebrain.compress._budget`) picks from the same plan
 
 from __future__ import annotations
 
-from tanglebrain.compress._fields import field_notes
-from tanglebrain.compress._masks import fold_keys, squash, volatile_masked
+from tanglebrain.compress._fields import described, field_notes
+from tanglebrain.compress._masks import fold_keys, run_keys, squash, volatile_masked
 from tanglebrain.compress._render import narrow, render
 from tanglebrain.compress._rules import ERROR, WARNING, Analysis, analyse
 
@@ -133,7 +133,47 @@ def _runs(a: Analysis, key_of: dict[str, str]) -> tuple[list[int], list[int]]:
             prev = rk
             start.append(i)
             count.append(1)
-    return start, count
+    return _split_runs(a, start, count)
+
+
+def _split_runs(a: Analysis, start: list[int], count: list[int]) -> tuple[list[int], list[int]]:
+    """Split runs of one template where their lines differ in more than volatile tokens.
+
+    A template masks every number, but ``[×N]`` stands for N lines like the one shown: a status,
+    a value or an outlier that differs must start a new entry (see
+    :func:`~tanglebrain.compress._masks.run_keys`). Error runs are keyed finely already;
+    progress lines are noise.
+    """
+    lines = a.lines
+    todo = [
+        j
+        for j, (i, n) in enumerate(zip(start, count, strict=True))
+        if n > 1
+        and a.level[i] != ERROR
+        and not a.progress[i]
+        and lines[i]
+        and lines[i : i + n].count(lines[i]) < n  # not all identical
+    ]
+    if not todo:
+        return start, count
+    keys = dict(
+        zip(todo, run_keys([lines[start[j] : start[j] + count[j]] for j in todo]), strict=True)
+    )
+    new_start: list[int] = []
+    new_count: list[int] = []
+    for j, (i, n) in enumerate(zip(start, count, strict=True)):
+        ks = keys.get(j)
+        if ks is None:
+            new_start.append(i)
+            new_count.append(n)
+            continue
+        for k, key in enumerate(ks):
+            if k and key == ks[k - 1]:
+                new_count[-1] += 1
+            else:
+                new_start.append(i + k)
+                new_count.append(1)
+    return new_start, new_count
 
 
 def _fresh(a: Analysis, start: list[int]) -> list[bool]:
@@ -156,6 +196,12 @@ def _keep_first_of_kinds(p: Plan, fresh: list[bool], key_of: dict[str, str]) -> 
     """
     a, lines, start = p.a, p.a.lines, p.start
     _fold(key_of, [lines[i] for j, i in enumerate(start) if a.level[i] == ERROR and not fresh[j]])
+    # warnings fold like errors: a number that carries meaning makes another kind. Only the
+    # many warnings of one shape with fields (key=value, JSON) fold by their template: the
+    # field notes list their values (see fields())
+    warnings = [x for x, level in zip(lines, a.level, strict=True) if level == WARNING]
+    many = {x for x, big in zip(warnings, described(warnings), strict=True) if big}
+    _fold(key_of, [x for x in warnings if x not in many])
     reps: dict[tuple[str, str], int] = {}
     anchors: list[int] = []
     for j, i in enumerate(start):
@@ -174,7 +220,7 @@ def _keep_first_of_kinds(p: Plan, fresh: list[bool], key_of: dict[str, str]) -> 
             elif ("x", line) in reps:
                 key = ("x", line)
         elif a.level[i] == WARNING:
-            key = ("w", a.tmpl[i])
+            key = ("w", key_of[line]) if line in key_of else ("t", a.tmpl[i])
         if key is not None:
             r = reps.setdefault(key, j)
             if r != j and not fresh[j]:
