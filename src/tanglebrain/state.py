@@ -6,6 +6,7 @@ may each be the first to need the directory, so they all create it here, ``0700`
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -30,12 +31,24 @@ def ensure_dir(path: Path) -> Path:
     """
     if path.is_dir():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         os.mkdir(path, MODE)
-    except FileExistsError:
+    except (FileExistsError, NotADirectoryError):
         if not path.is_dir():
-            raise
+            raise _in_the_way(path) from None
         return path  # another process made it first, through this function too
     os.chmod(path, MODE)  # exactly 0700, whatever the umask
     return path
+
+
+def _in_the_way(path: Path) -> NotADirectoryError:
+    """The error for a file where ``path`` or one of its parents should be a directory.
+
+    The bare "File exists" would leave the user to guess which file is in the way.
+    """
+    culprit = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+    return NotADirectoryError(
+        errno.ENOTDIR,
+        f"{culprit} is a file, not a directory (point TANGLEBRAIN_HOME at a directory)",
+    )

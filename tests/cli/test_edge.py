@@ -152,3 +152,15 @@ def test_a_tiny_columns_still_shows_whole_run_ids(
     out = run_cli(["runs"], tmp_path, env=env)
     assert out.code == 0
     assert json.loads(run_id)["run_id"] in out.stdout
+
+
+@pytest.mark.parametrize("home", ["state", "state/sub"])
+def test_a_state_directory_that_is_a_file_is_named(
+    tmp_path: Path, sim_thread: Simulator, home: str
+) -> None:
+    path = roster(tmp_path, sim_thread.base_url)
+    (tmp_path / "state").write_text("not a directory")
+    env = {**cli_env(tmp_path), "TANGLEBRAIN_HOME": str(tmp_path / home)}
+    out = run_cli(["--roster", str(path), "hi"], tmp_path, env=env)
+    assert out.code == 0 and out.stdout.strip() == "simulated worker result for: hi"
+    assert f"{tmp_path / 'state'} is a file, not a directory (point TANGLEBRAIN_HOME" in out.stderr

@@ -126,6 +126,14 @@ BAD = [
      "nested more than 16 levels deep", 1),
     ("nested-in-backend", backend(OK + "extra = " + "[" * 40 + "]" * 40 + "\n"),
      "backend 'a', field 'extra': nested more than 16 levels deep", 6),
+    # a nested settings table: its whole dotted path, and its own line
+    ("route-weights-negative", "[settings]\nmax_turns = 4\n\n[settings.route_weights]\n"
+     "success = 1\ncost = -1\n" + backend(), "field 'settings.route_weights.cost': Input "
+     "should be greater than or equal to 0", 6),
+    ("route-weights-unknown", "[settings.route_weights]\nbogus = 2\n" + backend(),
+     "field 'settings.route_weights.bogus': unknown key (valid keys: success, cost", 2),
+    ("route-weights-inline", "[settings]\nroute_weights = { explore = 2 }\n" + backend(),
+     "field 'settings.route_weights.explore': Input should be less than or equal to 0.5", 2),
 ]  # fmt: skip
 
 

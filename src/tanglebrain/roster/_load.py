@@ -257,7 +257,7 @@ def _explain(
             fix="add a [[backend]] table, or run `tanglebrain init`",
         )
     if loc and loc[0] in ("settings", "hooks") and field != loc[0]:
-        field = f"{loc[0]}.{field}"
+        field = ".".join(str(p) for p in key_loc if isinstance(p, str))  # the whole dotted path
     backend = _backend_id(data, loc)
     line = _find_line(text, key_loc)
     ctx = err.get("ctx") or {}
@@ -325,14 +325,18 @@ def _find_line(text: str, loc: tuple[Any, ...]) -> int | None:
         else:
             return None
     elif loc and loc[0] in ("settings", "hooks"):
-        table = re.escape(str(loc[0]))
+        # A nested table has a header of its own: [settings.route_weights]
+        names = [str(p) for p in loc[:-1] if isinstance(p, str)] if len(loc) > 2 else [loc[0]]
+        table = r"\s*\.\s*".join(re.escape(n) for n in names)
         hdr = [i for i, ln in enumerate(lines) if re.match(rf"\s*\[\s*{table}\s*\]", ln)]
+        if not hdr and len(names) > 1:  # an inline table: route_weights = { … } in [settings]
+            return _find_line(text, (loc[0], names[1]))
         if not hdr:
             return None
         start, section = hdr[0], True
         later = [i for i, ln in enumerate(lines) if i > start and re.match(r"\s*\[", ln)]
         end = later[0] if later else len(lines)
-        key = loc[1] if len(loc) > 1 else None
+        key = loc[-1] if len(loc) > 1 else None
     else:
         key = loc[0] if loc else None
     if isinstance(key, str):
