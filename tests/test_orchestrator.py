@@ -285,6 +285,20 @@ async def test_broken_arguments_show_the_model_what_it_sent(sim: Simulator) -> N
     assert repr(sent.arguments[:40])[:-1] in result["error"]
 
 
+async def test_arguments_that_are_not_an_object_are_quoted_back(sim: Simulator) -> None:
+    from tanglebrain.sim import SimReply
+
+    asked = SimReply(text=None, tool_calls=[("delegate", '["do it"]')])
+    sim.script("script", [asked, SimReply(text="done")])
+    roster = make(
+        entry(sim, "o", "script", "planning", 10, True), entry(sim, "w", "worker", "work")
+    )
+    trace = await go(roster)
+    assert trace.answer == "done"
+    error = trace.turns[0].tool_calls[0].error
+    assert error == """arguments must be a JSON object, not '["do it"]'"""
+
+
 async def test_max_turns_forces_an_answer_with_tools_on_offer(sim: Simulator) -> None:
     spec = "orchestrator:rounds=10,fanout=1"
     roster = make(

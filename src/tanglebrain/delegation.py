@@ -114,10 +114,10 @@ async def execute(
         # The history repeats this call with "{}" (see toolcalls.echoed_arguments): show
         # the model what it sent, so that it can mend its call.
         why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        sent = arguments if len(arguments) <= 120 else arguments[:120] + "…"
-        return _error(node, f"arguments are not valid JSON ({why}): {sent!r}; call the tool again")
+        return _error(node, f"arguments are not valid JSON ({why}): {_sent(arguments)}; call "
+                      "the tool again")  # fmt: skip
     if not isinstance(args, dict):
-        return _error(node, "arguments must be a JSON object")
+        return _error(node, f"arguments must be a JSON object, not {_sent(arguments)}")
     if name == "delegate":
         raws: list[Any] = [args]
     elif name == "delegate_many":
@@ -139,6 +139,14 @@ async def execute(
     ctx.subtasks_used += len(raws)
     results = await fan_out(ctx, raws, node, orchestrator_id, lenient=lenient)
     return results.entries[0] if name == "delegate" else results
+
+
+def _sent(arguments: str) -> str:
+    """What the model sent, quoted: the history repeats a broken call as ``{}``.
+
+    See ``toolcalls.echoed_arguments``; the model mends its call from this.
+    """
+    return repr(arguments if len(arguments) <= 120 else arguments[:120] + "…")
 
 
 def _error(node: ToolCall, message: str) -> CallError:

@@ -232,6 +232,14 @@ class BudgetExceeded(TanglebrainError):
         super().__init__(text)
 
 
+class OutputFailed(TanglebrainError):
+    """Stdout could not be written (a full disk): the answer did not reach its reader."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"cannot write: {reason} (free some space, or send stdout elsewhere)")
+
+
 class OutputClosed(TanglebrainError):
     """Stdout was closed by its reader (``| head``): stop quietly, nobody is listening."""
 
@@ -244,8 +252,8 @@ class OutputClosed(TanglebrainError):
 class LedgerError(TanglebrainError):
     """The run ledger could not be written or read; never sinks a run.
 
-    A command that reads the ledger (``runs``, ``show``, ``stats``) exits 2 with it: the
-    state file is the problem, not a backend.
+    A command that reads the ledger (``runs``, ``show``, ``stats``, ``routes``, ``gain``)
+    exits 2 with it: the state file is the problem, not a backend.
     """
 
     exit_code = 2

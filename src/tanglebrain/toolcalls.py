@@ -196,14 +196,18 @@ def _assistant(text: str, calls: tuple[models.ToolCallRequest, ...]) -> dict[str
 def echoed_arguments(arguments: str) -> str:
     """A call's arguments as the history repeats them to the model: a JSON object's text.
 
-    Arguments that are not a JSON object (cut short, empty, a bare list) are sent back as
+    Arguments that are not a JSON object (cut short, empty, a bare list, ``NaN``) are sent back as
     ``{}``; the call's tool message says what was wrong with them. llama.cpp's server
     refuses a whole request whose history holds arguments it cannot parse (HTTP 500 on
     every later turn), and translating transports parse them to build their provider's
     call. Valid arguments are repeated byte for byte (a prompt cache keeps its prefix).
     """
-    try:
-        valid = isinstance(json.loads(arguments), dict)
+    try:  # strict JSON: NaN and Infinity are Python's, not JSON's (llama.cpp refuses them)
+        valid = isinstance(json.loads(arguments, parse_constant=_not_json), dict)
     except (ValueError, RecursionError):
         valid = False
     return arguments if valid else "{}"
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")

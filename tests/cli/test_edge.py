@@ -52,6 +52,19 @@ def test_a_full_stdout_is_one_line_and_exit_1(
     assert "cannot write: No space left on device" in one_error(done.stderr)
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("json_out", ["", "--json"])
+def test_a_run_whose_answer_found_no_room_is_still_recorded(
+    tmp_path: Path, sim_thread: Simulator, json_out: str
+) -> None:
+    roster(tmp_path, sim_thread.base_url)
+    done = shell(f"$TB --roster roster.toml {json_out} hi >/dev/full", tmp_path)
+    assert done.returncode == 1 and "No space left on device" in one_error(done.stderr)
+    shown = json.loads(run_cli(["show", "latest", "--json"], tmp_path).stdout)
+    assert shown["status"] == "error" and "No space left on device" in shown["error"]
+    assert [t["call"]["backend"] for t in shown["turns"]] == ["w"]
+
+
 def test_a_closed_stdout_is_refused(tmp_path: Path, sim_thread: Simulator) -> None:
     roster(tmp_path, sim_thread.base_url)
     done = shell("$TB --roster roster.toml hi >&-", tmp_path)

@@ -188,3 +188,13 @@ def test_hooks_without_a_command_is_one_usage_line(tmp_path: Path) -> None:
         "(see `tanglebrain hooks --help`)\n"
     )
     assert run_cli(["hooks", "--help"], tmp_path).code == 0
+
+
+@pytest.mark.parametrize("agent", sorted(FILES))
+def test_a_huge_integer_timeout_is_no_crash(tmp_path: Path, agent: str) -> None:
+    # Every integer is finite; checking one too large for a float must not overflow.
+    text = '{"hooks": {"Stop": [{"hooks": [{"command": "a", "timeout": 1' + "0" * 400 + "}]}]}}"
+    path, env = _setup(tmp_path, agent, text)
+    out = run_cli(["hooks", "status", "--agent", agent], tmp_path, env=env)
+    assert "Traceback" not in out.stderr and "OverflowError" not in out.stderr, out.stderr
+    assert path.read_text(encoding="utf-8") == text

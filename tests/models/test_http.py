@@ -163,6 +163,8 @@ def test_retry_after_as_seconds_or_an_http_date() -> None:
     assert retry_after_seconds("Thu, 01 Jan 1970 00:00:00 GMT", now) == 0.0
     assert retry_after_seconds("soon", now) is None
     assert retry_after_seconds(None, now) is None
+    for endless in ("inf", "nan", "1e400", "-inf"):  # nothing a client could wait for
+        assert retry_after_seconds(endless, now) is None
 
 
 async def test_a_pooled_connection_the_server_closed_is_replaced() -> None:

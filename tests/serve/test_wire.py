@@ -132,12 +132,13 @@ def test_failed_runs_answer_with_the_status_and_headers_a_client_acts_on(
     assert (err.status, err.code, err.headers) == (status, code, headers)
 
 
-def answered(*finishes: str | None, review: bool = False) -> Run:
+def answered(*finishes: str | None, answer: str = "the draft") -> Run:
     run = Run(prompt="x")
-    run.turns = [Turn(i, Call("orchestrator", "o", "m"), finish_reason=f)
+    run.turns = [Turn(i, Call("orchestrator", "o", "m"), text="the draft", finish_reason=f)
                  for i, f in enumerate(finishes)]  # fmt: skip
-    if review:
-        run.review = Review(reviewers=["r"], answer="ruled")
+    run.answer = answer
+    if answer == "ruled":
+        run.review = Review(reviewers=["r"], answer=answer)
     return run
 
 
@@ -149,7 +150,9 @@ def answered(*finishes: str | None, review: bool = False) -> Run:
         (answered("tool_calls", "length"), "length"),
         (answered(models.REPEATED), "length"),
         (answered("length", "stop"), "stop"),  # an earlier turn's cut is not the answer's
-        (answered("length", review=True), "stop"),  # the ruling wrote the answer
+        (answered("length", answer="ruled"), "stop"),  # a ruling rewrote the answer
+        (answered("length", answer=" the draft\n"), "length"),  # a review let it stand
+        (answered("length", answer="result 1\n\nresult 2"), "stop"),  # the sub-task results
         (answered(None), "stop"),
         (answered(), "stop"),
     ],

@@ -6,18 +6,20 @@ Typer-free, so that the fast path of ``run`` (``cli.fastrun``) and the typer app
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from tanglebrain.cli.streams import SIGTERM_EXIT
-from tanglebrain.errors import ConfigError, MissingKeyError, TanglebrainError, Terminated
-
-# A write that failed for lack of room or a broken device: stdout to a full disk, mostly.
-_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+from tanglebrain.cli.streams import FULL, SIGTERM_EXIT, drop_stdout
+from tanglebrain.errors import (
+    ConfigError,
+    MissingKeyError,
+    OutputFailed,
+    TanglebrainError,
+    Terminated,
+)
 
 
 def error_line(message: str) -> None:
@@ -65,7 +67,7 @@ def _located(exc: MissingKeyError, argv: list[str]) -> MissingKeyError:
         return exc
     try:
         path, _ = discover(_roster_option(argv), os.environ, Path.cwd())
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
         ids = [b.id for b in parse(text, path).backends]
     except (ConfigError, OSError, UnicodeDecodeError):
         return exc
@@ -94,16 +96,13 @@ def guarded(fn: Callable[[], int], argv: list[str], *, debug: bool) -> int:
         return SIGTERM_EXIT
     except BrokenPipeError:
         return 0  # the reader went away (``| head``): not our failure
-    except OSError as exc:
-        if exc.errno not in _FULL:
+    except OSError as exc:  # a listing or digest printed to a full disk (runs stream theirs)
+        if exc.errno not in FULL:
             raise
         if debug:
             traceback.print_exc()
-        # What is still buffered for stdout would fail again at exit, with a traceback.
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 1)
-        os.close(null)
-        error_line(f"cannot write: {exc.strerror} (free some space, or send stdout elsewhere)")
+        drop_stdout()
+        error_line(str(OutputFailed(exc.strerror or str(exc))))
         return 1
     except SystemExit as exc:
         if exc.code == 1 and stdout_abandoned():

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tanglebrain.errors import OutputClosed, Terminated, UsageError
+from tanglebrain.errors import OutputClosed, OutputFailed, Terminated, UsageError
 from tanglebrain.surrogates import HIGH, mend
 
 SIGTERM_EXIT = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
@@ -121,8 +122,7 @@ class StdoutSink:
             try:
                 _write_all(text)
             except BrokenPipeError:
-                # Point stdout at /dev/null so the interpreter's final flush stays quiet.
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                drop_stdout()  # so that the interpreter's final flush stays quiet
                 raise OutputClosed() from None
             self.last = text
 
@@ -151,11 +151,28 @@ def _write_all(text: str) -> None:
         data = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
     except UnicodeEncodeError:  # a lone surrogate, or a character the encoding lacks
         data = memoryview(mend(text).encode(out.encoding or "utf-8", "replace"))
-    out.flush()  # whatever the text layer still holds goes first
-    while data:
-        written = buffer.write(data)
-        data = data[written if written is not None else 0 :]
-    buffer.flush()
+    try:
+        out.flush()  # whatever the text layer still holds goes first
+        while data:
+            written = buffer.write(data)
+            data = data[written if written is not None else 0 :]
+        buffer.flush()
+    except OSError as exc:
+        if exc.errno not in FULL:
+            raise
+        drop_stdout()
+        raise OutputFailed(exc.strerror or str(exc)) from None
+
+
+# A write that failed for lack of room or a broken device: stdout on a full disk, mostly.
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def drop_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered would fail again at exit, loudly."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
 
 
 def read_input(prompt: str | None) -> tuple[str, str | None]:

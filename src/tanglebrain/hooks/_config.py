@@ -85,13 +85,13 @@ def listed(folder: str, suffix: str) -> list[str]:
 
 
 def read_text(path: str | os.PathLike[str]) -> str:
-    """The UTF-8 text of a file (universal newlines, as ``Path.read_text``).
+    """The UTF-8 text of a file (universal newlines, as ``Path.read_text``; a BOM dropped).
 
     Raises:
         OSError: it cannot be read.
         UnicodeDecodeError: it is not UTF-8.
     """
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:
         return fh.read()
 
 

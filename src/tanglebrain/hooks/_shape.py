@@ -83,7 +83,7 @@ def _check_hook(path: Path, where: str, hook: Any) -> None:
     if _kind(timeout) != "a number":
         raise bad(path, f"{where}.timeout", timeout, "a number")
     # json.loads reads 1e999 as inf and NaN as nan; Codex's trust hash needs an integer.
-    if not math.isfinite(timeout):
+    if isinstance(timeout, float) and not math.isfinite(timeout):  # ints are all finite
         raise ConfigError(
             f"is {timeout}; must be a finite number",
             file=path,

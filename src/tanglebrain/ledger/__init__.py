@@ -134,20 +134,20 @@ class Ledger:
             except sqlite3.OperationalError as exc:
                 busy = "locked" in str(exc) or "busy" in str(exc)
                 if not busy or attempt == WRITE_TRIES:
-                    raise LedgerError(
-                        f"cannot {what} {self.path}: {exc}{self._hint(busy)}"
-                    ) from None
-            except sqlite3.Error as exc:  # not a database, a damaged one, another schema
-                raise LedgerError(f"cannot {what} {self.path}: {exc}{self._hint(False)}") from None
+                    # Busy, or the disk's problem (full, read-only, I/O): the file is fine.
+                    hint = " (another tanglebrain holds it; try again)" if busy else ""
+                    raise LedgerError(f"cannot {what} {self.path}: {exc}{hint}") from None
+            except sqlite3.DatabaseError as exc:  # not a database, a damaged one
+                raise LedgerError(f"cannot {what} {self.path}: {exc}{self._aside()}") from None
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot {what} {self.path}: {exc}") from None
             except OSError as exc:
                 raise LedgerError(f"cannot {what} {self.path}: {exc.strerror or exc}") from None
             time.sleep(backoff(attempt, 0.03, 1.0))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _hint(self, busy: bool) -> str:
-        """How to get going again: wait for the writer, or set a damaged file aside."""
-        if busy:
-            return " (another tanglebrain holds it; try again)"
+    def _aside(self) -> str:
+        """How to get going again with a file that is not a ledger (or a damaged one)."""
         return f" (move it aside to start a new ledger: mv {self.path} {self.path}.bad)"
 
     def _read(self, fn: Callable[[sqlite3.Connection], T], empty: T) -> T:

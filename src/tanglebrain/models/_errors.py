@@ -14,6 +14,7 @@ by the shortening would no longer match.
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
 import sys
@@ -243,9 +244,11 @@ def retry_after_seconds(value: object, now: float | None = None) -> float | None
         return None
     text = str(value).strip()
     try:
-        return max(0.0, float(text))
+        seconds = float(text)
     except ValueError:
         pass
+    else:  # "inf", "nan" or "1e400" say nothing a client could wait for
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     from email.utils import parsedate_to_datetime  # rare: dates are seldom sent
 
     try:

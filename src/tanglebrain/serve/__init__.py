@@ -75,6 +75,7 @@ from tanglebrain.serve._wire import (
     load_json,
     parse_chat,
     sse,
+    unknown_model,
     usage,
 )
 from tanglebrain.session import Session, finish, server_limits
@@ -287,9 +288,7 @@ def create_app(config: ServeConfig) -> ASGIApp:
         model_id = request.path_params["model_id"]
         if model_id in ids:
             return JSONResponse(entry(model_id))
-        err = ApiError(404, f"model {model_id!r} does not exist; use one of: {', '.join(ids)}",
-                       "model_not_found")  # fmt: skip
-        return JSONResponse(err.body(), status_code=404)
+        return JSONResponse(unknown_model(model_id, ids).body(), status_code=404)
 
     async def http_error(request: HttpRequest, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500

@@ -123,9 +123,7 @@ def parse_chat(body: Any, roster: Roster) -> Chat:
     if not isinstance(model, str) or not model:
         raise ApiError(400, "'model' is required: 'auto' or a backend id", "invalid_request")
     if model != "auto" and not ((b := roster.get(model)) and b.enabled):
-        ids = ", ".join(["auto", *(b.id for b in roster.enabled())])
-        raise ApiError(404, f"model {model!r} does not exist; use one of: {ids}",
-                       "model_not_found")  # fmt: skip
+        raise unknown_model(model, ["auto", *(b.id for b in roster.enabled())])
     _refuse_unsupported(body)
     cap = _answer_cap(body)
     stream = body.get("stream") or False
@@ -137,6 +135,12 @@ def parse_chat(body: Any, roster: Roster) -> Chat:
     backend = None if model == "auto" else model
     request = Request(prompt, backend=backend, origin="serve", answer_max_tokens=cap)
     return Chat(request, stream, stream and options.get("include_usage") is True)
+
+
+def unknown_model(model: str, ids: Sequence[str]) -> ApiError:
+    """404 ``model_not_found``, with the ids that exist."""
+    return ApiError(404, f"model {model!r} does not exist; use one of: {', '.join(ids)}",
+                    "model_not_found")  # fmt: skip
 
 
 def _refuse_unsupported(body: dict[str, Any]) -> None:
@@ -260,8 +264,14 @@ def _rate_limited(exc: NoAnswerError, reasons: str) -> ApiError:
 
 
 def finish_reason(trace: Run) -> str:
-    """``length`` when the answer is a reply cut short (at a cap, or for repeating itself)."""
-    if trace.review is None and trace.turns and trace.turns[-1].finish_reason in TRUNCATED:
+    """``length`` when the answer is a reply cut short (at a cap, or for repeating itself).
+
+    The answer is the last turn's reply, unless a review's ruling rewrote it or the
+    sub-task results stood in for a turn without prose: those are not that reply.
+    """
+    last = trace.turns[-1] if trace.turns else None
+    answer = trace.answer.strip()
+    if last is not None and last.finish_reason in TRUNCATED and answer and answer in last.text:
         return "length"
     return "stop"
 
