@@ -62,7 +62,8 @@ def test_a_run_whose_answer_found_no_room_is_still_recorded(
     assert done.returncode == 1 and "No space left on device" in one_error(done.stderr)
     shown = json.loads(run_cli(["show", "latest", "--json"], tmp_path).stdout)
     assert shown["status"] == "error" and "No space left on device" in shown["error"]
-    assert [t["call"]["backend"] for t in shown["turns"]] == ["w"]
+    [turn] = shown["turns"]
+    assert [a["status"] for a in turn["call"]["attempts"]] == ["cancelled"]  # stopped by us
 
 
 def test_a_closed_stdout_is_refused(tmp_path: Path, sim_thread: Simulator) -> None:

@@ -166,7 +166,12 @@ async def _call_with_retries(
             else:
                 reply = await stream(transport, out, on_text, streamed)
         except SinkError as exc:
-            call.attempts.remove(attempt)  # we stopped it; the backend did not fail
+            # We stopped it (the reader left, the disk is full): not the backend's failure,
+            # but a call it answered, and a run's record shows every call that went out.
+            attempt.latency_ms = (time.perf_counter() - t0) * 1000
+            attempt.status = "cancelled"
+            if on_attempt:
+                on_attempt()
             raise exc.error from None
         except BaseException as exc:
             attempt.latency_ms = (time.perf_counter() - t0) * 1000
