@@ -31,7 +31,8 @@ from tanglebrain.compress import (
 from tanglebrain.compress._fields import describe
 from tanglebrain.compress._masks import COUNTER_MIN, fold_keys, kinds, template, volatile_masked
 from tanglebrain.compress._render import narrow, render
-from tanglebrain.compress._select import HEAD, TAIL, is_note
+from tanglebrain.compress._runs import is_note
+from tanglebrain.compress._select import HEAD, TAIL
 from tanglebrain.runtime import Attachment
 from tests.helpers import run_cli
 

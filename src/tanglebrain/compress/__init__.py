@@ -34,7 +34,8 @@ import re
 
 from tanglebrain.compress._budget import fit
 from tanglebrain.compress._render import Value
-from tanglebrain.compress._select import faithful_lines, is_note, plan
+from tanglebrain.compress._runs import is_note
+from tanglebrain.compress._select import faithful_lines, plan
 
 __all__ = ["Digest", "binary_kind", "binary_note", "budgeted", "decode", "digest", "faithful"]
 

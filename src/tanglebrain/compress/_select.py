@@ -10,9 +10,10 @@ The budgeted mode (:mod:`tanglebrain.compress._budget`) picks from the same plan
 from __future__ import annotations
 
 from tanglebrain.compress._fields import described, field_notes
-from tanglebrain.compress._masks import fold_keys, run_keys, squash, volatile_masked
+from tanglebrain.compress._masks import fold_keys, squash, volatile_masked
 from tanglebrain.compress._render import narrow, render
 from tanglebrain.compress._rules import ERROR, WARNING, Analysis, analyse
+from tanglebrain.compress._runs import is_note, runs
 
 HEAD = 8  # lines of context kept at the start
 TAIL = 8  # ... and at the end
@@ -21,11 +22,6 @@ _FILL = 30  # a lone elided line up to this long is shown instead of announced
 _SMALL_GAP = 10  # shorter gaps are announced without kinds
 _LONG = 1200  # longer lines without errors lose their middle (facts there are listed)
 _KINDS_SHOWN = 5  # most frequent elided kinds listed at the end
-
-
-def is_note(line: str) -> bool:
-    """Whether ``line`` is an annotation (``[… ``…`` …]``) rather than input text."""
-    return line.startswith("[… ") and line.endswith(" …]")
 
 
 def thousands(x: int) -> str:
@@ -106,74 +102,6 @@ def _fold(key_of: dict[str, str], want: list[str]) -> None:
     """Add the fold keys of the lines in ``want`` not yet in ``key_of``."""
     todo = list(dict.fromkeys(x for x in want if x not in key_of))
     key_of.update(zip(todo, fold_keys(volatile_masked(todo)), strict=True))
-
-
-def _runs(a: Analysis, key_of: dict[str, str]) -> tuple[list[int], list[int]]:
-    """Runs of similar lines (lines with facts, summaries and notes only when identical)."""
-    lines = a.lines
-
-    def run_key(i: int) -> tuple[str, str]:
-        line = lines[i]
-        if not line:
-            return ("b", "")
-        if a.facts[i] or a.summary[i] or is_note(line):
-            return ("x", line)
-        if a.level[i] == ERROR:
-            return ("e", key_of[line])
-        return (str(a.level[i]), a.tmpl[i])
-
-    start: list[int] = []
-    count: list[int] = []
-    prev: tuple[str, str] | None = None
-    for i in range(len(lines)):
-        rk = run_key(i)
-        if rk == prev:
-            count[-1] += 1
-        else:
-            prev = rk
-            start.append(i)
-            count.append(1)
-    return _split_runs(a, start, count)
-
-
-def _split_runs(a: Analysis, start: list[int], count: list[int]) -> tuple[list[int], list[int]]:
-    """Split runs of one template where their lines differ in more than volatile tokens.
-
-    A template masks every number, but ``[×N]`` stands for N lines like the one shown: a status,
-    a value or an outlier that differs must start a new entry (see
-    :func:`~tanglebrain.compress._masks.run_keys`). Error runs are keyed finely already;
-    progress lines are noise.
-    """
-    lines = a.lines
-    todo = [
-        j
-        for j, (i, n) in enumerate(zip(start, count, strict=True))
-        if n > 1
-        and a.level[i] != ERROR
-        and not a.progress[i]
-        and lines[i]
-        and lines[i : i + n].count(lines[i]) < n  # not all identical
-    ]
-    if not todo:
-        return start, count
-    keys = dict(
-        zip(todo, run_keys([lines[start[j] : start[j] + count[j]] for j in todo]), strict=True)
-    )
-    new_start: list[int] = []
-    new_count: list[int] = []
-    for j, (i, n) in enumerate(zip(start, count, strict=True)):
-        ks = keys.get(j)
-        if ks is None:
-            new_start.append(i)
-            new_count.append(n)
-            continue
-        for k, key in enumerate(ks):
-            if k and key == ks[k - 1]:
-                new_count[-1] += 1
-            else:
-                new_start.append(i + k)
-                new_count.append(1)
-    return new_start, new_count
 
 
 def _fresh(a: Analysis, start: list[int]) -> list[bool]:
@@ -300,7 +228,7 @@ def plan(text: str) -> Plan:
     a = analyse(rendered.lines)
     key_of: dict[str, str] = {}
     _fold(key_of, [x for i, x in enumerate(a.lines) if a.level[i] == ERROR and not a.facts[i]])
-    start, count = _runs(a, key_of)
+    start, count = runs(a, key_of)
     m = len(start)
     p = Plan(a, rendered.first_ts, rendered.last_ts, start, count, [False] * m, [0] * m, [-1] * m)
     anchors = _keep_first_of_kinds(p, _fresh(a, start), key_of)
