@@ -333,7 +333,7 @@ DEEP_KIND = {
     ("target", "body", "code"),
     [("serve", DEEP, "invalid_json"), ("simulator", DEEP, None),
      ("serve", b'{"model": "echo", "messages": ' + DEEP, "invalid_json"),
-     ("serve", json.dumps(DEEP_KIND).encode(), "unsupported_content")],
+     ("serve", json.dumps(DEEP_KIND).encode(), "invalid_request")],
 )  # fmt: skip
 async def test_deeply_nested_body_is_a_clean_400(
     served: Served, sim_thread: Simulator, target: str, body: bytes, code: str | None
@@ -648,3 +648,42 @@ async def test_a_request_cancelled_twice_records_its_run_once_finished(
     assert [t for t in left if "uvicorn" not in t.get_coro().cr_code.co_filename] == []
     assert recorded == [("interrupted", "the server stopped before this run finished")]
     assert sent[0]["status"] == 503
+
+
+async def test_a_forced_stop_with_a_reader_that_stopped_reading_is_quiet(sim: Simulator) -> None:
+    # The answer is ready, but the client stopped reading: its send never returns. A forced
+    # stop cancels the request twice (telling the client waits on that same send); the
+    # request must end quietly, and the run was not delivered.
+    roster = parse(backend_toml("echo", "echo", sim.base_url))
+    recorded: list[tuple[str, str | None]] = []
+    config = ServeConfig(roster, {}, record=lambda runs: recorded.extend(
+        (r.status, r.error) for r in runs))  # fmt: skip
+    app = create_app(config)
+    body = json.dumps({"model": "echo", "messages": user("x"), "stream": True}).encode()
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+             "headers": [(b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())]}  # fmt: skip
+    inbox = [{"type": "http.request", "body": body, "more_body": False}]
+    forever = asyncio.Event()
+    stalled = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if inbox:
+            return inbox.pop()
+        await forever.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.body":
+            stalled.set()
+            await forever.wait()  # the client's window is full and stays full
+
+    request = asyncio.get_running_loop().create_task(app(scope, receive, send))  # type: ignore[arg-type]
+    await stalled.wait()
+    request.cancel()  # the shutdown timeout ran out
+    for _ in range(3):
+        await asyncio.sleep(0)
+    request.cancel()  # and again as the server settles
+    await asyncio.wait([request])
+    assert not request.cancelled() and request.exception() is None  # nothing for uvicorn to log
+    assert recorded == [("interrupted", "the server stopped before this run finished")]

@@ -60,6 +60,7 @@ def test_a_bad_max_tokens_is_a_400(value: Any) -> None:
         ({"functions": [{"name": "f"}], "function_call": "none"}, True),
         ({"functions": [{"name": "f"}]}, False),
         ({"n": 2}, False),
+        ({"n": True}, False),  # JSON's true is not the number 1
         ({"n": 1, "temperature": 0.2, "seed": 1, "user": "u"}, True),
     ],
 )  # fmt: skip
@@ -159,3 +160,19 @@ def answered(*finishes: str | None, answer: str = "the draft") -> Run:
 )  # fmt: skip
 def test_an_answer_cut_short_finishes_with_length(run: Run, reason: str) -> None:
     assert finish_reason(run) == reason
+
+
+@pytest.mark.parametrize(
+    ("content", "code", "fragment"),
+    [
+        ([{"type": "text", "text": 5}], "invalid_request", "messages[0].content[0].text must be"),
+        ([1], "invalid_request", "messages[0].content[0] must be an object with a string 'type'"),
+        ([{"text": "x"}], "invalid_request", "with a string 'type'"),
+        ([{"type": "image_url"}], "unsupported_content", "content type 'image_url' is not"),
+    ],
+)  # fmt: skip
+def test_content_parts_say_what_is_wrong_with_them(content: Any, code: str, fragment: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        render_messages([{"role": "user", "content": content}])
+    assert (caught.value.status, caught.value.code) == (400, code)
+    assert fragment in caught.value.message

@@ -127,12 +127,14 @@ class _Completions:
         except ClientGone:
             return
         trace = Run(prompt=chat.request.prompt, origin="serve")
-        started = False
+        started = delivered = False
 
         async def tracked(message: Message) -> None:
-            nonlocal started
+            nonlocal started, delivered
             started = started or message["type"] == "http.response.start"
             await send(message)
+            # The last byte is out: only now does the run count as delivered (as on stdout).
+            delivered = message["type"] == "http.response.body" and not message.get("more_body")
 
         try:
             if chat.stream:
@@ -145,11 +147,18 @@ class _Completions:
             # traceback and send a bare 500; the run is recorded as interrupted below.
             if trace.error in (None, "cancelled"):
                 trace.error = STOPPED
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
-                await stopped(send, started)
+            try:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                    await stopped(send, started)
+            except asyncio.CancelledError:
+                # Cancelled again while saying so (a reader that stopped reading holds the
+                # send): the forced stop goes on; there is nothing left to tell that client.
+                pass
         finally:
             if trace.status == "running":
                 trace.finish("interrupted")
+            elif trace.status == "ok" and not delivered:  # the answer never reached the client
+                trace.status, trace.error = "interrupted", trace.error or STOPPED
             with anyio.CancelScope(shield=True):
                 await self._record(trace)
 

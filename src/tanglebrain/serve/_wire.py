@@ -154,7 +154,8 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
         raise ApiError(400, "response_format is not supported: tanglebrain answers with "
                        "free text (only {\"type\": \"text\"} is accepted)",
                        "unsupported_parameter")  # fmt: skip
-    if body.get("n", 1) not in (1, None):
+    n = body.get("n")
+    if n is not None and (type(n) is not int or n != 1):  # true is not 1 here
         raise ApiError(400, "only n = 1 is supported", "unsupported_parameter")
 
 
@@ -220,13 +221,17 @@ def _text(content: Any, i: int) -> str:
                        "invalid_request")  # fmt: skip
     texts = []
     for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind != "text" or not isinstance(part.get("text"), str):
-            # Never echo a non-string type: it may be an arbitrarily large or deep value.
-            kind = kind[:40] if isinstance(kind, str) else type(kind).__name__
-            raise ApiError(400, f"messages[{i}].content[{j}]: content type {kind!r} is not "
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise ApiError(400, f"messages[{i}].content[{j}] must be an object with a string "
+                           "'type'", "invalid_request")  # fmt: skip
+        kind = part["type"]
+        if kind != "text":  # cut: never echo an arbitrarily large value
+            raise ApiError(400, f"messages[{i}].content[{j}]: content type {kind[:40]!r} is not "
                            "supported; tanglebrain serve accepts text only",
                            "unsupported_content")  # fmt: skip
+        if not isinstance(part.get("text"), str):
+            raise ApiError(400, f"messages[{i}].content[{j}].text must be a string",
+                           "invalid_request")  # fmt: skip
         texts.append(part["text"])
     return "\n".join(texts)
 
