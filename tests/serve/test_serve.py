@@ -606,24 +606,27 @@ def test_delta_events_are_the_chunks_they_stand_for(
     assert events.events(deltas, first) == got  # the encoded head is reused
 
 
-@pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("gap", [0, 1, 3], ids=["together", "one-turn", "three-turns"])
-async def test_a_request_cancelled_twice_records_its_run_once_finished(
-    sim: Simulator, stream: bool, gap: int
-) -> None:
-    # A stopping server cancels a request at its shutdown timeout and again as it settles;
-    # the run must be over (no task left) before the request records it, and only once.
-    roster = parse(backend_toml("stuck", "hang", sim.base_url))
+@dataclass
+class RawRequest:
+    """One chat request to an in-process app over raw ASGI, from a client that never leaves."""
+
+    app: Any
+    scope: dict[str, Any]
+    receive: Any
+    recorded: list[tuple[str, str | None]]
+
+
+def raw_request(sim: Simulator, bid: str, spec: str, *, stream: bool) -> RawRequest:
+    roster = parse(backend_toml(bid, spec, sim.base_url))
     recorded: list[tuple[str, str | None]] = []
     config = ServeConfig(roster, {}, record=lambda runs: recorded.extend(
         (r.status, r.error) for r in runs))  # fmt: skip
-    app = create_app(config)
-    body = json.dumps({"model": "stuck", "messages": user("x"), "stream": stream}).encode()
+    body = json.dumps({"model": bid, "messages": user("x"), "stream": stream}).encode()
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
              "headers": [(b"content-type", b"application/json"),
                          (b"content-length", str(len(body)).encode())]}  # fmt: skip
     inbox = [{"type": "http.request", "body": body, "more_body": False}]
-    connected = asyncio.Event()  # the client never leaves
+    connected = asyncio.Event()  # never set: the client never leaves
 
     async def receive() -> dict[str, Any]:
         if inbox:
@@ -631,13 +634,24 @@ async def test_a_request_cancelled_twice_records_its_run_once_finished(
         await connected.wait()
         return {"type": "http.disconnect"}
 
+    return RawRequest(create_app(config), scope, receive, recorded)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("gap", [0, 1, 3], ids=["together", "one-turn", "three-turns"])
+async def test_a_request_cancelled_twice_records_its_run_once_finished(
+    sim: Simulator, stream: bool, gap: int
+) -> None:
+    # A stopping server cancels a request at its shutdown timeout and again as it settles;
+    # the run must be over (no task left) before the request records it, and only once.
+    raw = raw_request(sim, "stuck", "hang", stream=stream)
     sent: list[dict[str, Any]] = []
 
     async def send(message: Any) -> None:
         sent.append(message)
 
     before = asyncio.all_tasks()
-    request = asyncio.get_running_loop().create_task(app(scope, receive, send))  # type: ignore[arg-type]
+    request = asyncio.get_running_loop().create_task(raw.app(raw.scope, raw.receive, send))
     await sim.wait_in_flight(1, "hang")
     request.cancel()
     for _ in range(gap):
@@ -646,7 +660,7 @@ async def test_a_request_cancelled_twice_records_its_run_once_finished(
     await asyncio.wait([request])
     left = asyncio.all_tasks() - before - {request}  # the simulator's own are not ours
     assert [t for t in left if "uvicorn" not in t.get_coro().cr_code.co_filename] == []
-    assert recorded == [("interrupted", "the server stopped before this run finished")]
+    assert raw.recorded == [("interrupted", "the server stopped before this run finished")]
     assert sent[0]["status"] == 503
 
 
@@ -654,31 +668,16 @@ async def test_a_forced_stop_with_a_reader_that_stopped_reading_is_quiet(sim: Si
     # The answer is ready, but the client stopped reading: its send never returns. A forced
     # stop cancels the request twice (telling the client waits on that same send); the
     # request must end quietly, and the run was not delivered.
-    roster = parse(backend_toml("echo", "echo", sim.base_url))
-    recorded: list[tuple[str, str | None]] = []
-    config = ServeConfig(roster, {}, record=lambda runs: recorded.extend(
-        (r.status, r.error) for r in runs))  # fmt: skip
-    app = create_app(config)
-    body = json.dumps({"model": "echo", "messages": user("x"), "stream": True}).encode()
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
-             "headers": [(b"content-type", b"application/json"),
-                         (b"content-length", str(len(body)).encode())]}  # fmt: skip
-    inbox = [{"type": "http.request", "body": body, "more_body": False}]
+    raw = raw_request(sim, "echo", "echo", stream=True)
     forever = asyncio.Event()
     stalled = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        if inbox:
-            return inbox.pop()
-        await forever.wait()
-        return {"type": "http.disconnect"}
 
     async def send(message: Any) -> None:
         if message["type"] == "http.response.body":
             stalled.set()
             await forever.wait()  # the client's window is full and stays full
 
-    request = asyncio.get_running_loop().create_task(app(scope, receive, send))  # type: ignore[arg-type]
+    request = asyncio.get_running_loop().create_task(raw.app(raw.scope, raw.receive, send))
     await stalled.wait()
     request.cancel()  # the shutdown timeout ran out
     for _ in range(3):
@@ -686,4 +685,4 @@ async def test_a_forced_stop_with_a_reader_that_stopped_reading_is_quiet(sim: Si
     request.cancel()  # and again as the server settles
     await asyncio.wait([request])
     assert not request.cancelled() and request.exception() is None  # nothing for uvicorn to log
-    assert recorded == [("interrupted", "the server stopped before this run finished")]
+    assert raw.recorded == [("interrupted", "the server stopped before this run finished")]

@@ -7,6 +7,7 @@ XDG config file, the packaged default. The packaged default is never edited in p
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,17 +40,28 @@ def xdg_path(env: Mapping[str, str]) -> Path:
     return Path(base) / "tanglebrain" / "roster.toml"
 
 
+def not_regular(path: Path) -> str | None:
+    """What ``path`` is when it exists but is no regular file ("a directory", …), else None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # nothing there (or unreadable: opening it says why)
+    if stat.S_ISREG(mode):
+        return None
+    return "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, pipe or socket)"
+
+
 def _check_named(path: Path, fix: str) -> None:
     """A roster the user named must be a regular file (a pipe could be read only once)."""
-    if path.is_file():
-        return
-    if not path.exists():
+    what = not_regular(path)
+    if what is None and not path.is_file():
         raise ConfigError("roster file not found", file=path, fix=fix)
-    if path.is_dir():
+    if what == "a directory":
         raise ConfigError("roster path is a directory", file=path,
                           fix=f"give the file's path, e.g. {path / 'roster.toml'}")  # fmt: skip
-    raise ConfigError("roster path is not a regular file (a device, pipe or socket)", file=path,
-                      fix="save the roster to a file and give its path")  # fmt: skip
+    if what is not None:
+        raise ConfigError(f"roster path is {what}", file=path,
+                          fix="save the roster to a file and give its path")  # fmt: skip
 
 
 def discover(explicit: Path | None, env: Mapping[str, str], cwd: Path) -> tuple[Path, Source]:

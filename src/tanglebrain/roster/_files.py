@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tanglebrain import filelock
 from tanglebrain.errors import ConfigError
-from tanglebrain.roster._discover import packaged_path
+from tanglebrain.roster._discover import not_regular, packaged_path
 
 
 def refuse_special(path: Path, shown: Path) -> None:
@@ -29,14 +29,9 @@ def refuse_special(path: Path, shown: Path) -> None:
     Raises:
         ConfigError: ``path`` is a directory, a device, a pipe or a socket.
     """
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return  # nothing there yet (or unreadable: writing it says why)
-    if stat.S_ISREG(mode):
-        return
-    what = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, pipe or socket)"
-    raise ConfigError(f"is {what}", file=shown, fix="give the path of a file, e.g. roster.toml")
+    what = not_regular(path)
+    if what is not None:
+        raise ConfigError(f"is {what}", file=shown, fix="give the path of a file, e.g. roster.toml")
 
 
 @contextmanager
