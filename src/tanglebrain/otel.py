@@ -108,6 +108,7 @@ class _Builder:
             "tanglebrain.cost_usd": call.cost_usd,
             "tanglebrain.bytes_in": sum(a.bytes_in for a in call.attempts),
             "tanglebrain.bytes_out": sum(a.bytes_out for a in call.attempts),
+            "tanglebrain.usage.estimated": any(a.estimated for a in call.attempts) or None,
         }, kind="CLIENT")  # fmt: skip
         for n, a in enumerate(call.attempts, 1):
             attrs = {
@@ -117,6 +118,7 @@ class _Builder:
                 "http.response.status_code": a.http_status,
                 "error.type": _error_type(a) if a.status == "error" else None,
                 "tanglebrain.error": a.error,
+                "tanglebrain.usage.estimated": a.estimated or None,
             }
             span.add_event("tanglebrain.attempt", self.attrs(attrs), timestamp=_ns(a.started))
         self.end(span, call.ended or fallback, last.error if failed and last else None)

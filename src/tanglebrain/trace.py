@@ -79,6 +79,9 @@ class Attempt:
     # (``errors.ErrorKind``) when it failed.
     transport: str | None = None
     error_kind: str | None = None
+    # The tokens (and so the cost) were counted here, 4 characters a token, not reported
+    # by the provider: it reported no usage, or the stream ended before its usage came.
+    estimated: bool = False
 
     @property
     def ended(self) -> float:

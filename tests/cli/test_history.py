@@ -27,7 +27,7 @@ CALL_KEYS = {
 ATTEMPT_KEYS = {
     "backend", "model", "status", "error", "http_status", "started", "ended", "latency_ms",
     "prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
-    "bytes_in", "bytes_out",
+    "usage_estimated", "bytes_in", "bytes_out",
 }  # fmt: skip
 SUBTASK_KEYS = {
     "index", "task", "prompt", "requested_backend", "attach", "status", "backend",
@@ -336,6 +336,28 @@ def test_unknown_price_is_unknown_even_when_every_call_failed(
     table = run_cli(["stats"], tmp_path).stdout
     [dark_line] = [line for line in table.splitlines() if line.strip().startswith("dark")]
     assert "unknown" in dark_line and "$0" not in dark_line
+
+
+def test_a_cut_stream_is_billed_for_what_it_generated(
+    tmp_path: Path, sim_thread: Simulator
+) -> None:
+    # The stream broke after its first deltas: the provider billed the prompt and those,
+    # though no usage came. The ledger, `show` and `runs` count them, marked estimated.
+    entry = backend_toml("w", "cut:size=400", sim_thread.base_url)
+    write_roster(tmp_path / "roster.toml", entry, settings="max_attempts = 1\n")
+    out = run_cli(["-b", "w", "tell me a long story"], tmp_path)
+    assert out.code == 1 and out.stdout.startswith("simulated")
+    data = cli_json(["show", "latest", "--json"], tmp_path)
+    [attempt] = data["turns"][0]["call"]["attempts"]  # type: ignore[index]
+    assert attempt["status"] == "error" and attempt["usage_estimated"] is True
+    assert attempt["completion_tokens"] == -(-len(out.stdout.strip()) // 4)
+    expected = (attempt["prompt_tokens"] * 1.0 + attempt["completion_tokens"] * 2.0) / 1e6
+    assert attempt["prompt_tokens"] > 0 and attempt["cost_usd"] == pytest.approx(expected)
+    assert data["usage"]["cost_usd"] == pytest.approx(expected)  # type: ignore[index]
+    [row] = cli_json(["runs", "--json"], tmp_path)  # type: ignore[misc]
+    assert row["cost_usd"] == pytest.approx(expected)
+    shown = run_cli(["show", "latest"], tmp_path).stdout
+    assert "(estimated)" in shown and "stream cut" in shown
 
 
 def test_cached_prompt_tokens_are_priced_shown_and_counted(

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import anyio
 import pytest
 
 from tanglebrain import models
@@ -110,6 +112,9 @@ async def test_failure_modes_map_to_backend_error(
     assert err.retryable is retryable
     assert len(node.attempts) == attempts
     assert all(a.status == "error" and a.error for a in node.attempts)
+    # Nothing was generated before the failure: nothing billed, nothing estimated.
+    assert all((a.prompt_tokens, a.completion_tokens, a.estimated) == (0, 0, False)
+               for a in node.attempts)  # fmt: skip
     # short, one line, never a raw body
     assert "\n" not in str(err) and len(str(err)) < 240 and "{" not in err.reason
 
@@ -284,6 +289,68 @@ async def test_sink_failure_is_not_a_backend_failure(sim: Simulator) -> None:
     [attempt] = node.attempts
     assert (attempt.status, attempt.error, attempt.error_kind) == ("cancelled", None, None)
     assert attempt.latency_ms > 0
+    # The first delta had arrived (it is what the reader failed on): it was generated and
+    # billed, so the attempt counts it and the prompt, estimated.
+    assert attempt.estimated and attempt.prompt_tokens > 0 and attempt.completion_tokens > 0
+
+
+PRICED = "price = { input = 1.0, output = 2.0 }\n"
+
+
+def assert_billed_estimate(attempt: Any, backend: Backend, received: str) -> None:
+    """The attempt counts the prompt and what arrived (4 characters a token), priced."""
+    assert attempt.estimated
+    assert attempt.completion_tokens == math.ceil(len(received) / 4) > 0
+    # litellm's tokenizer when it is loaded, else the same 4 characters a token
+    assert attempt.prompt_tokens == models.count_tokens(backend, HELLO) > 0
+    expected = (attempt.prompt_tokens * 1.0 + attempt.completion_tokens * 2.0) / 1e6
+    assert attempt.cost_usd == pytest.approx(expected)
+    assert attempt.bytes_out == len(received.encode())
+
+
+async def test_a_cut_stream_records_what_was_generated_before_the_cut(sim: Simulator) -> None:
+    # Billed by the provider although no usage came: the prompt and the text that arrived.
+    backend = make(sim, "cut:size=400", PRICED)
+    node = Call("subtask", backend.id, backend.model)
+    deltas: list[str] = []
+    with pytest.raises(BackendError, match="stream cut after"):
+        await models.complete(
+            backend, HELLO, call=node, env={}, timeout=30, retry=FAST, on_text=deltas.append
+        )
+    [attempt] = node.attempts
+    assert attempt.status == "error" and deltas
+    assert_billed_estimate(attempt, backend, "".join(deltas))
+    assert node.cost_usd == pytest.approx(attempt.cost_usd)
+
+
+async def test_an_interrupted_stream_records_what_was_generated(sim: Simulator) -> None:
+    # Ctrl-C, a client that left, a run that stopped its sub-tasks: cancelled mid-stream.
+    # The cancel lands at the wait for the next delta, which comes 0.3 s after the first.
+    backend = make(sim, "worker:gap=0.3,pieces=4", PRICED)
+    node = Call("subtask", backend.id, backend.model)
+    deltas: list[str] = []
+    with anyio.CancelScope() as scope:
+
+        def first_then_stop(text: str) -> None:
+            deltas.append(text)
+            scope.cancel()  # lands at the stream's next wait
+
+        await models.complete(
+            backend, HELLO, call=node, env={}, timeout=60, retry=FAST, on_text=first_then_stop
+        )
+    [attempt] = node.attempts
+    assert scope.cancelled_caught and attempt.status == "cancelled"
+    assert_billed_estimate(attempt, backend, "".join(deltas))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(("spec", "estimated"), [("echo", False), ("echo:tokens=0", True)])
+async def test_usage_is_marked_estimated_only_when_the_server_reported_none(
+    sim: Simulator, spec: str, estimated: bool, stream: bool
+) -> None:
+    reply, node = await call(make(sim, spec, PRICED), stream=stream)
+    assert reply.estimated is node.attempts[0].estimated is estimated
+    assert reply.completion_tokens == (math.ceil(len("hello there") / 4) if estimated else 3)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])

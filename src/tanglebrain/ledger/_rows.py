@@ -209,7 +209,8 @@ def rebuild(row: dict[str, Any], nodes: list[dict[str, Any]]) -> StoredRun:
 
 
 def _attempt_extra(a: Attempt) -> dict[str, str] | None:
-    return _dropped_empty({"transport": a.transport, "error_kind": a.error_kind})
+    usage = "estimated" if a.estimated else None
+    return _dropped_empty({"transport": a.transport, "error_kind": a.error_kind, "usage": usage})
 
 
 def _dropped_empty(extra: dict[str, str | None]) -> dict[str, str] | None:
@@ -272,4 +273,5 @@ def _node(n: dict[str, Any]) -> Turn | ToolCall | Subtask | Call | Attempt:
         bytes_out=n["bytes_out"],
         transport=extra.get("transport"),
         error_kind=extra.get("error_kind"),
+        estimated=extra.get("usage") == "estimated",
     )

@@ -21,7 +21,15 @@ from tanglebrain.errors import BackendError
 from tanglebrain.models._errors import (
     to_backend_error,
 )
-from tanglebrain.models._reply import Reply, SinkError, safety_net, stream, whole
+from tanglebrain.models._reply import (
+    Received,
+    Reply,
+    SinkError,
+    safety_net,
+    stream,
+    usage_of_unfinished,
+    whole,
+)
 from tanglebrain.models._types import (
     Message,
     Outgoing,
@@ -158,32 +166,34 @@ async def _call_with_retries(
         attempt.bytes_in, attempt.transport = bytes_in, transport.name
         call.attempts.append(attempt)
         t0 = time.perf_counter()
-        streamed: list[str] = []
+        got = Received()
         try:
             if on_text is None:
                 with safety_net(transport, out.timeout):
                     reply = whole(backend, out.messages, await transport.complete(out))
             else:
-                reply = await stream(transport, out, on_text, streamed)
+                reply = await stream(transport, out, on_text, got)
         except SinkError as exc:
             # We stopped it (the reader left, the disk is full): not the backend's failure,
             # but a call it answered, and a run's record shows every call that went out.
             attempt.latency_ms = (time.perf_counter() - t0) * 1000
             attempt.status = "cancelled"
+            _unfinished(attempt, out, got)
             if on_attempt:
                 on_attempt()
             raise exc.error from None
         except BaseException as exc:
             attempt.latency_ms = (time.perf_counter() - t0) * 1000
+            _unfinished(attempt, out, got)
             if not isinstance(exc, Exception):  # cancelled or interrupted: not the backend
                 attempt.status = "cancelled"
                 if on_attempt:
                     on_attempt()
                 raise
-            err = _failed(attempt, backend, exc, out.timeout, out.api_key, streamed)
+            err = _failed(attempt, backend, exc, out.timeout, out.api_key, got.text)
             if on_attempt:
                 on_attempt()
-            wait = _retry_delay(retry, attempt_no, err, bool(streamed), failover)
+            wait = _retry_delay(retry, attempt_no, err, bool(got.text), failover)
             if wait is None:
                 raise err from None
             await anyio.sleep(wait)
@@ -211,6 +221,7 @@ def _size(messages: Sequence[Message]) -> int:
 def _succeeded(attempt: Attempt, reply: Reply, latency_ms: float) -> None:
     """Record a successful attempt: its time, usage, cost and reply size."""
     attempt.latency_ms = latency_ms
+    attempt.estimated = reply.estimated
     attempt.prompt_tokens = reply.prompt_tokens
     attempt.completion_tokens = reply.completion_tokens
     attempt.cache_read_tokens = reply.cache_read_tokens
@@ -219,6 +230,16 @@ def _succeeded(attempt: Attempt, reply: Reply, latency_ms: float) -> None:
     attempt.bytes_out = len(reply.text.encode()) + sum(
         len(t.arguments.encode()) for t in reply.tool_calls
     )
+
+
+def _unfinished(attempt: Attempt, out: Outgoing, got: Received) -> None:
+    """Record what a stream that ended early generated (estimated: no usage came)."""
+    usage = usage_of_unfinished(out.backend, out.messages, got)
+    if usage is not None:
+        attempt.prompt_tokens, attempt.completion_tokens, attempt.cost_usd = usage
+        attempt.estimated = True
+        text = "".join(got.text).encode("utf-8", "surrogatepass")
+        attempt.bytes_out = len(text) + got.call_chars
 
 
 def _failed(

@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, AsyncExitStack, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 
@@ -57,6 +57,36 @@ class Reply:
     # Parts of prompt_tokens read from / written to the provider's prompt cache.
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    # The server reported no usage (or only part of it): the tokens were counted here.
+    estimated: bool = False
+
+
+@dataclass(slots=True)
+class Received:
+    """What a stream delivered so far: its text (which reached the reader) and tool calls.
+
+    Kept by the caller, so that a stream that ends early still tells what was generated
+    (and billed) before it did.
+    """
+
+    text: list[str] = field(default_factory=list)
+    call_chars: int = 0  # characters of tool-call names and arguments
+
+
+def usage_of_unfinished(
+    backend: Backend, messages: Sequence[Message], got: Received
+) -> tuple[int, int, float | None] | None:
+    """(prompt, completion, cost) estimated for a stream that ended before its usage came.
+
+    The provider bills what it generated whether or not the stream finished: once any of
+    it arrived, the prompt was read and at least that much was written. None when
+    nothing arrived (a failure before the first token is not billed as a rule).
+    """
+    chars = sum(map(len, got.text)) + got.call_chars
+    if not chars:
+        return None
+    prompt, completion = count_tokens(backend, messages), math.ceil(chars / 4)
+    return prompt, completion, cost_of(backend, prompt, completion)
 
 
 def safety_net(transport: Transport, timeout: float) -> AbstractContextManager[object]:
@@ -80,11 +110,12 @@ async def stream(
     transport: Transport,
     out: Outgoing,
     on_text: Callable[[str], None],
-    streamed: list[str],
+    got: Received,
 ) -> Reply:
     """Stream one reply; the timeout bounds the wait for the first byte and each gap after it.
 
-    A healthy stream may run as long as the model writes: only silence is a timeout. Once
+    What arrives is also added to ``got``, which outlives a stream that fails. A healthy
+    stream may run as long as the model writes: only silence is a timeout. Once
     the stream is open (the backend answered 200), how it ended is judged by what arrived,
     not by how a library words it: nothing at all is an empty response, content without a
     finish reason is a cut stream. A reply caught in a loop (see ``looping``) is stopped
@@ -92,6 +123,7 @@ async def stream(
     what arrived is kept and marked incomplete.
     """
     backend_id, timeout = out.backend.id, out.timeout
+    streamed = got.text
     usage: Usage | None = None
     finish: str | None = None
     calls: dict[int, list[str]] = {}
@@ -127,6 +159,7 @@ async def stream(
                 if guard.feed(chunk.text):
                     finish = REPEATED  # closing the stream below stops the generation
             for tc in chunk.tool_calls:
+                got.call_chars += len(tc.name) + len(tc.arguments)
                 slot = calls.setdefault(tc.index, ["", "", ""])
                 slot[0] = tc.id or slot[0]
                 slot[1] += tc.name
@@ -190,13 +223,14 @@ def _reply(
     text, calls = _encodable(text, calls)
     usage = usage or Usage()
     prompt, completion = usage.prompt_tokens, usage.completion_tokens
+    estimated = not prompt or not completion
     if not prompt:  # a server that reports no usage: count it ourselves
         prompt = count_tokens(backend, messages)
     if not completion:
         completion = math.ceil((len(text) + sum(len(c.arguments) for c in calls)) / 4)
     read, write = usage.cache_read_tokens, usage.cache_write_tokens
     cost = cost_of(backend, prompt, completion, read, write)
-    return Reply(text, calls, prompt, completion, cost, finish_reason, read, write)
+    return Reply(text, calls, prompt, completion, cost, finish_reason, read, write, estimated)
 
 
 def _encodable(

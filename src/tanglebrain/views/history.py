@@ -158,7 +158,7 @@ def _attempt_json(a: Attempt) -> dict[str, Any]:
         "latency_ms": a.latency_ms, "prompt_tokens": a.prompt_tokens,
         "completion_tokens": a.completion_tokens, "cache_read_tokens": a.cache_read_tokens,
         "cache_write_tokens": a.cache_write_tokens, "cost_usd": a.cost_usd,
-        "bytes_in": a.bytes_in, "bytes_out": a.bytes_out,
+        "usage_estimated": a.estimated, "bytes_in": a.bytes_in, "bytes_out": a.bytes_out,
     }  # fmt: skip
 
 
@@ -244,13 +244,15 @@ def _add_call(parent: Tree, call: Call, label: str) -> None:
         f"{_tokens(prompt, completion, call.cache_tokens[0])} · {money(call.cost_usd)}",
     ))  # fmt: skip
     for i, a in enumerate(call.attempts, 1):
+        usage = ""
+        if a.status == "ok" or a.estimated:  # a failure with usage: what it generated first
+            tokens = _tokens(a.prompt_tokens, a.completion_tokens, a.cache_read_tokens)
+            usage = f" · {tokens} · {money(a.cost_usd)}" + " (estimated)" * a.estimated
         if a.status == "ok":
             what = ("ok", "green")
-            tokens = _tokens(a.prompt_tokens, a.completion_tokens, a.cache_read_tokens)
-            usage = f" · {tokens} · {money(a.cost_usd)}"
         else:
             what = (a.status, _STATUS_STYLE.get(a.status, "red"))
-            usage = (f" · HTTP {a.http_status}" if a.http_status else "") + (
+            usage += (f" · HTTP {a.http_status}" if a.http_status else "") + (
                 f" · {first_words(a.error, 60)}" if a.error else ""
             )
         node.add(Text.assemble(
