@@ -449,6 +449,14 @@ def test_off_loopback_needs_a_token(tmp_path: Path, host: str) -> None:
     assert "--token is required" in out.stderr and len(out.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize("host", ["not a host", "", "-lead.example", "a..b", "x" * 64, "1.2.3.4/8"])
+def test_a_host_that_is_no_address_or_name_is_refused_first(tmp_path: Path, host: str) -> None:
+    # Before the token check: a --token would not make it bindable.
+    out = run_cli(["serve", "--host", host, "--port", "0"], tmp_path)
+    assert out.code == 2 and "is not an IP address or host name" in out.stderr
+    assert "--token" not in out.stderr and len(out.stderr.splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

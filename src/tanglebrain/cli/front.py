@@ -10,6 +10,7 @@ import functools
 import ipaddress
 import logging
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -46,6 +47,20 @@ def register(app: typer.Typer) -> None:
         "an agent (Claude Code, Codex, …) orchestrates tanglebrain's roster. "
         "Register it with: claude mcp add tanglebrain -- tanglebrain mcp",
     )(mcp_command)
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def is_host(host: str) -> bool:
+    """Whether ``host`` is an IP address or a well-formed host name (RFC 1123; no lookup)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    return len(host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
 def is_loopback(host: str) -> bool:
@@ -147,6 +162,11 @@ def serve_command(
     """Serve the OpenAI-compatible API until SIGINT/SIGTERM."""
     if token is not None and not token.strip():
         raise UsageError("--token must not be empty")
+    if not is_host(host):  # before asking for a token it would not need
+        raise UsageError(
+            f"--host {host!r} is not an IP address or host name",
+            fix="pass an address of this machine, e.g. --host 127.0.0.1",
+        )
     if not is_loopback(host) and not token:
         raise UsageError(
             f"binding {host} exposes the server beyond this machine, so --token is required",
