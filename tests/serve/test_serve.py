@@ -463,6 +463,8 @@ def test_a_host_that_is_no_address_or_name_is_refused_first(tmp_path: Path, host
         (["--roster", "missing.toml"], "missing.toml"),
         (["--max-body-bytes", "10"], "--max-body-bytes"),
         (["--token", " "], "--token must not be empty"),
+        (["--request-timeout", "-1"], "--request-timeout"),
+        (["--request-timeout", "nan"], "--request-timeout"),
     ],
 )
 def test_config_errors_exit_2_before_binding(

@@ -145,6 +145,13 @@ def serve_command(
         int,
         typer.Option("--shutdown-timeout", help="Seconds in-flight runs get to finish on stop."),
     ] = 30,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            "--request-timeout",
+            help="Seconds a client has to send a whole request (408 after; 0: no limit).",
+        ),
+    ] = 30.0,
     workers: Annotated[
         int,
         typer.Option(
@@ -176,12 +183,14 @@ def serve_command(
         raise UsageError("--port must be between 0 and 65535")
     if max_body_bytes < 1024 or shutdown_timeout < 0:
         raise UsageError("--max-body-bytes must be >= 1024 and --shutdown-timeout >= 0")
+    if not 0 <= request_timeout < 1e9:  # also NaN; a timer cannot be armed further out
+        raise UsageError("--request-timeout must be between 0 (no limit) and 1e9 seconds")
     if not 1 <= workers <= MAX_WORKERS:
         raise UsageError(f"--workers must be between 1 and {MAX_WORKERS}")
     if workers > 1 and not hasattr(os, "fork"):
         raise UsageError("--workers above 1 needs fork(), which this platform lacks")
     _serve(ctx, _ServeOptions(host, port, token, roster, max_body_bytes, shutdown_timeout,
-                              workers, no_log, verbose))  # fmt: skip
+                              request_timeout, workers, no_log, verbose))  # fmt: skip
 
 
 MAX_WORKERS = 64
@@ -195,6 +204,7 @@ class _ServeOptions:
     roster: Path | None
     max_body_bytes: int
     shutdown_timeout: int
+    request_timeout: float
     workers: int
     no_log: bool
     verbose: bool
@@ -233,7 +243,7 @@ def _serve(ctx: typer.Context, opts: _ServeOptions) -> None:
         record=(lambda traces: recorder(traces, loaded)) if recorder else None,
         on_done=done,
     )
-    code = _serve_on_all(socks, opts.workers, _server(config, done, opts.shutdown_timeout), ready)
+    code = _serve_on_all(socks, opts.workers, _server(config, done, opts), ready)
     render.note("stopped", prefix="serve")
     raise typer.Exit(code)
 
@@ -261,7 +271,7 @@ def _ready_note(
 
 
 def _server(
-    config: ServeConfig, done: Callable[[Run, int | None], None], shutdown_timeout: int
+    config: ServeConfig, done: Callable[[Run, int | None], None], opts: _ServeOptions
 ) -> ServeOn:
     """Serves one socket with ``config``; a worker's finished runs are reported as its own."""
     import dataclasses
@@ -280,8 +290,9 @@ def _server(
         )
 
         async def main() -> None:
-            await serve.serve(mine, sock, shutdown_timeout=shutdown_timeout,
-                              on_ready=on_ready, lifeline=lifeline)  # fmt: skip
+            await serve.serve(mine, sock, shutdown_timeout=opts.shutdown_timeout,
+                              request_timeout=opts.request_timeout, on_ready=on_ready,
+                              lifeline=lifeline)  # fmt: skip
 
         from tanglebrain.cli.streams import collect_less
 

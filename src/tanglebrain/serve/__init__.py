@@ -21,6 +21,8 @@ The mapping (model, messages, usage, the ``tanglebrain`` field, error codes) liv
 * A client that disconnects cancels its run. Every run (ok, failed or interrupted) is
   handed to ``record`` after its response, on a worker thread; runs that finish while
   it writes are written together next, in one transaction.
+* A request must arrive whole within ``request_timeout`` seconds of the connection
+  opening or its previous response ending (408 after; see ``serve._protocol``).
 * SIGINT/SIGTERM: stop accepting, let in-flight requests finish for up to the
   shutdown timeout, then cancel them (they are recorded as interrupted).
 """
@@ -59,6 +61,7 @@ from tanglebrain.serve._asgi import (
     until_disconnect,
     until_done,
 )
+from tanglebrain.serve._protocol import DEFAULT_REQUEST_TIMEOUT_S
 from tanglebrain.serve._server import run_server, uvicorn_config
 from tanglebrain.serve._wire import (
     DONE,
@@ -334,6 +337,7 @@ async def serve(
     sock: socket.socket,
     *,
     shutdown_timeout: int = 30,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
     on_ready: Callable[[], None] = lambda: None,
     lifeline: int | None = None,
 ) -> None:
@@ -343,11 +347,13 @@ async def serve(
         config: what to serve.
         sock: a bound, listening socket.
         shutdown_timeout: seconds in-flight requests get to finish once stopping.
+        request_timeout: seconds a client has to send a whole request (0: no limit; see
+            ``serve._protocol``).
         on_ready: called once the server accepts connections.
         lifeline: a worker's end of its supervisor's pipe: EOF on it stops the server
             gracefully, and a second stop signal forces the stop (see ``serve._workers``).
     """
     await run_server(
-        create_app(config), sock, shutdown_timeout=shutdown_timeout, on_ready=on_ready,
-        lifeline=lifeline,
+        create_app(config), sock, shutdown_timeout=shutdown_timeout,
+        request_timeout=request_timeout, on_ready=on_ready, lifeline=lifeline,
     )  # fmt: skip

@@ -21,6 +21,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from tanglebrain._uvicorn import quiet_config
+from tanglebrain.serve._protocol import DEFAULT_REQUEST_TIMEOUT_S, protocol
 
 SETTLE_S = 10.0  # for runs cut by a stop to answer 503 and be recorded
 
@@ -85,11 +86,12 @@ async def run_server(
     sock: socket.socket,
     *,
     shutdown_timeout: int = 30,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
     on_ready: Callable[[], None] = lambda: None,
     lifeline: int | None = None,
 ) -> None:
     """Serve ``app`` on the bound ``sock`` until SIGINT/SIGTERM (see ``serve.serve``)."""
-    uv = uvicorn_config(app, shutdown_timeout=shutdown_timeout)
+    uv = uvicorn_config(app, shutdown_timeout=shutdown_timeout, request_timeout=request_timeout)
     server = _Server(uv, on_ready, relayed=lifeline is not None)
     async with anyio.create_task_group() as tg:
         if lifeline is not None:
@@ -118,12 +120,19 @@ async def _watch_lifeline(fd: int, server: uvicorn.Server) -> None:
     server.should_exit = True  # graceful, like the supervisor's SIGTERM
 
 
-def uvicorn_config(app: ASGIApp, *, shutdown_timeout: int = 30) -> uvicorn.Config:
-    """The uvicorn settings of ``serve``: the shared quiet ones, ASGI 3, our shutdown timeout.
+def uvicorn_config(
+    app: ASGIApp,
+    *,
+    shutdown_timeout: int = 30,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+) -> uvicorn.Config:
+    """The uvicorn settings of ``serve``: the shared quiet ones, ASGI 3, our timeouts.
 
-    No proxy-headers middleware: nothing here reads the client's address, and it would
-    parse ``X-Forwarded-*`` on every request.
+    The protocol is uvicorn's httptools one with a deadline for each request to arrive
+    (``serve._protocol``). No proxy-headers middleware: nothing here reads the client's
+    address, and it would parse ``X-Forwarded-*`` on every request.
     """
     return quiet_config(
-        app, interface="asgi3", proxy_headers=False, timeout_graceful_shutdown=shutdown_timeout
-    )
+        app, interface="asgi3", proxy_headers=False, timeout_graceful_shutdown=shutdown_timeout,
+        http=protocol(request_timeout),
+    )  # fmt: skip
