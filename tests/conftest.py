@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -22,6 +23,19 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 async def sim() -> AsyncIterator[Simulator]:
     async with Simulator() as s:
         yield s
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """An API base on loopback whose connections hang, as to a host down or firewalled.
+
+    Its accept queue is full, so the kernel drops the SYNs of new connections.
+    """
+    with socket.socket() as server, socket.socket() as filler:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)  # room for one pending connection, never accepted
+        filler.connect(server.getsockname())
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/v1"
 
 
 @pytest.fixture(scope="module")

@@ -128,6 +128,24 @@ async def test_subtask_fails_over(sim: Simulator, bad_spec: str) -> None:
     assert not trace.degraded
 
 
+async def test_a_host_that_never_connects_is_failed_over_at_the_connect_timeout(
+    sim: Simulator, blackhole: str
+) -> None:
+    # Its packets dropped (down, firewalled): not a wait for timeout_s (600 s here), but a
+    # connection failure after connect_timeout_s, and the sub-tasks go to the next backend.
+    gone = entry(sim, "gone", "worker", "work", cost=1).replace(sim.base_url, blackhole)
+    roster = make(
+        entry(sim, "orch", "orchestrator:fanout=2", "planning", 30, True), gone,
+        entry(sim, "good", "worker", "work", cost=5),
+        settings="timeout_s = 600\nconnect_timeout_s = 0.3\n",
+    )  # fmt: skip
+    trace = await go(roster)
+    subs = trace.subtasks()
+    assert all(s.status == "ok" and s.backend == "good" and s.failed_over for s in subs)
+    errors = {a.error for s in subs for a in s.calls[0].attempts}
+    assert errors == {"connection failed: no connection within 0.3s"}
+
+
 async def test_a_dead_backend_is_failed_over_at_once_and_then_skipped(sim: Simulator) -> None:
     # 64 sub-tasks, the cheapest worker answers 500 to everything, a healthy one exists.
     roster = make(

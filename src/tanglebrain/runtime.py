@@ -349,6 +349,7 @@ class RunContext:
                     retry=self.retry, tools=tools, tool_choice=tool_choice, on_text=on_text,
                     max_tokens=max_tokens, on_attempt=self.run.changed, failover=alternatives,
                     cache_prefix=cache_prefix,
+                    connect_timeout=self.roster.settings.connect_timeout_s,
                 )  # fmt: skip
             self.load.breakers.record(backend.id, ok=True)
             actual = reply.cost_usd

@@ -368,3 +368,27 @@ async def test_a_reply_cut_mid_character_is_mended_not_fatal(sim: Simulator, str
     assert reply.text == "half \ufffd"
     assert node.attempts[-1].bytes_out == len("half \ufffd".encode())
     assert "".join(deltas) == ("half \ud83d" if stream else "")
+
+
+async def test_a_host_that_never_connects_fails_over_at_the_connect_timeout(
+    blackhole: str,
+) -> None:
+    # A host that drops packets (down, firewalled, a wrong address) is a connection failure
+    # after connect_timeout, not a wait for the whole timeout meant for a slow model.
+    text = (
+        f'[[backend]]\nid = "b"\nmodel = "openai/gone"\napi_base = "{blackhole}"\n'
+        f'good_at = ["x"]\ncost = 1\ntransport = "{_transport}"\n'
+    )
+    backend = parse(text).backends[0]
+    node = Call("subtask", backend.id, backend.model)
+    once = models.RetryPolicy(max_attempts=1)
+    for on_text in (None, lambda t: None):  # whole and streamed
+        with pytest.raises(BackendError) as info:
+            await models.complete(
+                backend, HELLO, call=node, env={}, timeout=600, retry=once, on_text=on_text,
+                connect_timeout=0.3, failover=True,
+            )  # fmt: skip
+        err = info.value
+        assert err.reason == "connection failed: no connection within 0.3s", err.reason
+        assert (err.kind, err.retryable, err.status) == ("connect", True, None)
+    assert [a.error_kind for a in node.attempts] == ["connect", "connect"]

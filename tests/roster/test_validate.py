@@ -48,6 +48,7 @@ settings_table = st.fixed_dictionaries(
         "max_subtasks": st.integers(1, 10_000), "max_turns": st.integers(1, 100),
         "budget_usd": st.one_of(st.integers(1, 10), st.floats(0.01, 10)),
         "timeout_s": st.integers(1, 86_400), "max_attempts": st.integers(1, 10),
+        "connect_timeout_s": st.one_of(st.integers(1, 86_400), st.floats(0.01, 60)),
         "system_prompt_file": st.just("prompt.md"), "context_budget_bytes": st.integers(200),
         "llm_digest": st.booleans(), "review": st.sampled_from(["never", "always"]),
         "reviewers": st.integers(1, 3), "spill_cost_factor": st.integers(1, 1000),

@@ -31,6 +31,7 @@ from tanglebrain.models._reply import (
     whole,
 )
 from tanglebrain.models._types import (
+    CONNECT_TIMEOUT_S,
     Message,
     Outgoing,
     Transport,
@@ -104,6 +105,7 @@ async def complete(
     failover: bool = False,
     tool_choice: str | None = None,
     cache_prefix: bool = False,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
 ) -> Reply:
     """Send ``messages`` to ``backend``, retrying transient failures.
 
@@ -124,6 +126,8 @@ async def complete(
         tool_choice: sent with ``tools`` (``"none"``: offered, but the model must answer).
         cache_prefix: mark the system prompt and tools for the provider's prompt cache
             where it needs a marker (see ``cacheable_prefix``); others ignore it.
+        connect_timeout: seconds a connection may take, when shorter than ``timeout``
+            (litellm honours it for its OpenAI, Azure and Bedrock providers only).
 
     Returns:
         The reply of the first successful attempt.
@@ -134,7 +138,7 @@ async def complete(
     """
     out = Outgoing(
         backend, messages, backend.api_key(env), timeout, tools or None,
-        tool_choice if tools else None, max_tokens, cache_prefix,
+        tool_choice if tools else None, max_tokens, cache_prefix, connect_timeout,
     )  # fmt: skip
     return await _call_with_retries(
         transport_for(backend, env), out, call, retry, on_text, on_attempt, failover
@@ -190,7 +194,7 @@ async def _call_with_retries(
                 if on_attempt:
                     on_attempt()
                 raise
-            err = _failed(attempt, backend, exc, out.timeout, out.api_key, got.text)
+            err = _failed(attempt, out, exc, got.text)
             if on_attempt:
                 on_attempt()
             wait = _retry_delay(retry, attempt_no, err, bool(got.text), failover)
@@ -242,16 +246,12 @@ def _unfinished(attempt: Attempt, out: Outgoing, got: Received) -> None:
         attempt.bytes_out = len(text) + got.call_chars
 
 
-def _failed(
-    attempt: Attempt,
-    backend: Backend,
-    exc: Exception,
-    timeout: float,
-    key: str | None,
-    streamed: list[str],
-) -> BackendError:
+def _failed(attempt: Attempt, out: Outgoing, exc: Exception, streamed: list[str]) -> BackendError:
     """Record a failed attempt and return its error (a cut one when text had arrived)."""
-    err = to_backend_error(backend.id, exc, timeout, secrets=[key])
+    backend = out.backend
+    err = to_backend_error(
+        backend.id, exc, out.timeout, secrets=[out.api_key], connect_timeout=out.connect_timeout
+    )
     if streamed:  # text already reached the user: retrying would repeat it
         err = BackendError(
             backend.id, f"stream cut after {len(''.join(streamed))} chars: {err.reason}",

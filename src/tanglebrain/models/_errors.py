@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tanglebrain.errors import BackendError
+from tanglebrain.models._types import CONNECT_TIMEOUT_S
 from tanglebrain.redact import Redactor
 
 
@@ -68,6 +69,8 @@ def to_backend_error(
     exc: BaseException,
     timeout: float,
     secrets: Iterable[str | None] = (),
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
 ) -> BackendError:
     """Map any exception raised while calling a backend to a short ``BackendError``.
 
@@ -75,6 +78,7 @@ def to_backend_error(
         backend_id: the backend that was called.
         exc: what the call raised.
         timeout: the per-attempt timeout, for the "timed out" reason.
+        connect_timeout: the limit on making the connection, for its reason.
         secrets: key values to mask (runs of 8 or more of their characters), before the
             message is shortened.
 
@@ -87,9 +91,11 @@ def to_backend_error(
     name = type(exc).__name__
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) and status >= 400 else None
+    chain = causes(exc)
+    if no_connection_in_time(chain):
+        return not_connected(backend_id, min(timeout, connect_timeout))
     if isinstance(exc, TimeoutError) or name == "Timeout":
         return BackendError(backend_id, f"timed out after {timeout:g}s", kind="timeout")
-    chain = causes(exc)
     if _disconnected(chain):
         reason = f"connection failed: {connection_problem(chain)}"
         return BackendError(backend_id, reason, kind="connect", retryable=True)
@@ -153,6 +159,20 @@ def _by_status(
     if status is not None:
         return BackendError(backend_id, detail, kind="client", status=status)
     return None
+
+
+def no_connection_in_time(chain: list[BaseException]) -> bool:
+    """Whether ``chain`` says the connection was not made within its connect timeout.
+
+    By name: the native transport's ``ConnectTimeout`` and httpx's (under litellm).
+    """
+    return any(type(e).__name__ == "ConnectTimeout" for e in chain)
+
+
+def not_connected(backend_id: str, limit: float) -> BackendError:
+    """The error for a connection not made within ``limit`` s: retryable, like a refused one."""
+    reason = f"connection failed: no connection within {limit:g}s"
+    return BackendError(backend_id, reason, kind="connect", retryable=True)
 
 
 def causes(exc: BaseException | None) -> list[BaseException]:

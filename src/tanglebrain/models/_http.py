@@ -45,13 +45,14 @@ from tanglebrain.models._http1 import (
     read_head,
     request_head,
 )
+from tanglebrain.models._types import CONNECT_TIMEOUT_S
 
 if TYPE_CHECKING:
     import ssl
 
 __all__ = [
-    "MAX_BODY", "MAX_ERROR_BODY", "ConnectionBroken", "HTTPStatusError", "Origin", "Pool",
-    "Response", "error_message", "pool", "tls_context",
+    "MAX_BODY", "MAX_ERROR_BODY", "ConnectTimeout", "ConnectionBroken", "HTTPStatusError",
+    "Origin", "Pool", "Response", "error_message", "pool", "tls_context",
 ]  # fmt: skip
 
 IDLE_S = 60.0  # drop pooled connections idle longer than this (a stale one is retried anyway)
@@ -98,7 +99,12 @@ class Pool:
 
     @asynccontextmanager
     async def post(
-        self, url: str, body: bytes, headers: list[tuple[str, str]], timeout: float | None = None
+        self,
+        url: str,
+        body: bytes,
+        headers: list[tuple[str, str]],
+        timeout: float | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
     ) -> AsyncIterator[Response]:
         """POST ``body`` to ``url`` and yield the response once its headers are in.
 
@@ -107,11 +113,12 @@ class Pool:
         A pooled connection the server had closed meanwhile is replaced once, before any
         byte of the response arrived. ``timeout`` bounds making a connection, and then
         each wait for more of the response (``response.timeout``): a loop timer per wait,
-        cheaper than a cancel scope around the whole call.
+        cheaper than a cancel scope around the whole call. A new connection must be made
+        within ``connect_timeout`` when that is shorter (``ConnectTimeout``).
         """
         origin, target, lead = self._route(url)
         request = request_head(target, [*lead, *headers], len(body)) + body
-        conn, response = await self._send(origin, request, timeout)
+        conn, response = await self._send(origin, request, timeout, connect_timeout)
         response.timeout = timeout
         try:
             yield response
@@ -130,14 +137,13 @@ class Pool:
         conn.close()
 
     async def _send(
-        self, origin: Origin, request: bytes, timeout: float | None
+        self, origin: Origin, request: bytes, timeout: float | None, connect_timeout: float
     ) -> tuple[Connection, Response]:
         fresh = False
         while True:
             conn = None if fresh else self._checkout(origin)
             if conn is None:
-                with anyio.fail_after(timeout):
-                    conn = await _connect(origin)
+                conn = await _connect_within(origin, timeout, connect_timeout)
             before = conn.socket.received
             try:
                 conn.transport.write(request)
@@ -180,6 +186,23 @@ def pool() -> Pool:
         new = Pool()
         _POOL.set(new)
         return new
+
+
+class ConnectTimeout(ConnectionError):
+    """No connection within the connect timeout (or the call's own, when shorter)."""
+
+
+async def _connect_within(
+    origin: Origin, timeout: float | None, connect_timeout: float
+) -> Connection:
+    """``_connect``, bounded by ``connect_timeout`` or the call's timeout if shorter."""
+    limit = connect_timeout if timeout is None else min(timeout, connect_timeout)
+    try:
+        with anyio.fail_after(limit):
+            return await _connect(origin)
+    except TimeoutError:
+        where = f"{origin.host}:{origin.port}"
+        raise ConnectTimeout(f"no connection to {where} within {limit:g}s") from None
 
 
 async def _connect(origin: Origin) -> Connection:

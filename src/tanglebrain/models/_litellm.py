@@ -75,7 +75,8 @@ def _kwargs(out: Outgoing) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "model": backend.model,
         "messages": messages,
-        "timeout": out.timeout,
+        # As the native transport: a connection not made in CONNECT_TIMEOUT_S has failed.
+        "timeout": _timeout(out),
         "num_retries": 0,  # our loop retries; litellm's would be invisible
         "max_retries": 0,  # and the OpenAI SDK would silently retry twice
     }
@@ -98,6 +99,17 @@ def _kwargs(out: Outgoing) -> dict[str, Any]:
     if out.max_tokens:
         kwargs["max_tokens"] = out.max_tokens
     return kwargs
+
+
+def _timeout(out: Outgoing) -> Any:
+    """The timeout for litellm: ``out.timeout`` for each wait, ``out.connect_timeout`` to connect.
+
+    An ``httpx.Timeout``; litellm honours its connect part for its OpenAI, Azure and Bedrock
+    providers, and gives the others the whole timeout as a number.
+    """
+    import httpx  # litellm's own dependency, imported with it
+
+    return httpx.Timeout(out.timeout, connect=min(out.timeout, out.connect_timeout))
 
 
 def _field(obj: Any, name: str) -> Any:

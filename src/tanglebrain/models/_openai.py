@@ -113,7 +113,7 @@ class OpenAITransport:
         """Send ``out`` and return the whole reply."""
         url, body, headers = self._request(out, stream=False)
         # As for a stream: the timeout bounds each wait (for the first byte, then for more).
-        async with _http.pool().post(url, body, headers, out.timeout) as resp:
+        async with _http.pool().post(url, body, headers, out.timeout, out.connect_timeout) as resp:
             await _raise_for_status(resp)
             raw = await resp.aread()
         return _completion(out.backend.id, json.loads(raw))
@@ -124,7 +124,7 @@ class OpenAITransport:
         url, body, headers = self._request(out, stream=True)
         async with AsyncExitStack() as stack:
             # Each wait (connecting, the headers, every chunk) is bounded by the timeout.
-            post = _http.pool().post(url, body, headers, out.timeout)
+            post = _http.pool().post(url, body, headers, out.timeout, out.connect_timeout)
             resp = await stack.enter_async_context(post)
             await _raise_for_status(resp)
             if resp.headers.get("content-type", "").startswith("application/json"):

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 import anyio
 
 from tanglebrain.errors import BackendError
-from tanglebrain.models._errors import causes, connection_problem, from_the_wire, to_backend_error
+from tanglebrain.models._errors import (
+    causes,
+    connection_problem,
+    from_the_wire,
+    no_connection_in_time,
+    not_connected,
+    to_backend_error,
+)
 from tanglebrain.models._prices import cost_of, count_tokens
 from tanglebrain.models._repeat import REPEATED, RepetitionGuard
 from tanglebrain.models._types import (
@@ -147,7 +154,7 @@ async def stream(
             except BackendError:
                 raise
             except Exception as exc:
-                raise _ended_early(backend_id, streamed, calls, exc, timeout, out.api_key) from exc
+                raise _ended_early(backend_id, streamed, calls, exc, out) from exc
             usage = chunk.usage or usage
             finish = chunk.finish_reason or finish
             if chunk.text:
@@ -179,8 +186,7 @@ def _ended_early(
     streamed: list[str],
     calls: dict[int, list[str]],
     exc: BaseException | None = None,
-    timeout: float = 0.0,
-    key: str | None = None,
+    out: Outgoing | None = None,
 ) -> BackendError:
     """The error for a stream that ended before its finish reason.
 
@@ -191,8 +197,13 @@ def _ended_early(
     """
     chain = causes(exc)
     nothing = not "".join(streamed).strip() and not calls
-    if nothing and exc is not None and from_the_wire(chain):
-        return to_backend_error(backend_id, exc, timeout, secrets=[key])
+    timeout = out.timeout if out is not None else 0.0
+    if nothing and exc is not None and out is not None and from_the_wire(chain):
+        return to_backend_error(
+            backend_id, exc, timeout, secrets=[out.api_key], connect_timeout=out.connect_timeout
+        )
+    if nothing and out is not None and no_connection_in_time(chain):
+        return not_connected(backend_id, min(timeout, out.connect_timeout))
     if any(isinstance(e, TimeoutError) or "Timeout" in type(e).__name__ for e in chain):
         return BackendError(backend_id, f"timed out after {timeout:g}s", kind="timeout")
     if any(isinstance(e, json.JSONDecodeError | UnicodeDecodeError) for e in chain):

@@ -16,6 +16,12 @@ from tanglebrain.roster import Backend
 Message = dict[str, Any]
 TransportName = Literal["openai", "litellm"]
 
+# How long a transport waits for a connection (TLS and proxy tunnel included) before it
+# counts as failed, when the call's own timeout is longer: a host that drops packets
+# (down, firewalled, a wrong address) is moved on from in seconds, not after the whole
+# timeout meant for a model that is slow to answer. The roster's ``connect_timeout_s``.
+CONNECT_TIMEOUT_S = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class ToolCallRequest:
@@ -91,10 +97,11 @@ class Chunk:
 class Outgoing:
     """What one attempt sends: the backend, its messages and the call's parameters.
 
-    ``cache_prefix``: mark the prompt's stable prefix (the system prompt and the tool
-    schemas) for the provider's prompt cache, where the provider needs a marker to cache
-    at all (Anthropic's ``cache_control``; see ``_cache``). Providers that cache on their
-    own (OpenAI, Gemini) and the native transport ignore it.
+    ``timeout`` bounds each wait for the reply; ``connect_timeout`` the wait for a
+    connection, when shorter. ``cache_prefix``: mark the prompt's stable prefix (the system
+    prompt and the tool schemas) for the provider's prompt cache, where the provider needs
+    a marker to cache at all (Anthropic's ``cache_control``; see ``_cache``). Providers
+    that cache on their own (OpenAI, Gemini) and the native transport ignore it.
     """
 
     backend: Backend
@@ -105,6 +112,7 @@ class Outgoing:
     tool_choice: str | None = None
     max_tokens: int | None = None
     cache_prefix: bool = False
+    connect_timeout: float = CONNECT_TIMEOUT_S
 
 
 class Transport(Protocol):

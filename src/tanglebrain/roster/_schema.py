@@ -134,6 +134,11 @@ class Settings:
     max_turns: Annotated[int, Field(ge=1, le=100, strict=True)] = 8
     budget_usd: Annotated[float | None, Field(gt=0, strict=True, allow_inf_nan=False)] = None
     timeout_s: Annotated[float, Field(gt=0, le=86_400, strict=True, allow_inf_nan=False)] = 120.0
+    # A connection (TLS and proxy tunnel included) not made in this long has failed, when
+    # timeout_s is longer: a host that drops packets is moved on from in seconds.
+    connect_timeout_s: Annotated[
+        float, Field(gt=0, le=86_400, strict=True, allow_inf_nan=False)
+    ] = 10.0
     max_attempts: Annotated[int, Field(ge=1, le=10, strict=True)] = 3
     system_prompt_file: str | None = None
     context_budget_bytes: Annotated[int, Field(ge=200, strict=True)] = 6000
