@@ -33,12 +33,22 @@ def request(body: bytes = BODY, declared: int | None = None) -> bytes:
 
 @dataclass
 class App:
-    """Answers each request with the body it read, after ``think`` seconds."""
+    """Answers each request with the body it read, after ``think`` seconds.
+
+    ``early``: answers 413 at once instead, without reading the rest of the body.
+    """
 
     think: float = 0.0
+    early: bool = False
     seen: list[str] = field(default_factory=list)  # the ASGI messages it received
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.early:
+            self.seen.append((await receive())["type"])
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-length", b"2")]})  # fmt: skip
+            await send({"type": "http.response.body", "body": b"no"})
+            return
         body = b""
         while True:
             message = await receive()
@@ -56,8 +66,8 @@ class App:
 
 @pytest.fixture
 async def server(request: pytest.FixtureRequest) -> AsyncIterator[tuple[App, int]]:
-    options = {"think": 0.0, "limit": LIMIT, **getattr(request, "param", {})}
-    app = App(options["think"])
+    options = {"think": 0.0, "early": False, "limit": LIMIT, **getattr(request, "param", {})}
+    app = App(options["think"], options["early"])
     sock = bind_socket("127.0.0.1", 0)
     ready = asyncio.Event()
     server = _Server(uvicorn_config(app, request_timeout=options["limit"]), ready.set)
@@ -156,6 +166,46 @@ async def test_answering_may_take_longer_than_the_deadline(server: tuple[App, in
         await stream.send(request(b"again"))
         assert (await response(stream)).endswith(b"again")
         assert await read_all(stream) == b""
+
+
+@pytest.mark.parametrize("server", [{"think": 2 * LIMIT}], indirect=True)
+async def test_pipelined_requests_are_timed_from_the_end_of_the_answer_before(
+    server: tuple[App, int],
+) -> None:
+    # Two whole requests in one write, each taking twice the deadline to answer: both are
+    # answered (the second waits in line, unread, while the first is answered).
+    port = server[1]
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(request() + request(b"again"))
+        assert (await response(stream)).endswith(BODY)
+        assert (await response(stream)).endswith(b"again")
+        assert await read_all(stream) == b""
+
+
+@pytest.mark.parametrize("server", [{"think": 2 * LIMIT}], indirect=True)
+async def test_a_late_pipelined_request_never_cuts_the_answer_before_it(
+    server: tuple[App, int],
+) -> None:
+    # The first byte of a second request comes with the first one, and no more: the first
+    # is answered in full, then the second, timed from there, gets its 408.
+    app, port = server
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(request() + b"P")
+        assert (await response(stream)).endswith(BODY)
+        assert timed_out(await read_all(stream))
+    assert app.seen == ["http.request"]  # the first request's app was never told it left
+
+
+@pytest.mark.parametrize("server", [{"early": True}], indirect=True)
+async def test_a_request_answered_early_gets_no_408_for_its_late_body(
+    server: tuple[App, int],
+) -> None:
+    # Answered (413) before its body came: the rest of the body is late, and the connection
+    # closes, but no second response follows the first.
+    async with await anyio.connect_tcp("127.0.0.1", server[1]) as stream:
+        await stream.send(request(b"abc", declared=100))
+        reply = await read_all(stream)
+    assert reply.startswith(b"HTTP/1.1 413 ") and reply.count(b"HTTP/1.1") == 1
 
 
 @pytest.mark.parametrize("server", [{"limit": 0}], indirect=True)

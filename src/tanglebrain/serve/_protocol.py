@@ -6,12 +6,13 @@ request's head or body a byte at a time, holds each one, and its request task, f
 as it likes. A few hundred such clients exhaust the file descriptors and lock everyone
 else out ("slowloris"). Here every request must arrive whole (head and body) within
 ``request_timeout`` seconds, counted from when the connection opened or its previous
-response ended (or, for a request pipelined behind another, from its first byte). The time
-a request takes to answer is not counted: a run may take minutes.
+response ended (for the first request after it, or the idle wait for one). The time a
+request takes to answer is not counted: a run may take minutes.
 
 Past the deadline a connection that is mid-request gets a ``408`` (whose body is the
-usual error object) and is closed; an idle one is just closed. A request whose body did
-not arrive in time is over for the app as well: it reads a disconnect.
+usual error object) and is closed; an idle one is just closed, and so is one whose late
+body belongs to a request answered already (early, say with a 413). A request whose body
+did not arrive in time is over for the app as well: it reads a disconnect.
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ _LATE = (
 
 
 class _Deadlined(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the request deadline (see the module docstring)."""
+    """uvicorn's httptools protocol with the request deadline (see the module docstring).
+
+    One timer per connection, armed while the connection is idle or a request is arriving
+    and nothing is being answered, stopped when the request is whole. A request
+    pipelined behind one being answered is timed from the end of that answer: until
+    then uvicorn does not read it (its own backpressure), and a deadline must never cut
+    an answer short.
+    """
 
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S
 
@@ -44,6 +52,11 @@ class _Deadlined(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._arriving = False  # a request has begun and is not whole yet
+        self._head_done = False  # ... and its head is in (it has a cycle, its app runs)
+
+    def _answering(self) -> bool:
+        """Whether a request is being answered, or waits in line to be."""
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
 
     def _arm(self) -> None:
         if self._deadline is None and self.request_timeout > 0:
@@ -58,12 +71,17 @@ class _Deadlined(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        if self._arriving:
-            self.transport.write(_LATE)
-            if self.cycle is not None and not self.cycle.response_complete:
-                # The request's app is waiting for the rest of its body: it reads a disconnect.
-                self.cycle.disconnected = True
-                self.cycle.message_event.set()
+        if self._arriving and self._head_done:
+            # The body is late. Its app, if still waiting for it, reads a disconnect; a 408
+            # only if no answer has started (the app may have answered early, e.g. a 413).
+            cycle = self.cycle
+            if not cycle.response_started:
+                self.transport.write(_LATE)
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        elif self._arriving:
+            self.transport.write(_LATE)  # the head is late; nothing else is being answered
         self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -75,9 +93,15 @@ class _Deadlined(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
+        answering = self._answering()  # before uvicorn's state for the new request
         super().on_message_begin()
-        self._arriving = True
-        self._arm()  # pipelined behind a request being answered: from its first byte
+        self._arriving, self._head_done = True, False
+        if not answering:
+            self._arm()  # (already running when the connection was idle before)
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._arriving = False
@@ -85,9 +109,13 @@ class _Deadlined(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self._arriving and not self.transport.is_closing():
-            self._arm()  # idle until the next request, which must come whole in time
+        super().on_response_complete()  # starts a pipelined request, if one is whole
+        if self.transport.is_closing():
+            return
+        if self._arriving or not self._answering():
+            # Idle, or a request arriving (pipelined, or the body of the one just answered):
+            # from now on it has its time.
+            self._arm()
 
 
 def protocol(request_timeout: float) -> type[HttpToolsProtocol]:
