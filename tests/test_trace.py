@@ -166,6 +166,17 @@ def test_call_and_attempt_views() -> None:
     assert Call("subtask", "b", "m").started is None and Call("subtask", "b", "m").retries == 0
 
 
+def test_a_failure_that_wrote_tokens_on_an_unknown_price_makes_the_cost_unknown() -> None:
+    # A stream cut after some text was billed for it: at an unknown price, the call's cost
+    # is unknown, even beside a success (a failure that wrote nothing still counts as free).
+    cut = Attempt("b", "m", started=0.0, status="error", completion_tokens=5, cost_usd=None,
+                  estimated=True)  # fmt: skip
+    silent = Attempt("b", "m", started=0.0, status="error", cost_usd=None)
+    ok = Attempt("b", "m", started=1.0, cost_usd=0.25)
+    assert cost_of([cut, ok]) is None and cost_of([silent, ok]) == 0.25
+    assert cost_of([cut]) is None and cost_of([silent]) is None
+
+
 def test_unknown_price_is_unknown_not_zero() -> None:
     ok_unknown = Attempt("b", "m", started=0.0, cost_usd=None)
     assert cost_of([ok_unknown, Attempt("b", "m", started=0.0, cost_usd=1.0)]) is None

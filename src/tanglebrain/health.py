@@ -108,17 +108,17 @@ def _fix(b: Backend, err: BackendError, timeout: float) -> str:
 
 
 async def _ping(
-    b: Backend, v: Verdict, timeout: float, calls: list[Call], what: str = ""
+    b: Backend, v: Verdict, wait: Wait, calls: list[Call], what: str = ""
 ) -> Call | None:
     """Send ``b`` the tiny request; its traced call, or None (and a problem) if it failed."""
     call = Call("subtask", b.id, b.model)
     try:
         await models.complete(
-            b, PING, call=call, env=os.environ, timeout=timeout,
+            b, PING, call=call, env=os.environ, timeout=wait.total, connect_timeout=wait.connect,
             retry=models.RetryPolicy(max_attempts=1), max_tokens=32,
         )  # fmt: skip
     except (BackendError, ConfigError) as exc:
-        fix = _fix(b, exc, timeout) if isinstance(exc, BackendError) else exc.fix
+        fix = _fix(b, exc, wait.total) if isinstance(exc, BackendError) else exc.fix
         v.problems.append(f"{what}{getattr(exc, 'reason', exc)} ({fix})")
         return None
     finally:
@@ -126,32 +126,32 @@ async def _ping(
     return call
 
 
-async def _first(b: Backend, v: Verdict, timeout: float, calls: list[Call]) -> None:
+async def _first(b: Backend, v: Verdict, wait: Wait, calls: list[Call]) -> None:
     """The first request: is ``b`` reachable at all (client start-up included)."""
-    call = await _ping(b, v, timeout, calls)
+    call = await _ping(b, v, wait, calls)
     v.reachable = call is not None
     if call is not None:
         v.first_call_ms = round(call.attempts[-1].latency_ms, 1)
 
 
-async def _timed(b: Backend, v: Verdict, timeout: float, calls: list[Call]) -> None:
+async def _timed(b: Backend, v: Verdict, wait: Wait, calls: list[Call]) -> None:
     """The same request again, on the client the first one started: the latency."""
-    call = await _ping(b, v, timeout, calls, what="the second request failed: ")
+    call = await _ping(b, v, wait, calls, what="the second request failed: ")
     if call is not None:
         v.latency_ms = round(call.attempts[-1].latency_ms, 1)
 
 
-async def _tools(b: Backend, v: Verdict, timeout: float, calls: list[Call]) -> None:
+async def _tools(b: Backend, v: Verdict, wait: Wait, calls: list[Call]) -> None:
     """Whether ``b``, which can orchestrate, answers a request offering a tool with a call."""
     call = Call("orchestrator", b.id, b.model)
     try:
         reply = await models.complete(
-            b, TOOL_PING, call=call, env=os.environ, timeout=timeout,
-            retry=models.RetryPolicy(max_attempts=1), tools=[TOOL],
+            b, TOOL_PING, call=call, env=os.environ, timeout=wait.total,
+            connect_timeout=wait.connect, retry=models.RetryPolicy(max_attempts=1), tools=[TOOL],
         )  # fmt: skip
     except BackendError as exc:
         v.tools = "failed"
-        v.problems.append(f"tool call failed: {exc.reason} ({_fix(b, exc, timeout)})")
+        v.problems.append(f"tool call failed: {exc.reason} ({_fix(b, exc, wait.total)})")
         return
     finally:
         calls.append(call)
@@ -203,8 +203,16 @@ def _facts(b: Backend, v: Verdict) -> None:
         )
 
 
-# One round's request to one backend: (backend, its verdict, timeout, calls so far).
-_Step = Callable[[Backend, Verdict, float, list[Call]], Coroutine[Any, Any, None]]
+@dataclass(frozen=True)
+class Wait:
+    """How long a check's request may take: each wait for the reply, and the connection."""
+
+    total: float
+    connect: float
+
+
+# One round's request to one backend: (backend, its verdict, its wait, calls so far).
+_Step = Callable[[Backend, Verdict, Wait, list[Call]], Coroutine[Any, Any, None]]
 
 
 def run_checks(
@@ -213,7 +221,7 @@ def run_checks(
     """Check ``targets`` concurrently (only keys and the file when ``offline``).
 
     Args:
-        roster: the roster the targets come from (its timeout and key values).
+        roster: the roster the targets come from (its timeouts and key values).
         targets: the backends to check.
         offline: check only the file and the keys; send nothing.
         calls: when given, every request's traced call is appended to it as it ends.
@@ -228,9 +236,10 @@ def run_checks(
         _facts(b, v)
     if any(v.transport == "litellm" and not v.problems for v in verdicts):
         models.load_litellm()  # its import is not the backend's latency
-    timeout = min(roster.settings.timeout_s, CHECK_TIMEOUT)
+    settings = roster.settings
+    wait = Wait(min(settings.timeout_s, CHECK_TIMEOUT), settings.connect_timeout_s)
     traced: list[Call] = [] if calls is None else calls
-    anyio.run(_rounds, targets, verdicts, timeout, traced)
+    anyio.run(_rounds, targets, verdicts, wait, traced)
     mask = Redactor(roster.key_values(os.environ))  # a server may echo any key it was sent
     for v in verdicts:
         v.problems = [mask(p) for p in v.problems]
@@ -254,7 +263,7 @@ def _orchestrates(b: Backend, v: Verdict) -> bool:
 
 
 async def _rounds(
-    targets: list[Backend], verdicts: list[Verdict], timeout: float, traced: list[Call]
+    targets: list[Backend], verdicts: list[Verdict], wait: Wait, traced: list[Call]
 ) -> None:
     """Send the checks' requests round by round, filling in each target's verdict."""
 
@@ -262,12 +271,12 @@ async def _rounds(
         async with anyio.create_task_group() as tg:
             for b, v in zip(targets, verdicts, strict=True):
                 if which(b, v):
-                    tg.start_soon(step, b, v, timeout, traced)
+                    tg.start_soon(step, b, v, wait, traced)
 
     async def one_by_one(step: _Step, which: Callable[[Backend, Verdict], bool]) -> None:
         for b, v in zip(targets, verdicts, strict=True):
             if which(b, v):
-                await step(b, v, timeout, traced)
+                await step(b, v, wait, traced)
 
     # Each round starts when the previous one has ended everywhere. litellm's calls
     # do their work on this process's CPU (its first one for hundreds of ms, each

@@ -352,7 +352,8 @@ class RunContext:
                     connect_timeout=self.roster.settings.connect_timeout_s,
                 )  # fmt: skip
             self.load.breakers.record(backend.id, ok=True)
-            actual = reply.cost_usd
+            # Every attempt's: a stream cut before this one was billed for what it wrote.
+            actual = call.cost_usd
             self._learn(backend.id, counted, reply.prompt_tokens)
             if reply.finish_reason in TRUNCATED:
                 asked = call.role == "orchestrator" and cap == self.answer_cap
@@ -360,7 +361,7 @@ class RunContext:
                 self.run.warn(warning)
             return reply
         except (BackendError, ConfigError) as exc:
-            actual = self._failure_cost(backend.id, exc, actual)
+            actual = self._failure_cost(backend.id, exc, call)
             raise
         finally:
             if reservation is not None:
@@ -368,12 +369,17 @@ class RunContext:
             if probe:
                 self._release_probe(backend.id)
 
-    def _failure_cost(self, backend_id: str, exc: Exception, actual: float | None) -> float | None:
-        """The cost to book after a backend or config error; the backend's own go to its breaker."""
+    def _failure_cost(self, backend_id: str, exc: Exception, call: Call) -> float | None:
+        """The cost to book after a backend or config error; the backend's own go to its breaker.
+
+        None (the whole reservation) when the failure had no HTTP status (a timeout, a cut
+        stream): it may have been billed for more than arrived. After an HTTP error, what
+        its attempts were billed for (those cut mid-stream), else nothing.
+        """
         if isinstance(exc, CircuitOpen) or not isinstance(exc, BackendError):
             return 0.0  # skipped, or nothing was sent (e.g. the key variable is unset)
         self.load.breakers.record(backend_id, ok=False)
-        return actual if exc.status is None else 0.0
+        return None if exc.status is None else call.cost_usd or 0.0
 
 
 def _truncation_warning(

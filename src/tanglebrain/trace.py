@@ -387,16 +387,17 @@ def cache_tokens(attempts: Iterable[Attempt]) -> tuple[int, int]:
 def cost_of(attempts: Iterable[Attempt]) -> float | None:
     """USD of ``attempts``, or None when it is unknown: never $0 for an unknown price.
 
-    A successful attempt with an unknown price makes the sum unknown. A failed one
-    with an unknown price counts as free beside a success (a failure bills nothing as
-    a rule), but a sum of failures alone is unknown when one of them is: nothing
-    priced it, and $0 would read as "free".
+    A successful attempt with an unknown price makes the sum unknown, and so does a
+    failed one that generated tokens first (a stream cut after some arrived: billed). A
+    failed one with an unknown price otherwise counts as free beside a success (a failure
+    bills nothing as a rule), but a sum of failures alone is unknown when one of them is:
+    nothing priced it, and $0 would read as "free".
     """
     cost = 0.0
     succeeded = unpriced_failure = False
     for a in attempts:
-        if a.status == "ok":
-            succeeded = True
+        if a.status == "ok" or a.completion_tokens:
+            succeeded = succeeded or a.status == "ok"
             if a.cost_usd is None:
                 return None
         if a.cost_usd is None:

@@ -177,6 +177,18 @@ def test_check_verdicts_against_the_simulator(tmp_path: Path, sim_thread: Simula
     assert {r.tools[0]["function"]["name"] for r in with_tools if r.tools} == {"delegate"}
 
 
+def test_check_gives_up_on_a_host_that_never_connects_at_connect_timeout_s(
+    tmp_path: Path, blackhole: str
+) -> None:
+    gone = backend_toml("gone", "echo", blackhole)
+    write_roster(tmp_path / "roster.toml", gone, settings="connect_timeout_s = 0.3\n")
+    out = run_cli(["backends", "check", "--json"], tmp_path)
+    assert out.code == 1, out.stderr
+    [verdict] = json.loads(out.stdout)
+    assert not verdict["reachable"]
+    assert "connection failed: no connection within 0.3s" in verdict["problems"][0]
+
+
 def test_check_latency_is_measured_on_a_warm_client(tmp_path: Path, sim_thread: Simulator) -> None:
     # The latency reported is a second request's, on the client the first one started
     # (litellm's first call, the connection); the first one's time is reported apart.

@@ -27,6 +27,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tanglebrain.cli.front import is_host, is_loopback
 from tanglebrain.errors import (
     BackendError,
     BudgetExceeded,
@@ -449,7 +450,22 @@ def test_off_loopback_needs_a_token(tmp_path: Path, host: str) -> None:
     assert "--token is required" in out.stderr and len(out.stderr.splitlines()) == 1
 
 
-@pytest.mark.parametrize("host", ["not a host", "", "-lead.example", "a..b", "x" * 64, "1.2.3.4/8"])
+HOSTS = [  # (host, an address or name?, loopback?)
+    ("127.0.0.1", True, True), ("::1", True, True), ("[::1]", True, True),
+    ("localhost", True, True), ("LocalHost.", True, True), ("fe80::1%eth0", True, False),
+    ("0.0.0.0", True, False), ("", True, False), ("my_service", True, False),
+    ("api.example.com.", True, False), ("x" * 63, True, False), ("a." * 126 + "b", True, False),
+    ("x" * 64, False, False), ("a..b", False, False), ("-lead.example", False, False),
+    ("not a host", False, False), ("1.2.3.4/8", False, False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("host", "ok", "loopback"), HOSTS)
+def test_what_counts_as_a_host_and_as_loopback(host: str, ok: bool, loopback: bool) -> None:
+    assert (is_host(host), is_loopback(host)) == (ok, loopback)
+
+
+@pytest.mark.parametrize("host", ["not a host", "-lead.example", "a..b", "x" * 64, "1.2.3.4/8"])
 def test_a_host_that_is_no_address_or_name_is_refused_first(tmp_path: Path, host: str) -> None:
     # Before the token check: a --token would not make it bindable.
     out = run_cli(["serve", "--host", host, "--port", "0"], tmp_path)

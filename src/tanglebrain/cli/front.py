@@ -49,23 +49,29 @@ def register(app: typer.Typer) -> None:
     )(mcp_command)
 
 
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+# A DNS label; underscores too, as container and service names have them.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 
 
 def is_host(host: str) -> bool:
-    """Whether ``host`` is an IP address or a well-formed host name (RFC 1123; no lookup)."""
+    """Whether ``host`` can name an address: an IP address, a host name, or "" (every one).
+
+    The host name's syntax is checked (RFC 1123 labels), not whether it resolves.
+    """
+    if not host:
+        return True  # the sockets API's "any address", like 0.0.0.0
     try:
         ipaddress.ip_address(host.strip("[]"))
         return True
     except ValueError:
         pass
-    labels = host.removesuffix(".").split(".")
-    return len(host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+    name = host.removesuffix(".")
+    return len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is a loopback address (or ``localhost``)."""
-    if host == "localhost":
+    if host.lower().removesuffix(".") == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

@@ -25,9 +25,9 @@ from tanglebrain.models._reply import (
     Received,
     Reply,
     SinkError,
+    counts_of_unfinished,
     safety_net,
     stream,
-    usage_of_unfinished,
     whole,
 )
 from tanglebrain.models._types import (
@@ -237,11 +237,12 @@ def _succeeded(attempt: Attempt, reply: Reply, latency_ms: float) -> None:
 
 
 def _unfinished(attempt: Attempt, out: Outgoing, got: Received) -> None:
-    """Record what a stream that ended early generated (estimated: no usage came)."""
-    usage = usage_of_unfinished(out.backend, out.messages, got)
-    if usage is not None:
-        attempt.prompt_tokens, attempt.completion_tokens, attempt.cost_usd = usage
-        attempt.estimated = True
+    """Record what a stream that ended early generated: its usage, or our counts of it."""
+    n = counts_of_unfinished(out.backend, out.messages, got)
+    if n is not None:
+        attempt.prompt_tokens, attempt.completion_tokens = n.prompt, n.completion
+        attempt.cache_read_tokens, attempt.cache_write_tokens = n.cache_read, n.cache_write
+        attempt.cost_usd, attempt.estimated = n.cost, n.estimated
         text = "".join(got.text).encode("utf-8", "surrogatepass")
         attempt.bytes_out = len(text) + got.call_chars
 

@@ -70,7 +70,7 @@ class Reply:
 
 @dataclass(slots=True)
 class Received:
-    """What a stream delivered so far: its text (which reached the reader) and tool calls.
+    """What a stream delivered so far: its text (which reached the reader), tool calls, usage.
 
     Kept by the caller, so that a stream that ends early still tells what was generated
     (and billed) before it did.
@@ -78,22 +78,56 @@ class Received:
 
     text: list[str] = field(default_factory=list)
     call_chars: int = 0  # characters of tool-call names and arguments
+    usage: Usage | None = None  # what the server reported, if it did before the end
 
 
-def usage_of_unfinished(
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """One reply's tokens and cost: the server's figures, ours where it gave none."""
+
+    prompt: int
+    completion: int
+    cache_read: int
+    cache_write: int
+    cost: float | None
+    estimated: bool  # some figure was counted here, not reported
+
+
+def counts(
+    backend: Backend, messages: Sequence[Message], usage: Usage | None, chars: int
+) -> Counts:
+    """The reply's ``Counts``: ``usage`` where it has them, else counted here.
+
+    Prompt tokens: litellm's tokenizer when it is loaded, else 4 characters a token, and
+    never fewer than the cache reads and writes they include. Completion tokens: the
+    reply's ``chars`` (text, tool-call names and arguments) at 4 characters a token.
+    """
+    usage = usage or Usage()
+    prompt, completion = usage.prompt_tokens, usage.completion_tokens
+    read, write = usage.cache_read_tokens, usage.cache_write_tokens
+    estimated = False
+    if not prompt:  # a server that reports no usage: count it ourselves
+        prompt, estimated = max(count_tokens(backend, messages), read + write), True
+    if not completion and chars:  # (none reported for nothing written is exact)
+        completion, estimated = math.ceil(chars / 4), True
+    cost = cost_of(backend, prompt, completion, read, write)
+    return Counts(prompt, completion, read, write, cost, estimated)
+
+
+def counts_of_unfinished(
     backend: Backend, messages: Sequence[Message], got: Received
-) -> tuple[int, int, float | None] | None:
-    """(prompt, completion, cost) estimated for a stream that ended before its usage came.
+) -> Counts | None:
+    """The ``Counts`` of a stream that ended before its finish: what it was billed for.
 
     The provider bills what it generated whether or not the stream finished: once any of
-    it arrived, the prompt was read and at least that much was written. None when
-    nothing arrived (a failure before the first token is not billed as a rule).
+    it arrived, the prompt was read and at least that much was written. The usage the
+    server sent before the end wins over our counts. None when nothing arrived (a
+    failure before the first token is not billed as a rule).
     """
     chars = sum(map(len, got.text)) + got.call_chars
-    if not chars:
+    if not chars and got.usage is None:
         return None
-    prompt, completion = count_tokens(backend, messages), math.ceil(chars / 4)
-    return prompt, completion, cost_of(backend, prompt, completion)
+    return counts(backend, messages, got.usage, chars)
 
 
 def safety_net(transport: Transport, timeout: float) -> AbstractContextManager[object]:
@@ -131,7 +165,6 @@ async def stream(
     """
     backend_id, timeout = out.backend.id, out.timeout
     streamed = got.text
-    usage: Usage | None = None
     finish: str | None = None
     calls: dict[int, list[str]] = {}
     guard = RepetitionGuard()
@@ -154,8 +187,10 @@ async def stream(
             except BackendError:
                 raise
             except Exception as exc:
+                if finish is not None and (streamed or calls):
+                    break  # the reply was whole: only the stream's end (or [DONE]) was lost
                 raise _ended_early(backend_id, streamed, calls, exc, out) from exc
-            usage = chunk.usage or usage
+            got.usage = chunk.usage or got.usage
             finish = chunk.finish_reason or finish
             if chunk.text:
                 streamed.append(chunk.text)
@@ -178,7 +213,7 @@ async def stream(
         ToolCallRequest(id=c[0] or f"call_{i}", name=c[1], arguments=c[2])
         for i, c in sorted(calls.items())
     )
-    return _reply(out.backend, out.messages, text, tool_calls, usage, finish)
+    return _reply(out.backend, out.messages, text, tool_calls, got.usage, finish)
 
 
 def _ended_early(
@@ -232,16 +267,12 @@ def _reply(
     finish_reason: str | None,
 ) -> Reply:
     text, calls = _encodable(text, calls)
-    usage = usage or Usage()
-    prompt, completion = usage.prompt_tokens, usage.completion_tokens
-    estimated = not prompt or not completion
-    if not prompt:  # a server that reports no usage: count it ourselves
-        prompt = count_tokens(backend, messages)
-    if not completion:
-        completion = math.ceil((len(text) + sum(len(c.arguments) for c in calls)) / 4)
-    read, write = usage.cache_read_tokens, usage.cache_write_tokens
-    cost = cost_of(backend, prompt, completion, read, write)
-    return Reply(text, calls, prompt, completion, cost, finish_reason, read, write, estimated)
+    chars = len(text) + sum(len(c.name) + len(c.arguments) for c in calls)
+    n = counts(backend, messages, usage, chars)
+    return Reply(
+        text, calls, n.prompt, n.completion, n.cost, finish_reason, n.cache_read, n.cache_write,
+        n.estimated,
+    )  # fmt: skip
 
 
 def _encodable(

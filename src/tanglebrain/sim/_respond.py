@@ -203,16 +203,17 @@ async def _deliver(ex: Exchange, spec: ModelSpec, kind: str, reply: Reply, strea
     """Send a composed reply: cut short, as an SSE stream, or as one JSON completion."""
     cid = ex.cid
     used = usage(ex.body, spec, reply)
-    if kind == "cut":
-        await send_events(ex.send, list(chunks(cid, spec, reply)[:2]), cut=True)
-    elif stream:
+    if stream or kind == "cut":  # a cut is a stream (a non-streamed one was a drop)
         include = _dig_bool(ex.body, "stream_options", "include_usage")
         events: list[dict[str, Any] | str] = [
             {**chunk, "usage": None} if include else chunk for chunk in chunks(cid, spec, reply)
         ]
         if include:
             events.append({**envelope(cid, spec, "chat.completion.chunk", []), "usage": used})
-        await send_events(ex.send, [*events, "[DONE]"], gap=spec.num("gap", 0.0))
+        if kind == "cut":
+            await send_events(ex.send, events[: spec.int_opt("events", 2)], cut=True)
+        else:
+            await send_events(ex.send, [*events, "[DONE]"], gap=spec.num("gap", 0.0))
     else:
         await JSON(completion(cid, spec, reply, used))(ex.scope, ex.receive, ex.send)
 

@@ -45,8 +45,9 @@ malformed       200 with a body that is not a completion:        body=html|page|
                 UTF-8, a wrong charset, JSON without choices
 empty           200 with ``"choices": []``; with ``choice=1``,     choice=1
                 one choice whose content is null
-cut             stream: 1-2 chunks then connection closed;       size=N
-                non-stream: like drop
+cut             stream: its first N events (default 2: the      size=N, events=N
+                role, the first content), then the connection
+                closed, before ``[DONE]``; non-stream: like drop
 script          next ``SimReply`` queued by ``Simulator.script``
 orchestrator    ``delegate_many``/``delegate`` calls, then the   rounds, fanout, calls,
                 synthesis of the tool results                    mode=many|single, bad=...
@@ -73,7 +74,7 @@ _COMMON = frozenset(
 )
 _KIND_OPTIONS: dict[str, frozenset[str]] = {
     "worker": frozenset({"size", "loop"}),
-    "cut": frozenset({"size"}),
+    "cut": frozenset({"size", "events"}),
     "empty": frozenset({"choice"}),
     "malformed": frozenset({"body"}),
     "fail": frozenset({"status", "retry_after", "times", "then", "size", "echo_auth"}),
@@ -93,7 +94,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "tokens": (0, 10_000_000), "cached": (0, 10_000_000), "size": (0, 64 * 1024 * 1024),
     "status": (400, 599), "times": (0, 1_000_000), "rounds": (1, 100), "fanout": (1, 1000),
     "calls": (1, 1000), "echo_auth": (0, 1), "choice": (0, 1), "pieces": (1, 100_000),
-    "loop": (0, 1),
+    "loop": (0, 1), "events": (0, 100_000),
 }  # fmt: skip
 _FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "latency": (0.0, 3600.0), "retry_after": (0.0, 3600.0), "gap": (0.0, 60.0),
