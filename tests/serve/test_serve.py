@@ -576,6 +576,35 @@ async def test_a_client_that_goes_away_cancels_its_run(
     assert runs == [("interrupted", "client disconnected")]
 
 
+async def test_a_client_that_leaves_mid_answer_leaves_a_run_billed_for_what_was_written(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # The first deltas reached the client, which then left: the backend wrote (and billed)
+    # them, so the interrupted run's record counts them, marked estimated.
+    spec = "worker:gap=0.4,pieces=4"
+    roster = write_roster(tmp_path / "roster.toml", backend_toml("slow", spec, sim.base_url))
+    server = await anyio.to_thread.run_sync(start_serve, tmp_path, roster)
+    body = {"model": "slow", "messages": user("take your time"), "stream": True}
+    try:
+        async with (
+            httpx.AsyncClient(base_url=server.base_url) as client,
+            client.stream("POST", "/chat/completions", json=body) as resp,
+        ):
+            async for line in resp.aiter_lines():
+                if '"content": "simulated' in line:
+                    break  # the first words are in: leave
+        await anyio.to_thread.run_sync(wait_until, lambda: sim.in_flight(spec) == 0, "cancel")
+    finally:
+        assert await anyio.to_thread.run_sync(server.stop) == 0
+    with sqlite3.connect(server.home / "runs.db") as db:
+        [(status, cost)] = db.execute("SELECT status, cost_usd FROM runs").fetchall()
+        [(state, tokens, extra)] = db.execute(
+            "SELECT status, completion_tokens, extra FROM calls WHERE kind = 'attempt'"
+        ).fetchall()
+    assert (status, state) == ("interrupted", "cancelled")
+    assert tokens > 0 and cost > 0 and json.loads(extra)["usage"] == "estimated"
+
+
 # --- the pure mapping ------------------------------------------------------------------
 
 
