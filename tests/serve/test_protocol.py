@@ -175,17 +175,25 @@ async def test_answering_may_take_longer_than_the_deadline(
 
 
 @pytest.mark.parametrize("server", [{"think": 2 * LIMIT}], indirect=True)
-async def test_a_late_pipelined_request_never_cuts_the_answer_before_it(
-    server: tuple[App, int],
+@pytest.mark.parametrize("ahead", [1, 2])
+@pytest.mark.parametrize(
+    "late", [b"P", request(b'{"mod', declared=len(BODY))], ids=["head", "body"]
+)
+async def test_a_late_pipelined_request_never_cuts_the_answers_before_it(
+    server: tuple[App, int], ahead: int, late: bytes
 ) -> None:
-    # The first byte of a second request comes with the first one, and no more: the first
-    # is answered in full, then the second, timed from there, gets its 408.
+    # Whole requests, then the start of one more in the same write, and nothing else: the
+    # whole ones are answered in full, each in its time; the late one, timed from the end
+    # of the answer before it, gets its 408.
     app, port = server
     async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(request() + b"P")
-        assert (await response(stream)).endswith(BODY)
+        await stream.send(request() * ahead + late)
+        for _ in range(ahead):
+            assert (await response(stream)).endswith(BODY)
         assert timed_out(await read_all(stream))
-    assert app.seen == ["http.request"]  # the first request's app was never told it left
+    # The whole requests' apps were never told their client left; the late body's app was.
+    told = ["http.request", "http.disconnect"] if late != b"P" else []
+    assert app.seen == ["http.request"] * ahead + told
 
 
 @pytest.mark.parametrize("server", [{"early": True}], indirect=True)

@@ -75,9 +75,9 @@ class _Deadlined(HttpToolsProtocol):
             # The body is late. Its app, if still waiting for it, reads a disconnect; a 408
             # only if no answer has started (the app may have answered early, e.g. a 413).
             cycle = self.cycle
-            if not cycle.response_started:
+            if cycle is not None and not cycle.response_started:
                 self.transport.write(_LATE)
-            if not cycle.response_complete:
+            if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True
                 cycle.message_event.set()
         elif self._arriving:
@@ -112,9 +112,12 @@ class _Deadlined(HttpToolsProtocol):
         super().on_response_complete()  # starts a pipelined request, if one is whole
         if self.transport.is_closing():
             return
-        if self._arriving or not self._answering():
-            # Idle, or a request arriving (pipelined, or the body of the one just answered):
-            # from now on it has its time.
+        if self.pipeline:
+            return  # a whole request waits in line: the deadline waits for its answer
+        if not self._answering() or (self._arriving and self._head_done):
+            # Idle, or a request arriving with nothing being answered, or the one now being
+            # answered still sending its body: from now on it has its time. (A request
+            # still arriving behind the one now answered is timed from the end of that.)
             self._arm()
 
 
