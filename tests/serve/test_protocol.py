@@ -197,14 +197,18 @@ async def test_a_late_pipelined_request_never_cuts_the_answers_before_it(
 
 
 @pytest.mark.parametrize("server", [{"early": True}], indirect=True)
-async def test_a_request_answered_early_gets_no_408_for_its_late_body(
-    server: tuple[App, int],
+@pytest.mark.parametrize("rest", [b"", b"x" * 97], ids=["never", "after-the-answer"])
+async def test_a_request_answered_early_gets_no_408_and_its_connection_ends(
+    server: tuple[App, int], rest: bytes
 ) -> None:
-    # Answered (413) before its body came: the rest of the body is late, and the connection
-    # closes, but no second response follows the first.
+    # Answered (413) before its body came. The rest of the body never comes: it is late,
+    # and the connection closes, but no second response follows the first. Or it comes
+    # after the answer: the connection is then idle, and closes at the deadline.
     async with await anyio.connect_tcp("127.0.0.1", server[1]) as stream:
         await stream.send(request(b"abc", declared=100))
-        reply = await read_all(stream)
+        reply = await response(stream)
+        await stream.send(rest)
+        reply += await read_all(stream)
     assert reply.startswith(b"HTTP/1.1 413 ") and reply.count(b"HTTP/1.1") == 1
 
 

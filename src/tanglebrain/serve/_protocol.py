@@ -107,6 +107,8 @@ class _Deadlined(HttpToolsProtocol):
         self._arriving = False
         self._disarm()
         super().on_message_complete()
+        if not self._answering():
+            self._arm()  # answered before its body was in (a 404, a 413): idle from now on
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # starts a pipelined request, if one is whole
