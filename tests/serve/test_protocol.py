@@ -8,6 +8,7 @@ slowly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -157,20 +158,19 @@ async def test_a_trickling_client_is_cut_at_the_deadline_not_at_each_byte(
 
 
 @pytest.mark.parametrize("server", [{"think": 2 * LIMIT}], indirect=True)
-@pytest.mark.parametrize("pipelined", [False, True], ids=["kept-alive", "pipelined"])
+@pytest.mark.parametrize("pipelined", [False, True], ids=["one", "pipelined"])
 async def test_answering_may_take_longer_than_the_deadline(
     server: tuple[App, int], pipelined: bool
 ) -> None:
-    # Each answer takes twice the deadline. Kept alive: the next request is answered too.
-    # Pipelined (both in one write): the second waits in line, unread, and is timed from
-    # the end of the first one's answer. Then the idle connection closes.
+    # Each answer takes twice the deadline. Pipelined (two requests in one write): the
+    # second waits in line, unread, and is timed from the end of the first one's answer.
+    # Then the idle connection closes.
     async with await anyio.connect_tcp("127.0.0.1", server[1]) as stream:
         await stream.send(request() + request(b"again") if pipelined else request())
         reply = await response(stream)
         assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(BODY)
-        if not pipelined:
-            await stream.send(request(b"again"))
-        assert (await response(stream)).endswith(b"again")
+        if pipelined:
+            assert (await response(stream)).endswith(b"again")
         assert await read_all(stream) == b""
 
 
@@ -207,7 +207,8 @@ async def test_a_request_answered_early_gets_no_408_and_its_connection_ends(
     async with await anyio.connect_tcp("127.0.0.1", server[1]) as stream:
         await stream.send(request(b"abc", declared=100))
         reply = await response(stream)
-        await stream.send(rest)
+        with contextlib.suppress(anyio.BrokenResourceError, OSError):
+            await stream.send(rest)  # (on a stalled machine the deadline may be past)
         reply += await read_all(stream)
     assert reply.startswith(b"HTTP/1.1 413 ") and reply.count(b"HTTP/1.1") == 1
 
