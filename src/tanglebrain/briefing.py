@@ -29,16 +29,15 @@ def system_prompt(ctx: RunContext, orchestrator_id: str, base_dir: Path | None) 
         path = Path(custom).expanduser()
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
+        field = "settings.system_prompt_file"
         try:
             template = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            utf8 = isinstance(exc, UnicodeDecodeError)
-            raise ConfigError(
-                "cannot read system prompt file: "
-                + (not_utf8(exc) if isinstance(exc, UnicodeDecodeError) else str(exc.strerror)),
-                field="settings.system_prompt_file",
-                fix=f"save {path} as UTF-8 text" if utf8 else f"check the path {path}",
-            ) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"cannot read system prompt file: {not_utf8(exc)}", field=field,
+                              fix=f"save {path} as UTF-8 text") from None  # fmt: skip
+        except OSError as exc:
+            raise ConfigError(f"cannot read system prompt file: {exc.strerror}", field=field,
+                              fix=f"check the path {path}") from None  # fmt: skip
     else:
         template = resources.files("tanglebrain").joinpath("prompts/orchestrator.md").read_text()
     return string.Template(template).safe_substitute(

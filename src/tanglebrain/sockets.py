@@ -6,6 +6,8 @@ import errno
 import socket
 import sys
 
+from tanglebrain.errors import UsageError
+
 
 def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A listening TCP socket on ``host``:``port`` (port 0 picks a free one).
@@ -37,8 +39,10 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
     return sock
 
 
-def listen_fix(exc: OSError) -> str:
-    """How to fix a failed ``bind_socket``: another port when the port was the problem."""
+def listen_error(host: str, port: int, exc: OSError) -> UsageError:
+    """The error for a failed ``bind_socket``: its fix names the port or the host at fault."""
     if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-        return "pick another --port"
-    return "check --host: an address of this machine, such as 127.0.0.1"
+        fix = "pick another --port"
+    else:
+        fix = "check --host: an address of this machine, such as 127.0.0.1"
+    return UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", fix=fix)

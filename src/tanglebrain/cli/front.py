@@ -311,14 +311,12 @@ def _server(
 def _listen(host: str, port: int, workers: int) -> list[socket.socket]:
     """The listening sockets (one per worker where the platform shares a port)."""
     from tanglebrain.serve import _workers as serve_workers
-    from tanglebrain.sockets import listen_fix
+    from tanglebrain.sockets import listen_error
 
     try:
         return serve_workers.listen(host, port, workers)
     except OSError as exc:
-        raise UsageError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}", fix=listen_fix(exc)
-        ) from None
+        raise listen_error(host, port, exc) from None
 
 
 def _serve_on_all(

@@ -177,22 +177,17 @@ async def _call_with_retries(
                     reply = whole(backend, out.messages, await transport.complete(out))
             else:
                 reply = await stream(transport, out, on_text, got)
-        except SinkError as exc:
-            # We stopped it (the reader left, the disk is full): not the backend's failure,
-            # but a call it answered, and a run's record shows every call that went out.
-            attempt.latency_ms = (time.perf_counter() - t0) * 1000
-            attempt.status = "cancelled"
-            _unfinished(attempt, out, got)
-            if on_attempt:
-                on_attempt()
-            raise exc.error from None
         except BaseException as exc:
             attempt.latency_ms = (time.perf_counter() - t0) * 1000
             _unfinished(attempt, out, got)
-            if not isinstance(exc, Exception):  # cancelled or interrupted: not the backend
+            # Cancelled, interrupted, or stopped by us (the reader left, the disk is full):
+            # not the backend's failure, but a call it answered, kept on the run's record.
+            if isinstance(exc, SinkError) or not isinstance(exc, Exception):
                 attempt.status = "cancelled"
                 if on_attempt:
                     on_attempt()
+                if isinstance(exc, SinkError):
+                    raise exc.error from None
                 raise
             err = _failed(attempt, out, exc, got.text)
             if on_attempt:

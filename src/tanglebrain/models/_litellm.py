@@ -75,7 +75,7 @@ def _kwargs(out: Outgoing) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "model": backend.model,
         "messages": messages,
-        # As the native transport: a connection not made in CONNECT_TIMEOUT_S has failed.
+        # As the native transport: a connection not made in out.connect_timeout has failed.
         "timeout": _timeout(out),
         "num_retries": 0,  # our loop retries; litellm's would be invisible
         "max_retries": 0,  # and the OpenAI SDK would silently retry twice

@@ -46,6 +46,11 @@ def not_regular(path: Path) -> str | None:
         mode = path.stat().st_mode
     except OSError:
         return None  # nothing there (or unreadable: opening it says why)
+    return _what(mode)
+
+
+def _what(mode: int) -> str | None:
+    """What a file of this mode is, when it is not a regular file; None when it is."""
     if stat.S_ISREG(mode):
         return None
     return "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, pipe or socket)"
@@ -53,9 +58,10 @@ def not_regular(path: Path) -> str | None:
 
 def _check_named(path: Path, fix: str) -> None:
     """A roster the user named must be a regular file (a pipe could be read only once)."""
-    what = not_regular(path)
-    if what is None and not path.is_file():
-        raise ConfigError("roster file not found", file=path, fix=fix)
+    try:
+        what = _what(path.stat().st_mode)
+    except OSError:
+        raise ConfigError("roster file not found", file=path, fix=fix) from None
     if what == "a directory":
         raise ConfigError("roster path is a directory", file=path,
                           fix=f"give the file's path, e.g. {path / 'roster.toml'}")  # fmt: skip

@@ -55,6 +55,7 @@ from tanglebrain.runtime import Limits
 from tanglebrain.serve._asgi import (
     STOPPED,
     read_body,
+    send_error,
     send_json,
     start,
     stopped,
@@ -125,7 +126,7 @@ class _Completions:
             raw = await read_body(scope, receive, self.config.max_body_bytes)
             chat = parse_chat(load_json(raw), self.config.roster)
         except ApiError as err:
-            await send_json(send, err.status, err.body(), err.headers)
+            await send_error(send, err)
             return
         except ClientGone:
             return
@@ -208,7 +209,7 @@ class _Completions:
             return  # the client went away
         if failure := run.result():
             err = error_for(failure)
-            await send_json(send, err.status, err.body(), err.headers)
+            await send_error(send, err)
         else:
             await send_json(send, 200, completion(trace))
 
@@ -238,7 +239,7 @@ class _Completions:
         failure = run.result()
         if failure is not None and not started:
             err = error_for(failure)
-            await send_json(send, err.status, err.body(), err.headers)
+            await send_error(send, err)
             return
         await write(self._stream_tail(chat, trace, failure), more=False)
 
@@ -274,10 +275,11 @@ class _Auth:
             scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
                 err = ApiError(401, "missing or wrong bearer token (Authorization: Bearer …)",
-                               "invalid_api_key", "authentication_error")  # fmt: skip
+                               "invalid_api_key", "authentication_error",
+                               headers={"www-authenticate": "Bearer"})  # fmt: skip
                 with contextlib.suppress(ApiError, ClientGone):  # drained: no reset
                     await read_body(scope, receive, self.limit)
-                await send_json(send, 401, err.body(), {"www-authenticate": "Bearer"})
+                await send_error(send, err)
                 return
         await self.app(scope, receive, send)
 

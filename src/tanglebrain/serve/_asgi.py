@@ -34,11 +34,16 @@ async def send_json(send: Send, status: int, obj: Any, headers: Mapping[str, str
     await send({"type": "http.response.body", "body": body})
 
 
+async def send_error(send: Send, err: ApiError) -> None:
+    """Send ``err`` as a whole JSON response, with its headers."""
+    await send_json(send, err.status, err.body(), err.headers)
+
+
 async def stopped(send: Send, started: bool) -> None:
     """Tell the client the server stopped its run: a 503, or an error event mid-stream."""
     err = ApiError(503, STOPPED, "server_shutting_down", "server_error")
     if not started:
-        await send_json(send, err.status, err.body())
+        await send_error(send, err)
         return
     event = sse(err.body())  # and no [DONE]
     await send({"type": "http.response.body", "body": event, "more_body": True})

@@ -34,7 +34,6 @@ from typing import Any
 import anyio
 from starlette.types import Receive, Scope, Send
 
-from tanglebrain.errors import UsageError
 from tanglebrain.sim._http import (
     Server,
     build_app,
@@ -45,7 +44,7 @@ from tanglebrain.sim._http import (
 from tanglebrain.sim._protocol import FINGERPRINT
 from tanglebrain.sim._respond import Exchange, respond
 from tanglebrain.sim._scripts import SimError, SimReply, parse_spec
-from tanglebrain.sockets import bind_socket, listen_fix
+from tanglebrain.sockets import bind_socket, listen_error
 
 __all__ = ["FINGERPRINT", "RecordedRequest", "SimReply", "Simulator", "main"]
 
@@ -370,6 +369,4 @@ def main(host: str = "127.0.0.1", port: int = 8000) -> None:
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        raise UsageError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}", fix=listen_fix(exc)
-        ) from exc
+        raise listen_error(host, port, exc) from exc
